@@ -1,0 +1,43 @@
+// Point-to-point byte transport: the layer every all-to-all algorithm is built on. Backends are
+// chosen by name (make_transport) so that later ones (shm, ucx) slot in beside mpi.
+#pragma once
+
+#include <mpi.h>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string_view>
+
+namespace switchyard::comm {
+
+// A posted send or receive. Owned by the caller until test() reports it complete.
+struct Request {
+  int peer = -1;
+  bool is_send = false;
+  size_t bytes = 0;
+  int handle = -1;  // backend-specific slot
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual std::string_view name() const = 0;
+  // Messages between one pair with one tag arrive in the order they were posted.
+  virtual Request isend(int peer, const void* data, size_t bytes, int tag) = 0;
+  virtual Request irecv(int peer, void* data, size_t bytes, int tag) = 0;
+  // Advances outstanding transfers; true once req has completed (its buffer may then be reused).
+  virtual bool test(Request& req) = 0;
+};
+
+// Waits until every request completes. Waits are bounded: past `timeout` it throws CommError
+// (timeout) naming `what` and the peers whose transfers did not complete.
+void wait_all(Transport& transport, std::span<Request> requests, std::chrono::milliseconds timeout,
+              std::string_view what);
+
+// "mpi": MPI_Isend / MPI_Irecv on a duplicate of comm. Throws CommError(invalid_argument) for an
+// unknown name, listing the known ones.
+std::unique_ptr<Transport> make_transport(std::string_view name, MPI_Comm comm);
+
+}  // namespace switchyard::comm

@@ -1,0 +1,35 @@
+// SwiGLU expert FFN in Hugging Face's DeepSeek layout: y = down(silu(gate(x)) * up(x)).
+#pragma once
+
+#include <cstdint>
+
+namespace switchyard::kernels {
+
+template <typename T>
+struct SwigluWeights {
+  const T* gate_proj;  // [inter, hidden]
+  const T* up_proj;    // [inter, hidden]
+  const T* down_proj;  // [hidden, inter]
+  int64_t hidden;
+  int64_t inter;
+};
+
+template <typename T>
+struct SwigluGrads {
+  T* gate_proj;  // [inter, hidden], accumulated into
+  T* up_proj;    // [inter, hidden], accumulated into
+  T* down_proj;  // [hidden, inter], accumulated into
+};
+
+// x: [n, hidden] -> y: [n, hidden] (overwritten). Saves the pre-activations gate_pre = x gate^T and
+// up_pre = x up^T, each [n, inter], for the backward pass. n may be 0.
+template <typename T>
+void swiglu_forward(const SwigluWeights<T>& w, const T* x, int64_t n, T* gate_pre, T* up_pre,
+                    T* y);
+
+// grad_x: [n, hidden] (overwritten); weight gradients accumulated into grads.
+template <typename T>
+void swiglu_backward(const SwigluWeights<T>& w, const T* x, int64_t n, const T* gate_pre,
+                     const T* up_pre, const T* grad_y, T* grad_x, const SwigluGrads<T>& grads);
+
+}  // namespace switchyard::kernels
