@@ -1,0 +1,64 @@
+#include "runtime/moe_config.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "runtime/error.h"
+
+namespace switchyard {
+
+kernels::RouterOptions MoeConfig::router_options() const {
+  kernels::RouterOptions opts;
+  opts.score = scoring;
+  opts.top_k = top_k;
+  opts.n_group = n_group;
+  opts.topk_group = topk_group;
+  opts.group_score = group_score;
+  opts.norm_topk_prob = norm_topk_prob;
+  opts.routed_scaling_factor = routed_scaling_factor;
+  return opts;
+}
+
+void MoeConfig::validate() const {
+  require(hidden > 0, fmt::format("MoeConfig.hidden must be positive, got {}", hidden));
+  require(num_experts > 0, fmt::format("MoeConfig.num_experts must be positive, got {}", num_experts));
+  require(intermediate > 0,
+          fmt::format("MoeConfig.intermediate must be positive, got {}", intermediate));
+  require(num_shared >= 0, fmt::format("MoeConfig.num_shared must be >= 0, got {}", num_shared));
+  require(top_k >= 1 && top_k <= num_experts,
+          fmt::format("MoeConfig.top_k = {} must be in [1, num_experts = {}]", top_k, num_experts));
+  require(n_group >= 1 && num_experts % n_group == 0,
+          fmt::format("MoeConfig.n_group = {} must be >= 1 and divide num_experts = {}", n_group,
+                      num_experts));
+  require(topk_group >= 1 && topk_group <= n_group,
+          fmt::format("MoeConfig.topk_group = {} must be in [1, n_group = {}]", topk_group, n_group));
+  const int group_size = num_experts / n_group;
+  require(top_k <= topk_group * group_size,
+          fmt::format("MoeConfig.top_k = {} exceeds the {} experts left in topk_group = {} groups of "
+                      "{}; raise topk_group or lower top_k",
+                      top_k, topk_group * group_size, topk_group, group_size));
+  require(n_group == 1 || group_score != kernels::GroupScore::top2_sum || group_size >= 2,
+          fmt::format("MoeConfig.group_score top2_sum needs at least 2 experts per group, but "
+                      "n_group = {} leaves {}; use group_score max or fewer groups",
+                      n_group, group_size));
+  require(std::isfinite(routed_scaling_factor) && routed_scaling_factor > 0,
+          fmt::format("MoeConfig.routed_scaling_factor must be finite and positive, got {}",
+                      routed_scaling_factor));
+  require(bias_update_rate >= 0,
+          fmt::format("MoeConfig.bias_update_rate must be >= 0, got {}", bias_update_rate));
+  require(aux_expert_alpha >= 0,
+          fmt::format("MoeConfig.aux_expert_alpha must be >= 0, got {}", aux_expert_alpha));
+  require(aux_device_alpha >= 0,
+          fmt::format("MoeConfig.aux_device_alpha must be >= 0, got {}", aux_device_alpha));
+  require(z_loss_alpha >= 0, fmt::format("MoeConfig.z_loss_alpha must be >= 0, got {}", z_loss_alpha));
+}
+
+kernels::ScoreFunc parse_score_func(const std::string& name) {
+  if (name == "softmax") return kernels::ScoreFunc::softmax;
+  if (name == "sigmoid") return kernels::ScoreFunc::sigmoid;
+  throw Error(ErrorCode::invalid_argument,
+              fmt::format("scoring '{}' is unknown; use softmax or sigmoid", name));
+}
+
+}  // namespace switchyard

@@ -1,0 +1,97 @@
+// The expert-parallel DeepSeekMoE layer. Every rank holds its own tokens and the routed experts the
+// placement gives it; forward and backward move tokens to their experts and back through the
+// communicator's all-to-all. Semantics: ../shared/DESIGN.md "Routing semantics".
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/alltoall.h"
+#include "comm/communicator.h"
+#include "kernels/aux_loss.h"
+#include "planner/placement.h"
+#include "runtime/moe_config.h"
+#include "runtime/moe_params.h"
+#include "runtime/phase_times.h"
+
+namespace switchyard {
+
+// Everything backward needs from one forward call. Independent of the layer's later calls, so
+// several forwards may be outstanding (e.g. gradient accumulation).
+template <typename T>
+struct MoeSaved {
+  int64_t tokens = 0;
+  std::vector<T> x;        // [tokens, H] input
+  std::vector<T> logits;   // [tokens, E]
+  std::vector<T> scores;   // [tokens, E] unbiased
+  std::vector<int32_t> idx;  // [tokens, K]
+  comm::RouteLayout layout;
+  // Received (row, slot) pairs for this rank's experts, grouped by local expert.
+  std::vector<int64_t> pair_rows;
+  std::vector<int32_t> pair_slots;
+  std::vector<T> pair_weights;
+  std::vector<int64_t> expert_offsets;  // [local experts + 1]
+  std::vector<T> expert_x;              // [pairs, H]
+  std::vector<T> expert_gate_pre;       // [pairs, I]
+  std::vector<T> expert_up_pre;         // [pairs, I]
+  std::vector<T> expert_out;            // [pairs, H] before weighting
+  std::vector<T> shared_gate_pre;       // [tokens, S*I]
+  std::vector<T> shared_up_pre;         // [tokens, S*I]
+  kernels::RouterStats global_stats{0};
+};
+
+template <typename T>
+struct MoeForward {
+  std::unique_ptr<MoeSaved<T>> saved;
+  kernels::AuxLosses aux;  // unweighted; over the global batch
+};
+
+template <typename T>
+class MoeLayer {
+ public:
+  // Validates config; throws Error(invalid_argument) naming a bad field. Parameters start at zero.
+  MoeLayer(const MoeConfig& config, comm::Communicator& comm, planner::ExpertPlacement placement,
+           const std::string& alltoall = "flat");
+
+  const MoeConfig& config() const { return config_; }
+  const planner::ExpertPlacement& placement() const { return placement_; }
+  MoeParams<T>& params() { return params_; }
+  MoeParams<T>& grads() { return grads_; }
+  std::vector<T>& selection_bias() { return bias_; }
+
+  // x: [tokens, hidden] -> y: [tokens, hidden]. tokens may differ per rank and may be 0; every rank
+  // must call forward together. Throws Error(invalid_argument) when hidden != config().hidden.
+  MoeForward<T> forward(const T* x, int64_t tokens, int64_t hidden, T* y);
+
+  // grad_y: [tokens, hidden] -> grad_x (overwritten). Adds the parameter gradients of this batch
+  // (replicated ones summed over ranks) and of the weighted aux losses to grads().
+  void backward(const MoeSaved<T>& saved, const T* grad_y, T* grad_x);
+
+  // Aux-loss-free balancing: bias[e] += rate * sign(mean_load - load[e]) with the global loads of
+  // the last forward. No-op unless config().selection_bias.
+  void update_selection_bias();
+
+  // Tokens per expert (globally reduced) of the last forward.
+  const std::vector<double>& last_expert_load() const { return last_load_; }
+
+  PhaseTimes& times() { return times_; }
+
+ private:
+  void experts_forward(MoeSaved<T>& saved, const std::vector<std::byte>& recv_side,
+                       const std::vector<T>& recv_x, std::vector<T>& recv_y);
+
+  MoeConfig config_;
+  comm::Communicator& comm_;
+  planner::ExpertPlacement placement_;
+  std::unique_ptr<comm::AllToAll> alltoall_;
+  MoeParams<T> params_;
+  MoeParams<T> grads_;
+  std::vector<T> bias_;
+  std::vector<int> device_of_expert_;
+  std::vector<double> last_load_;
+  PhaseTimes times_;
+};
+
+}  // namespace switchyard

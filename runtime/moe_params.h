@@ -1,0 +1,57 @@
+// Parameters (and, with the same shapes, gradients) of one MoE layer as held by one rank, in
+// Hugging Face's DeepSeek layout. The gate and shared experts are replicated on every rank; a
+// routed expert lives only on the rank(s) the placement gives it.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "kernels/swiglu.h"
+#include "runtime/moe_config.h"
+
+namespace switchyard {
+
+template <typename T>
+struct SwigluParams {
+  int64_t hidden = 0;
+  int64_t inter = 0;
+  std::vector<T> gate_proj;  // [inter, hidden]
+  std::vector<T> up_proj;    // [inter, hidden]
+  std::vector<T> down_proj;  // [hidden, inter]
+
+  SwigluParams() = default;
+  SwigluParams(int64_t hidden_size, int64_t inter_size);  // zero-filled
+
+  kernels::SwigluWeights<T> weights() const;
+  kernels::SwigluGrads<T> grads();
+};
+
+template <typename T>
+struct MoeParams {
+  int64_t hidden = 0;
+  std::vector<T> gate_weight;            // [E, H]
+  SwigluParams<T> shared;                // intermediate S * I; empty when S == 0
+  std::vector<int> expert_ids;           // routed experts held here, ascending
+  std::vector<SwigluParams<T>> experts;  // parallel to expert_ids
+
+  MoeParams() = default;
+  MoeParams(const MoeConfig& config, std::vector<int> held_experts);  // zero-filled
+
+  // Index of a routed expert in experts, or -1 when it is not held here.
+  int local_index(int expert) const;
+  // Tensors held on every rank (gate, shared experts), whose gradients are all-reduced.
+  std::vector<std::span<T>> replicated_tensors();
+  // Every tensor, replicated first then experts in expert_ids order (a stable order for
+  // optimizers).
+  std::vector<std::span<T>> tensors();
+  void zero();
+};
+
+// Deterministic initialisation: every tensor is drawn from a stream keyed by (seed, tensor, expert
+// id), uniform in +-1/sqrt(fan_in), so a parameter's value does not depend on how many ranks
+// there are or which rank holds it.
+template <typename T>
+void init_params(MoeParams<T>& params, uint64_t seed);
+
+}  // namespace switchyard

@@ -1,0 +1,35 @@
+// Wall-clock seconds spent per phase of the MoE layer, accumulated until reset.
+#pragma once
+
+#include <chrono>
+
+namespace switchyard {
+
+struct PhaseTimes {
+  double gate = 0;         // router GEMM, scores, top-k, weights, global load statistics
+  double dispatch = 0;     // layout and the dispatch all-to-all
+  double experts = 0;      // routed expert FFNs on received tokens
+  double combine = 0;      // the combine all-to-all
+  double shared = 0;       // shared experts
+  double backward = 0;     // the whole backward pass, gradient reduction included
+  double grad_reduce = 0;  // all-reduce of replicated gradients (part of backward)
+
+  double forward() const { return gate + dispatch + experts + combine + shared; }
+};
+
+// Adds the time from construction to destruction to one PhaseTimes field.
+class ScopedPhase {
+ public:
+  explicit ScopedPhase(double& slot) : slot_(slot), start_(std::chrono::steady_clock::now()) {}
+  ~ScopedPhase() {
+    slot_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  ScopedPhase(const ScopedPhase&) = delete;
+  ScopedPhase& operator=(const ScopedPhase&) = delete;
+
+ private:
+  double& slot_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace switchyard

@@ -1,0 +1,40 @@
+// Turns a routing decision (top-k experts and weights per token) into what the all-to-all moves:
+// a layout sending each token once to every rank that owns one of its experts, and per sent row
+// the (expert, weight) of the token's slots that rank serves. The receiving rank decodes the rows
+// back into (row, slot, expert, weight) pairs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "comm/alltoall.h"
+#include "planner/placement.h"
+
+namespace switchyard {
+
+template <typename T>
+struct TokenRoutes {
+  comm::RouteLayout layout;
+  size_t side_bytes = 0;        // per row: int32 expert[top_k] (-1 = not for this rank), T weight[top_k]
+  std::vector<std::byte> side;  // [layout.num_send_rows(), side_bytes]
+};
+
+template <typename T>
+TokenRoutes<T> build_token_routes(const int32_t* idx, const T* weights, int64_t tokens, int top_k,
+                                  const planner::ExpertPlacement& placement);
+
+// One (received row, top-k slot) that this rank's expert must compute.
+template <typename T>
+struct ExpertPair {
+  int64_t row;
+  int32_t slot;
+  int32_t expert;  // global expert id
+  T weight;
+};
+
+// Decodes received side data; pairs come in row order, slots ascending within a row.
+template <typename T>
+std::vector<ExpertPair<T>> decode_expert_pairs(const std::byte* side, int64_t rows, int top_k);
+
+}  // namespace switchyard

@@ -1,0 +1,222 @@
+// The distributed layer against the single-process fp64 reference, for one global batch split
+// unevenly over however many ranks mpirun started (a rank may hold no tokens, experts may not
+// divide evenly over ranks, a rank may hold no expert).
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "runtime/moe_layer.h"
+#include "tests/runtime/reference_moe.h"
+
+namespace sy = switchyard;
+
+namespace {
+
+template <typename T>
+double rel_error(std::span<const T> got, std::span<const double> want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += want[i] * want[i];
+  }
+  if (norm == 0) return std::sqrt(diff);
+  return std::sqrt(diff / norm);
+}
+
+template <typename T>
+double tolerance() {
+  return sizeof(T) == sizeof(double) ? 1e-12 : 1e-5;
+}
+
+template <typename T>
+std::vector<T> random_values(size_t n, uint64_t seed, double scale) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> dist(-scale, scale);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(dist(rng));
+  return v;
+}
+
+template <typename T>
+std::vector<double> to_double(std::span<const T> v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+template <typename T>
+sy::MoeParams<double> to_double(const sy::MoeParams<T>& p, const sy::MoeConfig& c) {
+  sy::MoeParams<double> out(c, p.expert_ids);
+  auto src = const_cast<sy::MoeParams<T>&>(p).tensors();
+  auto dst = out.tensors();
+  for (size_t i = 0; i < src.size(); ++i) std::copy(src[i].begin(), src[i].end(), dst[i].begin());
+  return out;
+}
+
+struct Batch {
+  std::vector<int64_t> tokens_per_rank;
+  int64_t offset = 0;  // first global token of this rank
+  int64_t total = 0;
+};
+
+// Uneven token counts; with more than one rank, rank 1 holds none.
+Batch split_batch(int world, int rank) {
+  const int64_t pattern[] = {7, 0, 12, 4};
+  Batch b;
+  for (int r = 0; r < world; ++r) b.tokens_per_rank.push_back(world == 1 ? 13 : pattern[r % 4]);
+  b.offset = std::accumulate(b.tokens_per_rank.begin(), b.tokens_per_rank.begin() + rank, 0);
+  b.total = std::accumulate(b.tokens_per_rank.begin(), b.tokens_per_rank.end(), 0);
+  return b;
+}
+
+// Runs forward and backward on this rank's slice and checks everything this rank can see.
+template <typename T>
+void check_against_reference(const sy::MoeConfig& config, std::vector<double> bias_values = {}) {
+  sy::comm::Communicator comm(MPI_COMM_WORLD);
+  const int world = comm.size(), rank = comm.rank();
+  const auto placement = sy::planner::ExpertPlacement::contiguous(config.num_experts, world);
+  sy::MoeLayer<T> layer(config, comm, placement);
+  const uint64_t seed = 42;
+  sy::init_params(layer.params(), seed);
+
+  std::vector<int> all(config.num_experts);
+  std::iota(all.begin(), all.end(), 0);
+  sy::MoeParams<T> full(config, all);
+  sy::init_params(full, seed);
+  if (bias_values.empty()) bias_values = random_values<double>(config.num_experts, 7, 0.05);
+  std::vector<double> bias(bias_values.size());
+  for (size_t e = 0; e < bias.size(); ++e) {
+    layer.selection_bias()[e] = static_cast<T>(bias_values[e]);
+    bias[e] = double(layer.selection_bias()[e]);
+  }
+
+  const Batch batch = split_batch(world, rank);
+  const int64_t H = config.hidden, local = batch.tokens_per_rank[rank];
+  const auto x = random_values<T>(batch.total * H, 11, 1.0);
+  const auto grad_y = random_values<T>(batch.total * H, 13, 1.0);
+
+  std::vector<T> y(local * H), grad_x(local * H);
+  auto fwd = layer.forward(x.data() + batch.offset * H, local, H, y.data());
+  layer.backward(*fwd.saved, grad_y.data() + batch.offset * H, grad_x.data());
+
+  const auto ref = sy::testing::reference_moe(config, to_double(full, config), bias,
+                                              placement.owners(), world,
+                                              to_double<T>(x), to_double<T>(grad_y));
+  const double tol = tolerance<T>();
+  auto slice = [&](const std::vector<double>& v) {
+    return std::span<const double>(v.data() + batch.offset * H, local * H);
+  };
+  EXPECT_LE(rel_error<T>(y, slice(ref.y)), tol) << "output y";
+  EXPECT_LE(rel_error<T>(grad_x, slice(ref.grad_x)), tol) << "grad x";
+  EXPECT_LE(rel_error<T>(layer.grads().gate_weight, ref.grads.gate_weight), tol) << "grad gate";
+  if (config.num_shared > 0) {
+    EXPECT_LE(rel_error<T>(layer.grads().shared.gate_proj, ref.grads.shared.gate_proj), tol);
+    EXPECT_LE(rel_error<T>(layer.grads().shared.up_proj, ref.grads.shared.up_proj), tol);
+    EXPECT_LE(rel_error<T>(layer.grads().shared.down_proj, ref.grads.shared.down_proj), tol);
+  }
+  for (size_t i = 0; i < layer.params().expert_ids.size(); ++i) {
+    const int e = layer.params().expert_ids[i];
+    const auto& got = layer.grads().experts[i];
+    const auto& want = ref.grads.experts[e];
+    EXPECT_LE(rel_error<T>(got.gate_proj, want.gate_proj), tol) << "expert " << e << " gate_proj";
+    EXPECT_LE(rel_error<T>(got.up_proj, want.up_proj), tol) << "expert " << e << " up_proj";
+    EXPECT_LE(rel_error<T>(got.down_proj, want.down_proj), tol) << "expert " << e << " down_proj";
+  }
+  const double loss_tol = sizeof(T) == sizeof(double) ? 1e-12 : 1e-5;
+  EXPECT_NEAR(fwd.aux.expert_balance, ref.expert_balance, loss_tol * (1 + ref.expert_balance));
+  EXPECT_NEAR(fwd.aux.device_balance, ref.device_balance, loss_tol * (1 + ref.device_balance));
+  EXPECT_NEAR(fwd.aux.z_loss, ref.z_loss, loss_tol * (1 + ref.z_loss));
+
+  std::vector<double> ref_load(config.num_experts, 0.0);
+  for (int e : ref.idx) ref_load[e] += 1;
+  EXPECT_EQ(layer.last_expert_load(), ref_load) << "global tokens per expert";
+}
+
+sy::MoeConfig small_config() {
+  sy::MoeConfig c;
+  c.hidden = 16;
+  c.num_experts = 8;
+  c.num_shared = 2;
+  c.top_k = 2;
+  c.intermediate = 12;
+  return c;
+}
+
+template <typename T>
+class LayerParity : public ::testing::Test {};
+using Precisions = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(LayerParity, Precisions);
+
+TYPED_TEST(LayerParity, SoftmaxNoGroups) { check_against_reference<TypeParam>(small_config()); }
+
+TYPED_TEST(LayerParity, SigmoidGroupsNormScaledWithBias) {
+  auto c = small_config();
+  c.scoring = sy::kernels::ScoreFunc::sigmoid;
+  c.n_group = 4;
+  c.topk_group = 2;
+  c.top_k = 3;
+  c.norm_topk_prob = true;
+  c.routed_scaling_factor = 2.5;
+  c.selection_bias = true;
+  check_against_reference<TypeParam>(c);
+}
+
+TYPED_TEST(LayerParity, SoftmaxGroupsMaxScoreWithAllAuxLosses) {
+  auto c = small_config();
+  c.n_group = 2;
+  c.topk_group = 1;
+  c.group_score = sy::kernels::GroupScore::max;
+  c.selection_bias = true;
+  c.aux_expert_alpha = 0.3;
+  c.aux_device_alpha = 0.2;
+  c.z_loss_alpha = 0.1;
+  check_against_reference<TypeParam>(c);
+}
+
+TYPED_TEST(LayerParity, SigmoidWithAuxLossesNoShared) {
+  auto c = small_config();
+  c.scoring = sy::kernels::ScoreFunc::sigmoid;
+  c.num_shared = 0;
+  c.aux_expert_alpha = 0.5;
+  c.aux_device_alpha = 0.25;
+  check_against_reference<TypeParam>(c);
+}
+
+TYPED_TEST(LayerParity, ExpertsDoNotDivideEvenly) {
+  auto c = small_config();
+  c.num_experts = 7;
+  c.top_k = 3;
+  c.aux_device_alpha = 0.1;
+  check_against_reference<TypeParam>(c);
+}
+
+TYPED_TEST(LayerParity, FewerExpertsThanRanks) {
+  auto c = small_config();
+  c.num_experts = 3;
+  c.top_k = 2;
+  c.aux_device_alpha = 0.1;
+  check_against_reference<TypeParam>(c);
+}
+
+TYPED_TEST(LayerParity, TopKEqualsNumExperts) {
+  auto c = small_config();
+  c.num_experts = 5;
+  c.top_k = 5;
+  c.norm_topk_prob = true;
+  check_against_reference<TypeParam>(c);
+}
+
+TYPED_TEST(LayerParity, EveryTokenToOneExpert) {
+  auto c = small_config();
+  c.top_k = 1;
+  c.selection_bias = true;
+  std::vector<double> bias(c.num_experts, 0.0);
+  bias[c.num_experts - 1] = 100.0;  // the last expert, on the last rank, wins every token
+  check_against_reference<TypeParam>(c, bias);
+}
+
+}  // namespace

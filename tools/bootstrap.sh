@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One entry point from a fresh Debian 12 machine:
+#   bash tools/bootstrap.sh run    install what is missing, build, run the training example
+#   bash tools/bootstrap.sh test   install what is missing, build, run every test
+# Environment: RANKS (default 4), PRESET (default tiny), STEPS, BUILD_TYPE (release|debug).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+preset="${BUILD_TYPE:-release}"
+build_dir="$root/build/$preset"
+
+packages=(build-essential cmake ninja-build pkg-config git
+          openmpi-bin libopenmpi-dev libucx-dev libboost-dev libfmt-dev nlohmann-json3-dev
+          libcli11-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev)
+
+install_dependencies() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if ((${#missing[@]} == 0)); then
+    echo "bootstrap: all Debian packages present"
+    return
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  local sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  cmake --preset "$preset" -S "$root" >/dev/null
+  cmake --build "$build_dir" -j "$(nproc)"
+}
+
+mpi_env() {
+  # OpenMPI refuses root without these; one BLAS thread per rank on a shared machine.
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+}
+
+case "${1:-}" in
+  run)
+    install_dependencies
+    build
+    mpi_env
+    set -x
+    mpirun --oversubscribe --mca mpi_yield_when_idle 1 --mca btl_vader_single_copy_mechanism none \
+      -np "${RANKS:-4}" "$build_dir/examples/train_moe" --preset "${PRESET:-tiny}" \
+      ${STEPS:+--steps "$STEPS"}
+    ;;
+  test)
+    install_dependencies
+    build
+    mpi_env
+    ctest --test-dir "$build_dir" --output-on-failure -j 1
+    ;;
+  *)
+    echo "usage: bash tools/bootstrap.sh run|test" >&2
+    exit 2
+    ;;
+esac
