@@ -29,10 +29,15 @@ class Transport {
   virtual Request irecv(int peer, void* data, size_t bytes, int tag) = 0;
   // Advances outstanding transfers; true once req has completed (its buffer may then be reused).
   virtual bool test(Request& req) = 0;
+  // Abandons a request that has not completed (wait_all does this on a timeout, before the
+  // caller's buffers go away): a receive is cancelled and will never write its buffer; a send is
+  // cancelled where the backend can, else released, so a late receiver may still get its bytes.
+  virtual void cancel(Request& req) = 0;
 };
 
-// Waits until every request completes. Waits are bounded: past `timeout` it throws CommError
-// (timeout) naming `what` and the peers whose transfers did not complete.
+// Waits until every request completes. Waits are bounded: past `timeout` it cancels the requests
+// still pending and throws CommError(timeout) naming `what` and the peers whose transfers did not
+// complete.
 void wait_all(Transport& transport, std::span<Request> requests, std::chrono::milliseconds timeout,
               std::string_view what);
 

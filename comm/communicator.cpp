@@ -1,0 +1,112 @@
+#include "comm/communicator.h"
+
+#include <fmt/format.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <climits>
+#include <utility>
+
+#include "comm/error.h"
+#include "comm/mpi_error.h"
+
+namespace switchyard::comm {
+
+namespace {
+
+// MPI counts are int: longer reductions run as several.
+template <typename T>
+void allreduce_in_pieces(T* data, size_t count, MPI_Datatype type, MPI_Comm comm,
+                         const auto& wait) {
+  if (count > 0 && data == nullptr) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("allreduce_sum: null data for {} elements", count));
+  }
+  size_t offset = 0;
+  do {
+    const int n = static_cast<int>(std::min<size_t>(INT_MAX, count - offset));
+    MPI_Request request = MPI_REQUEST_NULL;
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data + offset, n, type, MPI_SUM, comm, &request),
+              "MPI_Iallreduce");
+    wait(request);
+    offset += static_cast<size_t>(n);
+  } while (offset < count);
+}
+
+}  // namespace
+
+Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::move(options)) {
+  if (options_.timeout.count() <= 0) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("CommOptions::timeout is {} ms; it must be positive",
+                                options_.timeout.count()));
+  }
+  comm_ = dup_with_error_return(comm);
+  try {
+    topology_ = Topology::from_mpi(comm_);
+    transport_ = make_transport(options_.transport, comm_);
+  } catch (...) {
+    MPI_Comm_free(&comm_);
+    throw;
+  }
+}
+
+Communicator::~Communicator() {
+  transport_.reset();  // frees the transport's own duplicate first
+  MPI_Comm_free(&comm_);
+}
+
+void Communicator::override_topology(const Topology& topology) {
+  if (topology.rank != rank() || topology.size != size() ||
+      topology.node_of_rank.size() != static_cast<size_t>(size())) {
+    throw CommError(
+        ErrorCode::invalid_argument,
+        fmt::format("override_topology: got rank {}/{} with {} node entries, but this "
+                    "communicator is rank {}/{}",
+                    topology.rank, topology.size, topology.node_of_rank.size(), rank(), size()));
+  }
+  topology_ = topology;
+}
+
+void Communicator::allreduce_sum(double* data, size_t count) {
+  allreduce_in_pieces(data, count, MPI_DOUBLE, comm_,
+                      [&](MPI_Request& r) { wait(r, "allreduce_sum"); });
+}
+
+void Communicator::allreduce_sum(float* data, size_t count) {
+  allreduce_in_pieces(data, count, MPI_FLOAT, comm_,
+                      [&](MPI_Request& r) { wait(r, "allreduce_sum"); });
+}
+
+void Communicator::allreduce_sum(int64_t* data, size_t count) {
+  allreduce_in_pieces(data, count, MPI_INT64_T, comm_,
+                      [&](MPI_Request& r) { wait(r, "allreduce_sum"); });
+}
+
+void Communicator::barrier() {
+  MPI_Request request = MPI_REQUEST_NULL;
+  check_mpi(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
+  wait(request, "barrier");
+}
+
+void Communicator::wait(MPI_Request& request, const char* what) {
+  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  while (true) {
+    int done = 0;
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
+    if (done) return;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    sched_yield();  // ranks oversubscribe the cores: let the peers run
+  }
+  // MPI cannot cancel a collective, so the request stays pending and this communicator cannot
+  // take part in another collective: say so rather than let the next call mismatch.
+  throw CommError(ErrorCode::timeout,
+                  fmt::format("{}: timed out after {} ms; not every one of the {} ranks reached "
+                              "it (a rank may have failed or be stuck in an earlier call). The "
+                              "collective cannot be cancelled: this communicator is no longer "
+                              "usable, abort the job. If the ranks are only slow, raise the "
+                              "timeout (CommOptions::timeout)",
+                              what, options_.timeout.count(), size()));
+}
+
+}  // namespace switchyard::comm

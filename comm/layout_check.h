@@ -1,0 +1,14 @@
+// Private: validation of a RouteLayout against a communicator, shared by the all-to-all algorithms.
+#pragma once
+
+#include "comm/alltoall.h"
+
+namespace switchyard::comm {
+
+// Throws CommError(invalid_argument) naming `what` and the first problem found: world differs from
+// the communicator size; send_offsets not of size world + 1, not starting at 0 or decreasing;
+// send_tokens not of num_send_rows entries; a token index outside [0, num_tokens) or listed twice
+// for one destination; and, when need_recv, recv_offsets not a valid [world + 1] prefix sum.
+void check_layout(const RouteLayout& layout, int comm_size, bool need_recv, const char* what);
+
+}  // namespace switchyard::comm

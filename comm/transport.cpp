@@ -1,0 +1,74 @@
+#include "comm/transport.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "comm/error.h"
+#include "comm/mpi_transport.h"
+
+namespace switchyard::comm {
+
+namespace {
+
+std::string timeout_message(std::span<const Request> pending, std::chrono::milliseconds timeout,
+                            std::string_view what) {
+  std::vector<int> from;
+  std::vector<int> to;
+  for (const Request& req : pending) (req.is_send ? to : from).push_back(req.peer);
+  for (auto* peers : {&from, &to}) {
+    std::sort(peers->begin(), peers->end());
+    peers->erase(std::unique(peers->begin(), peers->end()), peers->end());
+  }
+  std::string stuck;
+  if (!from.empty()) stuck = fmt::format("receives from rank(s) {}", fmt::join(from, ", "));
+  if (!to.empty()) {
+    stuck +=
+        fmt::format("{}sends to rank(s) {}", stuck.empty() ? "" : " and ", fmt::join(to, ", "));
+  }
+  return fmt::format(
+      "{}: timed out after {} ms; {} did not complete. Those peers may have failed or be stuck "
+      "before this call (every rank must make the same sequence of calls); if they are only slow, "
+      "raise the timeout (CommOptions::timeout)",
+      what, timeout.count(), stuck);
+}
+
+}  // namespace
+
+void wait_all(Transport& transport, std::span<Request> requests, std::chrono::milliseconds timeout,
+              std::string_view what) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<bool> done(requests.size(), false);
+  size_t remaining = requests.size();
+  while (true) {
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (!done[i] && transport.test(requests[i])) {
+        done[i] = true;
+        --remaining;
+      }
+    }
+    if (remaining == 0) return;
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    // Ranks usually oversubscribe the cores; a busy poll would starve the peers we wait on.
+    sched_yield();
+  }
+  std::vector<Request> pending;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (done[i]) continue;
+    pending.push_back(requests[i]);
+    // The caller's buffers go away as the exception unwinds: nothing may write them later.
+    transport.cancel(requests[i]);
+  }
+  throw CommError(ErrorCode::timeout, timeout_message(pending, timeout, what));
+}
+
+std::unique_ptr<Transport> make_transport(std::string_view name, MPI_Comm comm) {
+  if (name == "mpi") return std::make_unique<MpiTransport>(comm);
+  throw CommError(ErrorCode::invalid_argument,
+                  fmt::format("unknown transport '{}'; known transports: mpi", name));
+}
+
+}  // namespace switchyard::comm

@@ -1,0 +1,143 @@
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "comm/error.h"
+#include "comm/mpi_transport.h"
+#include "tests/comm/comm_test_util.h"
+
+namespace switchyard::comm {
+namespace {
+
+using namespace std::chrono_literals;
+
+uint8_t pattern(int src, int dst, size_t size, size_t j) {
+  return static_cast<uint8_t>(src * 31 + dst * 17 + size * 5 + j * 7 + 1);
+}
+
+// Every rank sends every rank (itself included) one message of each size, all with one tag, and
+// receives the same from each: the sizes differ, so a message matched out of order shows up as a
+// truncation error or a wrong pattern.
+void exchange_patterns(Transport& transport, int rank, int size,
+                       std::chrono::milliseconds timeout) {
+  const std::vector<size_t> sizes = {0, 1, 13, 4096, 200000};
+  constexpr int kTag = 7;
+  std::vector<std::vector<uint8_t>> sent;
+  std::vector<std::vector<uint8_t>> received;
+  std::vector<Request> requests;
+  for (int peer = 0; peer < size; ++peer) {
+    for (size_t bytes : sizes) {
+      auto& out = sent.emplace_back(bytes);
+      for (size_t j = 0; j < bytes; ++j) out[j] = pattern(rank, peer, bytes, j);
+      auto& in = received.emplace_back(bytes, 0);
+      requests.push_back(transport.irecv(peer, in.data(), bytes, kTag));
+      requests.push_back(transport.isend(peer, out.data(), bytes, kTag));
+    }
+  }
+  wait_all(transport, requests, timeout, "pattern exchange");
+  EXPECT_TRUE(transport.test(requests.front())) << "a completed request stays completed";
+  size_t k = 0;
+  for (int peer = 0; peer < size; ++peer) {
+    for (size_t bytes : sizes) {
+      const auto& in = received[k++];
+      size_t wrong = 0;
+      for (size_t j = 0; j < bytes; ++j) wrong += in[j] != pattern(peer, rank, bytes, j);
+      EXPECT_EQ(wrong, 0u) << bytes << "-byte message from rank " << peer;
+    }
+  }
+}
+
+TEST(MpiTransport, ExchangesPatternsWithEveryPeer) {
+  Communicator comm(MPI_COMM_WORLD, test::test_options());
+  EXPECT_EQ(comm.transport().name(), "mpi");
+  exchange_patterns(comm.transport(), comm.rank(), comm.size(), comm.timeout());
+}
+
+TEST(MpiTransport, SplitsMessagesIntoPieces) {
+  Communicator comm(MPI_COMM_WORLD, test::test_options());
+  // A 1000-byte piece limit stands in for INT_MAX: the 4096- and 200000-byte messages are split,
+  // the first with a short last piece.
+  MpiTransport transport(MPI_COMM_WORLD, 1000);
+  exchange_patterns(transport, comm.rank(), comm.size(), comm.timeout());
+}
+
+TEST(MpiTransport, RejectsBadPeersAndTags) {
+  Communicator comm(MPI_COMM_WORLD, test::test_options());
+  char byte = 0;
+  for (int peer : {-1, comm.size()}) {
+    try {
+      comm.transport().isend(peer, &byte, 1, 0);
+      ADD_FAILURE() << "isend to rank " << peer << " accepted";
+    } catch (const CommError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    }
+  }
+  EXPECT_THROW(comm.transport().irecv(0, &byte, 1, -3), CommError);
+  EXPECT_THROW(comm.transport().irecv(0, nullptr, 1, 0), CommError);
+}
+
+TEST(MpiTransport, UnknownNameListsTheKnownOnes) {
+  try {
+    make_transport("carrier-pigeon", MPI_COMM_WORLD);
+    ADD_FAILURE() << "unknown transport accepted";
+  } catch (const CommError& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_TRUE(test::contains(e.what(), "carrier-pigeon")) << e.what();
+    EXPECT_TRUE(test::contains(e.what(), "mpi")) << e.what();
+  }
+  CommOptions options = test::test_options();
+  options.transport = "carrier-pigeon";
+  EXPECT_THROW(Communicator(MPI_COMM_WORLD, options), CommError);
+}
+
+// Rank 0 waits on a receive its peer never sends: wait_all must give up after the timeout, name
+// the peer, and cancel the receive so that it cannot swallow a later message with the same tag.
+TEST(WaitAll, TimesOutNamingTheSilentPeerAndCancels) {
+  Communicator sync(MPI_COMM_WORLD, test::test_options());
+  CommOptions short_wait;
+  short_wait.timeout = 300ms;
+  Communicator comm(MPI_COMM_WORLD, short_wait);
+  const int silent = comm.size() > 1 ? 1 : 0;
+  constexpr int kTag = 42;
+  int64_t value = -1;
+  if (comm.rank() == 0) {
+    std::vector<Request> requests{comm.transport().irecv(silent, &value, sizeof value, kTag)};
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      wait_all(comm.transport(), requests, comm.timeout(), "silent-peer test");
+      ADD_FAILURE() << "wait_all returned although rank " << silent << " sent nothing";
+    } catch (const CommError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::timeout);
+      const std::string message = e.what();
+      EXPECT_TRUE(test::contains(message, "silent-peer test")) << message;
+      EXPECT_TRUE(test::contains(message, fmt::format("receives from rank(s) {} ", silent)))
+          << message;
+      EXPECT_TRUE(test::contains(message, "300 ms")) << message;
+      EXPECT_TRUE(test::contains(message, "CommOptions::timeout")) << message;
+    }
+    EXPECT_GE(std::chrono::steady_clock::now() - start, 300ms);
+    EXPECT_EQ(value, -1) << "the cancelled receive wrote its buffer";
+  }
+  sync.barrier();
+
+  const int64_t sent = 1234;
+  value = -1;
+  std::vector<Request> requests;
+  if (comm.rank() == 0) {
+    requests.push_back(comm.transport().irecv(silent, &value, sizeof value, kTag));
+  }
+  if (comm.rank() == silent) {
+    requests.push_back(comm.transport().isend(0, &sent, sizeof sent, kTag));
+  }
+  wait_all(comm.transport(), requests, sync.timeout(), "message after the timeout");
+  if (comm.rank() == 0) {
+    EXPECT_EQ(value, sent);
+  }
+  sync.barrier();
+}
+
+}  // namespace
+}  // namespace switchyard::comm
