@@ -10,10 +10,11 @@
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "comm/communicator.h"
+#include "kernels/blas.h"
 #include "runtime/adam.h"
 #include "runtime/error.h"
 #include "runtime/moe_layer.h"
@@ -48,7 +49,7 @@ sy::MoeConfig preset_config(const Options& o, int* steps, int64_t* tokens, doubl
     c.intermediate = 64;
     c.n_group = 4;
     c.topk_group = 2;
-    *steps = 200;
+    *steps = 1000;
     *tokens = 256;
     *lr = 3e-3;
   } else if (o.preset == "dsmoe16b") {
@@ -78,6 +79,27 @@ void fill_tokens(std::vector<T>& x, uint64_t seed) {
   for (auto& v : x) v = static_cast<T>(normal(rng));
 }
 
+// OpenBLAS's own rate on one expert's gate_proj GEMM shape ([tokens per expert, H] x [H, I]), run
+// on every rank at once so that it sees the same sharing of cores as the layer does.
+template <typename T>
+double blas_gflops_per_rank(sy::comm::Communicator& comm, int64_t rows, int64_t hidden,
+                            int64_t inter) {
+  rows = std::max<int64_t>(rows, 1);
+  std::vector<T> a(rows * hidden, T(0.5)), b(inter * hidden, T(0.25)), c(rows * inter);
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    comm.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    sy::kernels::gemm<T>(false, true, rows, inter, hidden, T(1), a.data(), hidden, b.data(), hidden,
+                         T(0), c.data(), inter);
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  double rate = 2.0 * rows * hidden * inter / best / 1e9;
+  comm.allreduce_sum(&rate, 1);
+  return rate / comm.size();
+}
+
 double allreduce_max(double v) {
   double out = v;
   MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -103,12 +125,13 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   if (rank == 0) {
     std::printf("switchyard train_moe: preset %s, %s, %d ranks, %s\n", o.preset.c_str(),
                 o.dtype.c_str(), world, comm.topology().describe().c_str());
-    std::printf("layer: H %lld, %d routed experts (top-%d, %s scoring) + %d shared, I %lld; "
-                "%lld tokens/rank; all-to-all %s; Adam lr %g; %d steps\n",
-                (long long)H, config.num_experts, config.top_k,
-                config.scoring == sy::kernels::ScoreFunc::softmax ? "softmax" : "sigmoid",
-                config.num_shared, (long long)config.intermediate, (long long)tokens,
-                o.alltoall.c_str(), lr, steps);
+    std::printf(
+        "layer: H %lld, %d routed experts (top-%d, %s scoring) + %d shared, I %lld; "
+        "%lld tokens/rank; all-to-all %s; Adam lr %g; %d steps\n",
+        (long long)H, config.num_experts, config.top_k,
+        config.scoring == sy::kernels::ScoreFunc::softmax ? "softmax" : "sigmoid",
+        config.num_shared, (long long)config.intermediate, (long long)tokens, o.alltoall.c_str(),
+        lr, steps);
     std::fflush(stdout);
   }
 
@@ -147,7 +170,8 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     last_loss = loss;
 
     sy::PhaseTimes t = student.times();
-    double split[7] = {t.gate, t.dispatch, t.experts, t.combine, t.shared, t.backward, t.grad_reduce};
+    double split[7] = {t.gate,   t.dispatch, t.experts,    t.combine,
+                       t.shared, t.backward, t.grad_reduce};
     comm.allreduce_sum(split, 7);  // mean over ranks below
     for (double& v : split) v /= world;
     const auto& load = student.last_expert_load();
@@ -161,27 +185,38 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       timed.grad_reduce += split[6];
     }
     if (rank == 0) {
-      std::printf("step %4d/%d  loss %.4e (rel %.3f)  aux exp %.3f dev %.3f z %.3f  tok/s %9.0f  "
-                  "ms: gate %.2f dispatch %.2f experts %.2f combine %.2f shared %.2f backward %.2f "
-                  "(grad-reduce %.2f)  load max/mean %.2f\n",
-                  step, steps, loss, rel, fwd.aux.expert_balance, fwd.aux.device_balance,
-                  fwd.aux.z_loss, global_tokens / seconds, 1e3 * split[0], 1e3 * split[1],
-                  1e3 * split[2], 1e3 * split[3], 1e3 * split[4], 1e3 * split[5], 1e3 * split[6],
-                  max_load / mean_load);
+      std::printf(
+          "step %4d/%d  loss %.4e (rel %.3f)  aux exp %.3f dev %.3f z %.3f  tok/s %9.0f  "
+          "ms: gate %.2f dispatch %.2f experts %.2f combine %.2f shared %.2f backward %.2f "
+          "(grad-reduce %.2f)  load max/mean %.2f\n",
+          step, steps, loss, rel, fwd.aux.expert_balance, fwd.aux.device_balance, fwd.aux.z_loss,
+          global_tokens / seconds, 1e3 * split[0], 1e3 * split[1], 1e3 * split[2], 1e3 * split[3],
+          1e3 * split[4], 1e3 * split[5], 1e3 * split[6], max_load / mean_load);
       std::fflush(stdout);
     }
   }
 
+  const double pairs = global_tokens * config.top_k;
+  const double blas_rate = blas_gflops_per_rank<T>(
+      comm, static_cast<int64_t>(pairs / config.num_experts), H, config.intermediate);
   if (rank == 0 && timed_steps > 0) {
     const double n = timed_steps;
-    std::printf("\nsummary over %d steps (first step excluded as warm-up): %.0f tokens/s "
-                "(%.0f per rank), step %.1f ms = forward [gate %.1f, dispatch %.1f, experts %.1f, "
-                "combine %.1f, shared %.1f] + backward %.1f (grad-reduce %.1f) ms; "
-                "loss %.4e -> %.4e\n",
-                timed_steps, global_tokens * n / timed_seconds, tokens * n / timed_seconds,
-                1e3 * timed_seconds / n, 1e3 * timed.gate / n, 1e3 * timed.dispatch / n,
-                1e3 * timed.experts / n, 1e3 * timed.combine / n, 1e3 * timed.shared / n,
-                1e3 * timed.backward / n, 1e3 * timed.grad_reduce / n, first_loss, last_loss);
+    // Routed-expert forward: three GEMMs of 2*H*I flops per (token, expert) pair.
+    const double expert_rate =
+        n * pairs * 6.0 * H * config.intermediate / (timed.experts * world) / 1e9;
+    std::printf(
+        "\nsummary over %d steps (first step excluded as warm-up): %.0f tokens/s "
+        "(%.0f per rank), step %.1f ms = forward [gate %.1f, dispatch %.1f, experts %.1f, "
+        "combine %.1f, shared %.1f] + backward %.1f (grad-reduce %.1f) ms; "
+        "loss %.4e -> %.4e\n",
+        timed_steps, global_tokens * n / timed_seconds, tokens * n / timed_seconds,
+        1e3 * timed_seconds / n, 1e3 * timed.gate / n, 1e3 * timed.dispatch / n,
+        1e3 * timed.experts / n, 1e3 * timed.combine / n, 1e3 * timed.shared / n,
+        1e3 * timed.backward / n, 1e3 * timed.grad_reduce / n, first_loss, last_loss);
+    std::printf(
+        "routed experts (forward) ran at %.1f GFLOP/s per rank; OpenBLAS alone on one "
+        "expert's GEMM shape, all ranks at once: %.1f GFLOP/s per rank (%.0f%%)\n",
+        expert_rate, blas_rate, 100.0 * expert_rate / blas_rate);
   }
   if (o.require_loss_drop > 0 && !(last_loss <= o.require_loss_drop * first_loss)) {
     if (rank == 0) {
