@@ -4,8 +4,10 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -79,25 +81,45 @@ void fill_tokens(std::vector<T>& x, uint64_t seed) {
   for (auto& v : x) v = static_cast<T>(normal(rng));
 }
 
-// OpenBLAS's own rate on one expert's gate_proj GEMM shape ([tokens per expert, H] x [H, I]), run
-// on every rank at once so that it sees the same sharing of cores as the layer does.
+// OpenBLAS's own rate on one expert's gate_proj GEMM shape ([tokens per expert, H] x [H, I]),
+// repeated for a fixed time on every rank at once so that it shares the cores as the layer does.
 template <typename T>
 double blas_gflops_per_rank(sy::comm::Communicator& comm, int64_t rows, int64_t hidden,
                             int64_t inter) {
   rows = std::max<int64_t>(rows, 1);
   std::vector<T> a(rows * hidden, T(0.5)), b(inter * hidden, T(0.25)), c(rows * inter);
-  double best = 1e30;
-  for (int rep = 0; rep < 3; ++rep) {
-    comm.barrier();
-    const auto start = std::chrono::steady_clock::now();
+  comm.barrier();
+  const auto start = std::chrono::steady_clock::now();
+  double seconds = 0;
+  int64_t reps = 0;
+  while (seconds < 1.0) {
     sy::kernels::gemm<T>(false, true, rows, inter, hidden, T(1), a.data(), hidden, b.data(), hidden,
                          T(0), c.data(), inter);
-    best = std::min(
-        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    ++reps;
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
-  double rate = 2.0 * rows * hidden * inter / best / 1e9;
+  double rate = 2.0 * rows * hidden * inter * reps / seconds / 1e9;
   comm.allreduce_sum(&rate, 1);
   return rate / comm.size();
+}
+
+// Seconds per phase of one training step: the layer's own phases, then the optimizer.
+constexpr const char* kPhaseNames[] = {"gate",   "dispatch", "experts",     "combine",
+                                       "shared", "backward", "grad-reduce", "optimizer"};
+constexpr size_t kExpertsPhase = 2;
+using Split = std::array<double, std::size(kPhaseNames)>;
+
+Split split_of(const sy::PhaseTimes& t, double optimizer) {
+  return {t.gate, t.dispatch, t.experts, t.combine, t.shared, t.backward, t.grad_reduce, optimizer};
+}
+
+// " gate 0.31 dispatch 1.20 ..." in milliseconds, each value divided by `per`.
+std::string format_split(const Split& split, double per) {
+  std::string out;
+  for (size_t i = 0; i < split.size(); ++i) {
+    out += fmt::format(" {} {:.2f}", kPhaseNames[i], 1e3 * split[i] / per);
+  }
+  return out;
 }
 
 double allreduce_max(double v) {
@@ -127,7 +149,8 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
                 o.dtype.c_str(), world, comm.topology().describe().c_str());
     std::printf(
         "layer: H %lld, %d routed experts (top-%d, %s scoring) + %d shared, I %lld; "
-        "%lld tokens/rank; all-to-all %s; Adam lr %g; %d steps\n",
+        "%lld tokens/rank; all-to-all %s; Adam lr %g; %d steps\n"
+        "times are means over ranks in ms; backward includes grad-reduce\n",
         (long long)H, config.num_experts, config.top_k,
         config.scoring == sy::kernels::ScoreFunc::softmax ? "softmax" : "sigmoid",
         config.num_shared, (long long)config.intermediate, (long long)tokens, o.alltoall.c_str(),
@@ -139,7 +162,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       grad_x(tokens * H);
   double first_loss = 0, last_loss = 0, timed_seconds = 0;
   int timed_steps = 0;
-  sy::PhaseTimes timed;
+  Split timed{};
   for (int step = 1; step <= steps; ++step) {
     fill_tokens(x, o.seed * 1000003ull + step * 7919ull + rank);
     teacher.forward(x.data(), tokens, H, target.data());
@@ -156,8 +179,12 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     }
     student.grads().zero();
     student.backward(*fwd.saved, grad_y.data(), grad_x.data());
-    adam.step(student.params().tensors(), student.grads().tensors());
-    student.update_selection_bias();
+    double optimizer_seconds = 0;
+    {
+      sy::ScopedPhase phase(optimizer_seconds);
+      adam.step(student.params().tensors(), student.grads().tensors());
+      student.update_selection_bias();
+    }
     const double seconds = allreduce_max(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 
@@ -169,29 +196,23 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     if (step == 1) first_loss = loss;
     last_loss = loss;
 
-    sy::PhaseTimes t = student.times();
-    double split[7] = {t.gate,   t.dispatch, t.experts,    t.combine,
-                       t.shared, t.backward, t.grad_reduce};
-    comm.allreduce_sum(split, 7);  // mean over ranks below
-    for (double& v : split) v /= world;
+    Split split = split_of(student.times(), optimizer_seconds);
+    comm.allreduce_sum(split.data(), split.size());
+    for (double& v : split) v /= world;  // mean over ranks
     const auto& load = student.last_expert_load();
     const double max_load = *std::max_element(load.begin(), load.end());
     const double mean_load = global_tokens * config.top_k / config.num_experts;
     if (step > 1 || steps == 1) {
       timed_seconds += seconds;
       ++timed_steps;
-      timed.gate += split[0], timed.dispatch += split[1], timed.experts += split[2];
-      timed.combine += split[3], timed.shared += split[4], timed.backward += split[5];
-      timed.grad_reduce += split[6];
+      for (size_t i = 0; i < split.size(); ++i) timed[i] += split[i];
     }
     if (rank == 0) {
       std::printf(
           "step %4d/%d  loss %.4e (rel %.3f)  aux exp %.3f dev %.3f z %.3f  tok/s %9.0f  "
-          "ms: gate %.2f dispatch %.2f experts %.2f combine %.2f shared %.2f backward %.2f "
-          "(grad-reduce %.2f)  load max/mean %.2f\n",
+          "ms:%s  load max/mean %.2f\n",
           step, steps, loss, rel, fwd.aux.expert_balance, fwd.aux.device_balance, fwd.aux.z_loss,
-          global_tokens / seconds, 1e3 * split[0], 1e3 * split[1], 1e3 * split[2], 1e3 * split[3],
-          1e3 * split[4], 1e3 * split[5], 1e3 * split[6], max_load / mean_load);
+          global_tokens / seconds, format_split(split, 1).c_str(), max_load / mean_load);
       std::fflush(stdout);
     }
   }
@@ -201,18 +222,14 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       comm, static_cast<int64_t>(pairs / config.num_experts), H, config.intermediate);
   if (rank == 0 && timed_steps > 0) {
     const double n = timed_steps;
-    // Routed-expert forward: three GEMMs of 2*H*I flops per (token, expert) pair.
-    const double expert_rate =
-        n * pairs * 6.0 * H * config.intermediate / (timed.experts * world) / 1e9;
     std::printf(
         "\nsummary over %d steps (first step excluded as warm-up): %.0f tokens/s "
-        "(%.0f per rank), step %.1f ms = forward [gate %.1f, dispatch %.1f, experts %.1f, "
-        "combine %.1f, shared %.1f] + backward %.1f (grad-reduce %.1f) ms; "
-        "loss %.4e -> %.4e\n",
+        "(%.0f per rank), step %.1f ms, mean ms per step:%s; loss %.4e -> %.4e\n",
         timed_steps, global_tokens * n / timed_seconds, tokens * n / timed_seconds,
-        1e3 * timed_seconds / n, 1e3 * timed.gate / n, 1e3 * timed.dispatch / n,
-        1e3 * timed.experts / n, 1e3 * timed.combine / n, 1e3 * timed.shared / n,
-        1e3 * timed.backward / n, 1e3 * timed.grad_reduce / n, first_loss, last_loss);
+        1e3 * timed_seconds / n, format_split(timed, n).c_str(), first_loss, last_loss);
+    // Routed-expert forward: three GEMMs of 2*H*I flops per (token, expert) pair.
+    const double expert_rate =
+        n * pairs * 6.0 * H * config.intermediate / (timed[kExpertsPhase] * world) / 1e9;
     std::printf(
         "routed experts (forward) ran at %.1f GFLOP/s per rank; OpenBLAS alone on one "
         "expert's GEMM shape, all ranks at once: %.1f GFLOP/s per rank (%.0f%%)\n",
