@@ -1,0 +1,70 @@
+#include "planner/node_traffic.h"
+
+#include <algorithm>
+
+namespace switchyard::planner {
+
+NodeTraffic::NodeTraffic(const Workload& workload, int layer, const Topology& topo,
+                         std::vector<std::vector<int>> replica_nodes)
+    : num_nodes_(topo.num_nodes),
+      num_tokens_(workload.tokens_per_layer),
+      home_(workload.tokens_per_layer),
+      token_offset_(workload.num_experts + 1, 0),
+      tokens_(static_cast<std::size_t>(workload.tokens_per_layer) * workload.top_k),
+      replica_nodes_(std::move(replica_nodes)),
+      served_(static_cast<std::size_t>(workload.tokens_per_layer) * topo.num_nodes, 0) {
+  for (int t = 0; t < num_tokens_; ++t) {
+    home_[t] = topo.node_of_device(t % topo.num_devices());
+    const std::uint16_t* ids = workload.token_experts(layer, t);
+    for (int k = 0; k < workload.top_k; ++k) ++token_offset_[ids[k] + 1];
+  }
+  for (int e = 0; e < workload.num_experts; ++e) token_offset_[e + 1] += token_offset_[e];
+  std::vector<int> fill(token_offset_.begin(), token_offset_.end() - 1);
+  for (int t = 0; t < num_tokens_; ++t) {
+    const std::uint16_t* ids = workload.token_experts(layer, t);
+    for (int k = 0; k < workload.top_k; ++k) tokens_[fill[ids[k]]++] = t;
+  }
+  for (int e = 0; e < workload.num_experts; ++e) {
+    for (int i = token_offset_[e]; i < token_offset_[e + 1]; ++i) {
+      const int t = tokens_[i];
+      const int node = serving_node(replica_nodes_[e], t);
+      if (served(t, node)++ == 0 && node != home_[t]) ++total_remote_;
+    }
+  }
+}
+
+int NodeTraffic::serving_node(const std::vector<int>& nodes, int token) const {
+  if (std::binary_search(nodes.begin(), nodes.end(), home_[token])) return home_[token];
+  return nodes[token % nodes.size()];
+}
+
+std::int64_t NodeTraffic::delta_if(int expert, const std::vector<int>& nodes) const {
+  const std::vector<int>& current = replica_nodes_[expert];
+  std::int64_t delta = 0;
+  for (int i = token_offset_[expert]; i < token_offset_[expert + 1]; ++i) {
+    const int t = tokens_[i];
+    const int from = serving_node(current, t);
+    const int to = serving_node(nodes, t);
+    if (from == to) continue;
+    if (from != home_[t] && served(t, from) == 1) --delta;
+    if (to != home_[t] && served(t, to) == 0) ++delta;
+  }
+  return delta;
+}
+
+std::int64_t NodeTraffic::apply(int expert, const std::vector<int>& nodes) {
+  std::int64_t delta = 0;
+  for (int i = token_offset_[expert]; i < token_offset_[expert + 1]; ++i) {
+    const int t = tokens_[i];
+    const int from = serving_node(replica_nodes_[expert], t);
+    const int to = serving_node(nodes, t);
+    if (from == to) continue;
+    if (--served(t, from) == 0 && from != home_[t]) --delta;
+    if (served(t, to)++ == 0 && to != home_[t]) ++delta;
+  }
+  replica_nodes_[expert] = nodes;
+  total_remote_ += delta;
+  return delta;
+}
+
+}  // namespace switchyard::planner
