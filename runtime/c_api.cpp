@@ -1,0 +1,433 @@
+// The C API over MoeLayer<float>: handles, name-based parameter access, and the translation of
+// every exception into a status plus a message kept on the handle.
+#include <mpi.h>
+
+#include <charconv>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "comm/communicator.h"
+#include "comm/error.h"
+#include "runtime/error.h"
+#include "runtime/moe_layer.h"
+#include "runtime/switchyard.h"
+
+namespace sy = switchyard;
+
+struct sy_context {
+  std::unique_ptr<sy::comm::Communicator> comm;
+  std::string alltoall = "flat";
+  std::string last_error;
+  bool aborted = false;
+};
+
+struct sy_layer {
+  sy_context* context = nullptr;
+  std::unique_ptr<sy::MoeLayer<float>> layer;
+  std::string last_error;
+};
+
+struct sy_saved {
+  const sy_layer* layer = nullptr;
+  std::unique_ptr<sy::MoeSaved<float>> state;
+};
+
+namespace {
+
+thread_local std::string creation_error;
+
+sy_status_t status_of(sy::ErrorCode code) {
+  switch (code) {
+    case sy::ErrorCode::invalid_argument: return SY_INVALID_ARGUMENT;
+    case sy::ErrorCode::unsupported: return SY_UNSUPPORTED;
+    case sy::ErrorCode::out_of_memory: return SY_OUT_OF_MEMORY;
+    case sy::ErrorCode::timeout: return SY_TIMEOUT;
+    case sy::ErrorCode::peer_failure: return SY_PEER_FAILURE;
+    case sy::ErrorCode::internal: return SY_INTERNAL;
+  }
+  return SY_INTERNAL;
+}
+
+sy_status_t status_of(sy::comm::ErrorCode code) {
+  switch (code) {
+    case sy::comm::ErrorCode::invalid_argument: return SY_INVALID_ARGUMENT;
+    case sy::comm::ErrorCode::timeout: return SY_TIMEOUT;
+    case sy::comm::ErrorCode::peer_failure: return SY_PEER_FAILURE;
+    case sy::comm::ErrorCode::internal: return SY_INTERNAL;
+  }
+  return SY_INTERNAL;
+}
+
+// Runs body; any exception becomes a status, its message stored in `message`.
+template <typename Body>
+sy_status_t guarded(std::string& message, Body&& body) {
+  try {
+    body();
+    return SY_OK;
+  } catch (const sy::Error& e) {
+    message = e.what();
+    return status_of(e.code());
+  } catch (const sy::comm::CommError& e) {
+    message = e.what();
+    return status_of(e.code());
+  } catch (const std::bad_alloc&) {
+    message = "out of memory";
+    return SY_OUT_OF_MEMORY;
+  } catch (const std::invalid_argument& e) {
+    message = e.what();
+    return SY_INVALID_ARGUMENT;
+  } catch (const std::exception& e) {
+    message = std::string("internal error: ") + e.what();
+    return SY_INTERNAL;
+  } catch (...) {
+    message = "internal error: unknown exception";
+    return SY_INTERNAL;
+  }
+}
+
+void require_arg(bool cond, const std::string& message) { sy::require(cond, message); }
+
+// Checks the caller's struct size: older (smaller) structs are not accepted yet, since every field
+// so far exists since version 0.1.
+void require_struct_size(size_t got, size_t want, const char* type, const char* init) {
+  require_arg(got == want, fmt::format("{}.size is {} but this library expects {}; initialise the "
+                                       "struct with {}",
+                                       type, got, want, init));
+}
+
+sy_status_t aborted_status(std::string& message) {
+  message = "the context was aborted (sy_context_abort); only destroy calls are accepted";
+  return SY_ABORTED;
+}
+
+// Parameter (or gradient) tensor by Hugging Face name.
+std::span<float> find_tensor(sy::MoeLayer<float>& layer, sy::MoeParams<float>& params,
+                             std::string_view name, bool allow_bias) {
+  const auto& c = layer.config();
+  if (name == "gate.weight") return params.gate_weight;
+  if (name == "gate.e_score_correction_bias") {
+    require_arg(allow_bias, "gate.e_score_correction_bias has no gradient: it is a selection "
+                            "bias updated by sy_layer_update_selection_bias");
+    return layer.selection_bias();
+  }
+  auto pick = [&](sy::SwigluParams<float>& p, std::string_view proj) -> std::span<float> {
+    if (proj == "gate_proj.weight") return p.gate_proj;
+    if (proj == "up_proj.weight") return p.up_proj;
+    if (proj == "down_proj.weight") return p.down_proj;
+    throw sy::Error(sy::ErrorCode::invalid_argument,
+                    fmt::format("'{}': unknown projection '{}'; use gate_proj.weight, "
+                                "up_proj.weight or down_proj.weight",
+                                name, proj));
+  };
+  constexpr std::string_view shared_prefix = "shared_experts.";
+  constexpr std::string_view expert_prefix = "experts.";
+  if (name.starts_with(shared_prefix)) {
+    require_arg(c.num_shared > 0, fmt::format("'{}': this layer has no shared experts "
+                                              "(num_shared = 0)",
+                                              name));
+    return pick(params.shared, name.substr(shared_prefix.size()));
+  }
+  if (name.starts_with(expert_prefix)) {
+    const std::string_view rest = name.substr(expert_prefix.size());
+    int expert = -1;
+    const auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), expert);
+    require_arg(ec == std::errc() && end < rest.data() + rest.size() && *end == '.',
+                fmt::format("'{}': expected experts.<id>.<projection>", name));
+    require_arg(expert >= 0 && expert < c.num_experts,
+                fmt::format("'{}': expert {} is outside [0, num_experts = {})", name, expert,
+                            c.num_experts));
+    const int local = params.local_index(expert);
+    require_arg(local >= 0, fmt::format("'{}': expert {} is held by rank {}, not by this rank; ask "
+                                        "sy_layer_local_experts which experts to set",
+                                        name, expert, layer.placement().owner(expert)));
+    const size_t consumed = static_cast<size_t>(end - rest.data()) + 1;
+    return pick(params.experts[local], rest.substr(consumed));
+  }
+  throw sy::Error(sy::ErrorCode::invalid_argument,
+                  fmt::format("unknown parameter '{}'; names follow Hugging Face's DeepSeek layout, "
+                              "e.g. gate.weight, experts.3.up_proj.weight, "
+                              "shared_experts.down_proj.weight",
+                              name));
+}
+
+sy::MoeConfig to_config(const sy_layer_config_t& c) {
+  sy::MoeConfig m;
+  m.hidden = c.hidden;
+  m.num_experts = c.num_experts;
+  m.num_shared = c.num_shared;
+  m.top_k = c.top_k;
+  m.intermediate = c.intermediate;
+  require_arg(c.scoring == SY_SCORE_SOFTMAX || c.scoring == SY_SCORE_SIGMOID,
+              fmt::format("sy_layer_config_t.scoring = {} is not a sy_score_func_t",
+                          static_cast<int>(c.scoring)));
+  m.scoring = c.scoring == SY_SCORE_SOFTMAX ? sy::kernels::ScoreFunc::softmax
+                                            : sy::kernels::ScoreFunc::sigmoid;
+  m.norm_topk_prob = c.norm_topk_prob != 0;
+  m.routed_scaling_factor = c.routed_scaling_factor;
+  m.n_group = c.n_group;
+  m.topk_group = c.topk_group;
+  require_arg(c.group_score == SY_GROUP_SCORE_TOP2_SUM || c.group_score == SY_GROUP_SCORE_MAX,
+              fmt::format("sy_layer_config_t.group_score = {} is not a sy_group_score_t",
+                          static_cast<int>(c.group_score)));
+  m.group_score = c.group_score == SY_GROUP_SCORE_MAX ? sy::kernels::GroupScore::max
+                                                      : sy::kernels::GroupScore::top2_sum;
+  m.selection_bias = c.selection_bias != 0;
+  m.bias_update_rate = c.bias_update_rate;
+  m.aux_expert_alpha = c.aux_expert_alpha;
+  m.aux_device_alpha = c.aux_device_alpha;
+  m.z_loss_alpha = c.z_loss_alpha;
+  return m;
+}
+
+// Entry guard for calls on a layer: NULL and aborted handles are answered here.
+template <typename Body>
+sy_status_t on_layer(sy_layer_t layer, Body&& body) {
+  if (layer == nullptr) {
+    creation_error = "NULL sy_layer_t";
+    return SY_INVALID_ARGUMENT;
+  }
+  if (layer->context->aborted) return aborted_status(layer->last_error);
+  return guarded(layer->last_error, [&] { body(*layer); });
+}
+
+template <typename Body>
+sy_status_t on_context(sy_context_t context, Body&& body) {
+  if (context == nullptr) {
+    creation_error = "NULL sy_context_t";
+    return SY_INVALID_ARGUMENT;
+  }
+  if (context->aborted) return aborted_status(context->last_error);
+  return guarded(context->last_error, [&] { body(*context); });
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* sy_status_string(sy_status_t status) {
+  switch (status) {
+    case SY_OK: return "success";
+    case SY_INVALID_ARGUMENT: return "invalid argument";
+    case SY_UNSUPPORTED: return "unsupported";
+    case SY_OUT_OF_MEMORY: return "out of memory";
+    case SY_TIMEOUT: return "timed out waiting for a peer";
+    case SY_PEER_FAILURE: return "peer failure";
+    case SY_INTERNAL: return "internal error";
+    case SY_ABORTED: return "context aborted";
+  }
+  return "unknown status";
+}
+
+int sy_version(void) { return SY_VERSION_CODE; }
+
+sy_status_t sy_context_create_mpi(int64_t mpi_fortran_comm, const sy_context_params_t* params,
+                                  sy_context_t* context) {
+  return guarded(creation_error, [&] {
+    require_arg(context != nullptr, "sy_context_create_mpi: context (the output) is NULL");
+    *context = nullptr;
+    require_arg(params != nullptr, "sy_context_create_mpi: params is NULL; pass a "
+                                   "sy_context_params_t initialised with SY_CONTEXT_PARAMS_INIT");
+    require_struct_size(params->size, sizeof(sy_context_params_t), "sy_context_params_t",
+                        "SY_CONTEXT_PARAMS_INIT");
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    require_arg(initialized != 0, "sy_context_create_mpi: MPI is not initialised; call MPI_Init "
+                                  "(or import mpi4py) first");
+    require_arg(params->timeout_ms >= 0,
+                fmt::format("sy_context_params_t.timeout_ms must be >= 0, got {}",
+                            params->timeout_ms));
+    MPI_Comm comm = MPI_Comm_f2c(static_cast<MPI_Fint>(mpi_fortran_comm));
+    require_arg(comm != MPI_COMM_NULL, "sy_context_create_mpi: the communicator is MPI_COMM_NULL");
+    sy::comm::CommOptions options;
+    if (params->timeout_ms > 0) options.timeout = std::chrono::milliseconds(params->timeout_ms);
+    auto ctx = std::make_unique<sy_context>();
+    if (params->alltoall != nullptr) ctx->alltoall = params->alltoall;
+    ctx->comm = std::make_unique<sy::comm::Communicator>(comm, options);
+    *context = ctx.release();
+  });
+}
+
+sy_status_t sy_context_rank(sy_context_t context, int* rank) {
+  return on_context(context, [&](sy_context& c) {
+    require_arg(rank != nullptr, "sy_context_rank: rank is NULL");
+    *rank = c.comm->rank();
+  });
+}
+
+sy_status_t sy_context_size(sy_context_t context, int* size) {
+  return on_context(context, [&](sy_context& c) {
+    require_arg(size != nullptr, "sy_context_size: size is NULL");
+    *size = c.comm->size();
+  });
+}
+
+sy_status_t sy_context_topology(sy_context_t context, int* node, int* num_nodes, int* local_rank,
+                                int* local_size) {
+  return on_context(context, [&](sy_context& c) {
+    require_arg(node && num_nodes && local_rank && local_size,
+                "sy_context_topology: every output pointer must be non-NULL");
+    const auto& t = c.comm->topology();
+    *node = t.node;
+    *num_nodes = t.num_nodes;
+    *local_rank = t.local_rank;
+    *local_size = t.local_size;
+  });
+}
+
+sy_status_t sy_context_abort(sy_context_t context) {
+  if (context == nullptr) {
+    creation_error = "sy_context_abort: NULL sy_context_t";
+    return SY_INVALID_ARGUMENT;
+  }
+  context->aborted = true;
+  return SY_OK;
+}
+
+sy_status_t sy_context_destroy(sy_context_t context) {
+  delete context;
+  return SY_OK;
+}
+
+const char* sy_context_last_error(sy_context_t context) {
+  return context == nullptr ? creation_error.c_str() : context->last_error.c_str();
+}
+
+sy_status_t sy_layer_create(sy_context_t context, const sy_layer_config_t* config,
+                            sy_layer_t* layer) {
+  return on_context(context, [&](sy_context& c) {
+    require_arg(layer != nullptr, "sy_layer_create: layer (the output) is NULL");
+    *layer = nullptr;
+    require_arg(config != nullptr, "sy_layer_create: config is NULL; pass a sy_layer_config_t "
+                                   "initialised with SY_LAYER_CONFIG_INIT");
+    require_struct_size(config->size, sizeof(sy_layer_config_t), "sy_layer_config_t",
+                        "SY_LAYER_CONFIG_INIT");
+    const sy::MoeConfig moe = to_config(*config);
+    moe.validate();
+    auto handle = std::make_unique<sy_layer>();
+    handle->context = &c;
+    handle->layer = std::make_unique<sy::MoeLayer<float>>(
+        moe, *c.comm, sy::planner::ExpertPlacement::contiguous(moe.num_experts, c.comm->size()),
+        c.alltoall);
+    *layer = handle.release();
+  });
+}
+
+sy_status_t sy_layer_destroy(sy_layer_t layer) {
+  delete layer;
+  return SY_OK;
+}
+
+const char* sy_layer_last_error(sy_layer_t layer) {
+  return layer == nullptr ? creation_error.c_str() : layer->last_error.c_str();
+}
+
+sy_status_t sy_layer_local_experts(sy_layer_t layer, int* ids, int capacity, int* count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    require_arg(count != nullptr, "sy_layer_local_experts: count is NULL");
+    const auto& held = l.layer->params().expert_ids;
+    *count = static_cast<int>(held.size());
+    if (ids == nullptr) return;
+    require_arg(capacity >= 0, "sy_layer_local_experts: capacity must be >= 0");
+    for (int i = 0; i < capacity && i < *count; ++i) ids[i] = held[i];
+  });
+}
+
+namespace {
+
+void copy_tensor(sy_layer& l, sy::MoeParams<float>& params, const char* name, float* out,
+                 const float* in, size_t count, bool allow_bias) {
+  require_arg(name != nullptr, "parameter name is NULL");
+  std::span<float> t = find_tensor(*l.layer, params, name, allow_bias);
+  require_arg(count == t.size(), fmt::format("'{}' has {} elements but count is {}", name,
+                                             t.size(), count));
+  require_arg((in ? in : out) != nullptr || count == 0, fmt::format("'{}': data is NULL", name));
+  if (in != nullptr) {
+    std::copy(in, in + count, t.begin());
+  } else {
+    std::copy(t.begin(), t.end(), out);
+  }
+}
+
+}  // namespace
+
+sy_status_t sy_layer_set_param(sy_layer_t layer, const char* name, const float* data,
+                               size_t count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    copy_tensor(l, l.layer->params(), name, nullptr, data, count, true);
+  });
+}
+
+sy_status_t sy_layer_get_param(sy_layer_t layer, const char* name, float* data, size_t count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    copy_tensor(l, l.layer->params(), name, data, nullptr, count, true);
+  });
+}
+
+sy_status_t sy_layer_get_grad(sy_layer_t layer, const char* name, float* data, size_t count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    copy_tensor(l, l.layer->grads(), name, data, nullptr, count, false);
+  });
+}
+
+sy_status_t sy_layer_zero_grads(sy_layer_t layer) {
+  return on_layer(layer, [&](sy_layer& l) { l.layer->grads().zero(); });
+}
+
+sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, int64_t hidden,
+                             float* y, sy_saved_t* saved, sy_aux_losses_t* aux) {
+  return on_layer(layer, [&](sy_layer& l) {
+    require_arg(saved != nullptr, "sy_layer_forward: saved (the output) is NULL");
+    *saved = nullptr;
+    require_arg(tokens >= 0, fmt::format("sy_layer_forward: tokens must be >= 0, got {}", tokens));
+    require_arg(tokens == 0 || (x != nullptr && y != nullptr),
+                "sy_layer_forward: x and y must be non-NULL when tokens > 0");
+    auto result = l.layer->forward(x, tokens, hidden, y);
+    auto handle = std::make_unique<sy_saved>();
+    handle->layer = &l;
+    handle->state = std::move(result.saved);
+    if (aux != nullptr) {
+      *aux = {result.aux.expert_balance, result.aux.device_balance, result.aux.z_loss};
+    }
+    *saved = handle.release();
+  });
+}
+
+sy_status_t sy_layer_backward(sy_layer_t layer, sy_saved_t saved, const float* grad_y,
+                              float* grad_x) {
+  return on_layer(layer, [&](sy_layer& l) {
+    require_arg(saved != nullptr, "sy_layer_backward: saved is NULL");
+    require_arg(saved->layer == &l, "sy_layer_backward: saved comes from another layer's forward");
+    const int64_t tokens = saved->state->tokens;
+    require_arg(tokens == 0 || (grad_y != nullptr && grad_x != nullptr),
+                "sy_layer_backward: grad_y and grad_x must be non-NULL when tokens > 0");
+    l.layer->backward(*saved->state, grad_y, grad_x);
+  });
+}
+
+sy_status_t sy_saved_destroy(sy_saved_t saved) {
+  delete saved;
+  return SY_OK;
+}
+
+sy_status_t sy_layer_expert_load(sy_layer_t layer, double* load, int num_experts) {
+  return on_layer(layer, [&](sy_layer& l) {
+    const auto& counts = l.layer->last_expert_load();
+    require_arg(load != nullptr, "sy_layer_expert_load: load is NULL");
+    require_arg(num_experts == static_cast<int>(counts.size()),
+                fmt::format("sy_layer_expert_load: num_experts is {} but the layer has {}",
+                            num_experts, counts.size()));
+    std::copy(counts.begin(), counts.end(), load);
+  });
+}
+
+sy_status_t sy_layer_update_selection_bias(sy_layer_t layer) {
+  return on_layer(layer, [&](sy_layer& l) { l.layer->update_selection_bias(); });
+}
+
+}  // extern "C"

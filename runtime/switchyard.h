@@ -1,0 +1,165 @@
+/* switchyard C API: an expert-parallel DeepSeekMoE layer for trainers written in any language.
+ *
+ * Conventions (after NCCL and UCC):
+ * - Opaque handles; every call returns sy_status_t. On failure the handle the call was given keeps
+ *   a message saying what was wrong (sy_context_last_error / sy_layer_last_error). A failed call
+ *   changes no parameter; only a backward that fails part-way (a peer timed out) may leave the
+ *   gradients partly accumulated, which sy_layer_zero_grads clears.
+ * - Parameter structs carry their own size as the first field; initialise them with the
+ *   SY_*_INIT macros so that fields added later keep old callers working.
+ * - No C++ exception crosses this boundary.
+ * - Thread safety: calls on one context and its layers must not run concurrently (they
+ *   communicate, and every rank must issue the same collective calls in the same order).
+ *   sy_status_string and sy_version are safe from any thread.
+ */
+#ifndef SWITCHYARD_H_
+#define SWITCHYARD_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Only the sy_* functions are exported from libswitchyard.so. */
+#if defined(SWITCHYARD_BUILDING_LIBRARY)
+#define SY_API __attribute__((visibility("default")))
+#else
+#define SY_API
+#endif
+
+#define SY_VERSION_MAJOR 0
+#define SY_VERSION_MINOR 1
+#define SY_VERSION_PATCH 0
+#define SY_VERSION_CODE (SY_VERSION_MAJOR * 10000 + SY_VERSION_MINOR * 100 + SY_VERSION_PATCH)
+
+typedef enum {
+  SY_OK = 0,
+  SY_INVALID_ARGUMENT = 1,
+  SY_UNSUPPORTED = 2,
+  SY_OUT_OF_MEMORY = 3,
+  SY_TIMEOUT = 4,
+  SY_PEER_FAILURE = 5,
+  SY_INTERNAL = 6,
+  SY_ABORTED = 7 /* the context was aborted; only destroy calls are accepted */
+} sy_status_t;
+
+/* A static description of a status, e.g. "invalid argument". Never NULL. */
+SY_API const char* sy_status_string(sy_status_t status);
+/* The library's version as SY_VERSION_CODE computes it, to compare with the header's. */
+SY_API int sy_version(void);
+
+typedef struct sy_context* sy_context_t;
+typedef struct sy_layer* sy_layer_t;
+typedef struct sy_saved* sy_saved_t;
+
+/* ---- context ---------------------------------------------------------------------------- */
+
+typedef struct {
+  size_t size;            /* sizeof(sy_context_params_t), set by SY_CONTEXT_PARAMS_INIT */
+  int64_t timeout_ms;     /* bound on every wait for a peer; 0 = default (120000) */
+  const char* alltoall;   /* all-to-all algorithm name; NULL = "flat" */
+} sy_context_params_t;
+
+#define SY_CONTEXT_PARAMS_INIT {sizeof(sy_context_params_t), 0, NULL}
+
+/* Creates a context over an existing MPI communicator given as its Fortran handle
+ * (MPI_Comm_c2f(comm) in C; mpi4py's comm.py2f()), so callers need no MPI headers. MPI must be
+ * initialised. Collective over the communicator. */
+SY_API sy_status_t sy_context_create_mpi(int64_t mpi_fortran_comm, const sy_context_params_t* params,
+                                  sy_context_t* context);
+SY_API sy_status_t sy_context_rank(sy_context_t context, int* rank);
+SY_API sy_status_t sy_context_size(sy_context_t context, int* size);
+/* Node id, number of nodes, rank inside the node and ranks on the node. */
+SY_API sy_status_t sy_context_topology(sy_context_t context, int* node, int* num_nodes, int* local_rank,
+                                int* local_size);
+/* Marks the context (and its layers) unusable: later calls return SY_ABORTED. Local, immediate. */
+SY_API sy_status_t sy_context_abort(sy_context_t context);
+/* NULL is accepted. Destroy the layers first. */
+SY_API sy_status_t sy_context_destroy(sy_context_t context);
+/* The message of the last failed call on this context; "" if none. NULL context: a message about
+ * failed creation calls on this thread. */
+SY_API const char* sy_context_last_error(sy_context_t context);
+
+/* ---- layer ------------------------------------------------------------------------------ */
+
+typedef enum { SY_SCORE_SOFTMAX = 0, SY_SCORE_SIGMOID = 1 } sy_score_func_t;
+typedef enum { SY_GROUP_SCORE_TOP2_SUM = 0, SY_GROUP_SCORE_MAX = 1 } sy_group_score_t;
+
+typedef struct {
+  size_t size; /* sizeof(sy_layer_config_t), set by SY_LAYER_CONFIG_INIT */
+  int64_t hidden;
+  int num_experts;
+  int num_shared;
+  int top_k;
+  int64_t intermediate;
+  sy_score_func_t scoring;
+  int norm_topk_prob;
+  double routed_scaling_factor;
+  int n_group;
+  int topk_group;
+  sy_group_score_t group_score;
+  int selection_bias;
+  double bias_update_rate;
+  double aux_expert_alpha;
+  double aux_device_alpha;
+  double z_loss_alpha;
+} sy_layer_config_t;
+
+#define SY_LAYER_CONFIG_INIT                                                                    \
+  {sizeof(sy_layer_config_t), 0, 0, 0, 1, 0, SY_SCORE_SOFTMAX, 0, 1.0, 1, 1,                   \
+   SY_GROUP_SCORE_TOP2_SUM, 0, 0.001, 0.0, 0.0, 0.0}
+
+typedef struct {
+  double expert_balance; /* unweighted, over the global batch */
+  double device_balance;
+  double z_loss;
+} sy_aux_losses_t;
+
+/* fp32 layer whose routed experts are split contiguously over the context's ranks. Parameters
+ * start at zero. Collective. */
+SY_API sy_status_t sy_layer_create(sy_context_t context, const sy_layer_config_t* config,
+                            sy_layer_t* layer);
+SY_API sy_status_t sy_layer_destroy(sy_layer_t layer);
+SY_API const char* sy_layer_last_error(sy_layer_t layer);
+
+/* The routed experts this rank holds, ascending: *count is set; ids (if not NULL) receives up to
+ * capacity of them. */
+SY_API sy_status_t sy_layer_local_experts(sy_layer_t layer, int* ids, int capacity, int* count);
+
+/* Parameters by their Hugging Face DeepSeek names:
+ *   "gate.weight" [E, H], "gate.e_score_correction_bias" [E] (the selection bias),
+ *   "experts.<e>.gate_proj.weight" [I, H], "experts.<e>.up_proj.weight" [I, H],
+ *   "experts.<e>.down_proj.weight" [H, I]   (only experts this rank holds),
+ *   "shared_experts.gate_proj.weight" [S*I, H], "shared_experts.up_proj.weight" [S*I, H],
+ *   "shared_experts.down_proj.weight" [H, S*I].
+ * count must equal the tensor's element count. Local (not collective). */
+SY_API sy_status_t sy_layer_set_param(sy_layer_t layer, const char* name, const float* data,
+                               size_t count);
+SY_API sy_status_t sy_layer_get_param(sy_layer_t layer, const char* name, float* data, size_t count);
+/* The accumulated gradient of a parameter (the bias has none). */
+SY_API sy_status_t sy_layer_get_grad(sy_layer_t layer, const char* name, float* data, size_t count);
+SY_API sy_status_t sy_layer_zero_grads(sy_layer_t layer);
+
+/* x [tokens, hidden] -> y [tokens, hidden], caller-owned. tokens may differ per rank and may be 0.
+ * *saved receives the state backward needs (free it with sy_saved_destroy); aux may be NULL.
+ * Collective. */
+SY_API sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, int64_t hidden,
+                             float* y, sy_saved_t* saved, sy_aux_losses_t* aux);
+/* grad_y [tokens, hidden] -> grad_x [tokens, hidden]; adds this batch's parameter gradients
+ * (replicated ones summed over ranks) to the layer's. Collective. */
+SY_API sy_status_t sy_layer_backward(sy_layer_t layer, sy_saved_t saved, const float* grad_y,
+                              float* grad_x);
+SY_API sy_status_t sy_saved_destroy(sy_saved_t saved);
+
+/* Tokens routed to each expert in the last forward, summed over ranks: load[num_experts]. */
+SY_API sy_status_t sy_layer_expert_load(sy_layer_t layer, double* load, int num_experts);
+/* Aux-loss-free balancing step from the last forward's loads. */
+SY_API sy_status_t sy_layer_update_selection_bias(sy_layer_t layer);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SWITCHYARD_H_ */
