@@ -4,14 +4,26 @@
 
 #include "comm/error.h"
 #include "comm/flat_alltoall.h"
+#include "comm/hierarchical_alltoall.h"
+#include "comm/node_map.h"
 
 namespace switchyard::comm {
 
 std::unique_ptr<AllToAll> make_alltoall(std::string_view algorithm, Communicator& comm) {
   if (algorithm == "flat") return std::make_unique<FlatAllToAll>(comm);
-  throw CommError(
-      ErrorCode::invalid_argument,
-      fmt::format("unknown all-to-all algorithm '{}'; known algorithms: flat", algorithm));
+  if (algorithm == "hierarchical") return std::make_unique<HierarchicalAllToAll>(comm);
+  if (algorithm == "auto") {
+    // Two hops only pay off when there is a node to cross and a node to fan out in.
+    const NodeMap nodes(comm.topology());
+    if (nodes.num_nodes() > 1 && nodes.max_node_size() > 1) {
+      return std::make_unique<HierarchicalAllToAll>(comm);
+    }
+    return std::make_unique<FlatAllToAll>(comm);
+  }
+  throw CommError(ErrorCode::invalid_argument,
+                  fmt::format("unknown all-to-all algorithm '{}'; known algorithms: flat, "
+                              "hierarchical, auto",
+                              algorithm));
 }
 
 }  // namespace switchyard::comm

@@ -15,18 +15,39 @@ namespace switchyard::comm {
 
 enum class DataType { fp32, fp64 };
 
+// Private to the algorithms that relay rows through other ranks (hierarchical): what each relay
+// must know about the rows it forwards, agreed on by exchange_counts.
+struct RelayPlan;
+
 // Which source tokens go to which destination rank. A token appears at most once per destination
 // (a token routed to two experts of one rank is sent there once).
 struct RouteLayout {
   int world = 0;
-  int64_t num_tokens = 0;              // tokens on this rank
-  std::vector<int64_t> send_offsets;   // [world + 1]: rows send_offsets[d]..[d+1] go to rank d
-  std::vector<int64_t> send_tokens;    // token index of every send row, grouped by destination
-  std::vector<int64_t> recv_offsets;   // [world + 1]: rows received from each source rank,
-                                       // filled by AllToAll::exchange_counts
+  int64_t num_tokens = 0;             // tokens on this rank
+  std::vector<int64_t> send_offsets;  // [world + 1]: rows send_offsets[d]..[d+1] go to rank d
+  std::vector<int64_t> send_tokens;   // token index of every send row, grouped by destination
+  std::vector<int64_t> recv_offsets;  // [world + 1]: rows received from each source rank,
+                                      // filled by AllToAll::exchange_counts
+  // Filled by exchange_counts of relaying algorithms (hierarchical) and used by their dispatch and
+  // combine; other algorithms leave it empty. Opaque: copy or move it with the layout.
+  std::shared_ptr<const RelayPlan> relay;
 
   int64_t num_send_rows() const { return send_offsets.empty() ? 0 : send_offsets.back(); }
   int64_t num_recv_rows() const { return recv_offsets.empty() ? 0 : recv_offsets.back(); }
+};
+
+// What one rank sent in one dispatch or combine call (counts exchange excluded).
+struct PhaseStats {
+  int64_t bytes_sent = 0;            // to other ranks, every byte on the wire
+  int64_t bytes_to_other_nodes = 0;  // the part of bytes_sent that went to ranks on other nodes
+  // Token copies (dispatch) or result rows (combine) sent to ranks on other nodes: flat sends one
+  // per (token, destination rank), hierarchical one per (token, destination node).
+  int64_t rows_to_other_nodes = 0;
+};
+
+struct AllToAllStats {
+  PhaseStats dispatch;  // of the last dispatch call
+  PhaseStats combine;   // of the last combine call
 };
 
 class AllToAll {
@@ -51,9 +72,19 @@ class AllToAll {
   // each token, added in order of destination rank ascending; tokens sent nowhere get zeros.
   virtual void combine(const RouteLayout& layout, DataType dtype, const void* rows, int64_t elems,
                        void* out) = 0;
+
+  const AllToAllStats& stats() const { return stats_; }
+
+ protected:
+  AllToAllStats stats_;
 };
 
 // "flat": every rank exchanges directly with every rank over the communicator's transport.
+// "hierarchical": rail-aligned two-hop exchange (hierarchical_alltoall.h): a token crosses to each
+// destination node once, to the rank with its source's local rank there, which forwards it inside
+// the node; combine sums inside the node before crossing back once per (token, node).
+// "auto": hierarchical when the communicator's topology has more than one node and some node holds
+// more than one rank, else flat. Decided from the topology at creation, the same on every rank.
 // Throws CommError(invalid_argument) for an unknown name, listing the known ones.
 std::unique_ptr<AllToAll> make_alltoall(std::string_view algorithm, Communicator& comm);
 

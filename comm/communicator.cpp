@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <utility>
 
 #include "comm/error.h"
 #include "comm/mpi_error.h"
+#include "comm/routed_transport.h"
 
 namespace switchyard::comm {
 
@@ -33,6 +35,12 @@ void allreduce_in_pieces(T* data, size_t count, MPI_Datatype type, MPI_Comm comm
   } while (offset < count);
 }
 
+std::string choose(const std::string& option, const char* env, const std::string& fallback) {
+  if (!option.empty()) return option;
+  const char* value = std::getenv(env);
+  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
+}
+
 }  // namespace
 
 Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::move(options)) {
@@ -44,7 +52,16 @@ Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::m
   comm_ = dup_with_error_return(comm);
   try {
     topology_ = Topology::from_mpi(comm_);
-    transport_ = make_transport(options_.transport, comm_);
+    const std::string intra =
+        choose(options_.intra_transport, "SWITCHYARD_INTRA", options_.transport);
+    std::string inter = choose(options_.inter_transport, "SWITCHYARD_INTER", options_.transport);
+    if (inter == "shm") inter = "mpi";
+    if (intra == inter) {
+      transport_ = make_transport(intra, comm_);
+    } else {
+      transport_ = std::make_unique<RoutedTransport>(make_transport(intra, comm_),
+                                                     make_transport(inter, comm_), topology_);
+    }
   } catch (...) {
     MPI_Comm_free(&comm_);
     throw;
@@ -54,6 +71,11 @@ Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::m
 Communicator::~Communicator() {
   transport_.reset();  // frees the transport's own duplicate first
   MPI_Comm_free(&comm_);
+}
+
+std::string Communicator::describe() const {
+  return fmt::format("{}; transport {}; timeout {} ms", topology_.describe(),
+                     transport_->describe(), options_.timeout.count());
 }
 
 void Communicator::override_topology(const Topology& topology) {

@@ -14,7 +14,14 @@
 namespace switchyard::comm {
 
 struct CommOptions {
+  // The transport of every link unless a link class names its own.
   std::string transport = "mpi";
+  // Per link class (ranks on this rank's node; ranks on other nodes). Empty: the environment
+  // variable SWITCHYARD_INTRA / SWITCHYARD_INTER if set, else `transport`, except that an
+  // inter-node link never gets "shm" (it reaches only its own node) and falls back to "mpi".
+  // Different choices for the two classes give a routing transport (RoutedTransport).
+  std::string intra_transport;
+  std::string inter_transport;
   std::chrono::milliseconds timeout{std::chrono::seconds(120)};
 };
 
@@ -29,9 +36,13 @@ class Communicator {
   int rank() const { return topology_.rank; }
   int size() const { return topology_.size; }
   const Topology& topology() const { return topology_; }
+  // Carries every message; a RoutedTransport when the two link classes chose different ones.
   Transport& transport() { return *transport_; }
   std::chrono::milliseconds timeout() const { return options_.timeout; }
-  // Replaces the discovered topology (tests simulate several nodes on one machine).
+  // One line for the runtime's start-up log: topology, transports per link class, timeout.
+  std::string describe() const;
+  // Replaces the discovered topology (tests simulate several nodes on one machine). Call it before
+  // any traffic: the topology also decides which link class, hence transport, a peer uses.
   void override_topology(const Topology& topology);
 
   // In-place sum over all ranks (MPI_Iallreduce polled against the timeout).

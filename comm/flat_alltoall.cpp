@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "comm/error.h"
+#include "comm/exchange.h"
 #include "comm/layout_check.h"
 
 namespace switchyard::comm {
@@ -24,11 +25,11 @@ int64_t rows_of(const std::vector<int64_t>& offsets, int rank) {
 
 // Posts, for every peer, a send of its block of `send` and a receive of its block of `recv`
 // (blocks of rows given by the offsets, row_bytes each), copies this rank's own block, and waits.
-// Peers with an empty block exchange no message.
+// Peers with an empty block exchange no message. Counts what it sends into stats (when not null).
 void exchange_blocks(Communicator& comm, const std::byte* send,
                      const std::vector<int64_t>& send_offsets, std::byte* recv,
                      const std::vector<int64_t>& recv_offsets, size_t row_bytes, int tag,
-                     const char* what) {
+                     PhaseStats* stats, const char* what) {
   const int me = comm.rank();
   auto block = [row_bytes](const std::vector<int64_t>& offsets, int rank) {
     return std::pair{static_cast<size_t>(offsets[static_cast<size_t>(rank)]) * row_bytes,
@@ -42,33 +43,18 @@ void exchange_blocks(Communicator& comm, const std::byte* send,
                                 "changed after exchange_counts",
                                 what, send_bytes, recv_bytes));
   }
-  Transport& transport = comm.transport();
-  std::vector<Request> requests;
-  try {
-    for (int peer = 0; peer < comm.size(); ++peer) {
-      if (peer == me) continue;
-      if (auto [at, bytes] = block(recv_offsets, peer); bytes > 0) {
-        requests.push_back(transport.irecv(peer, recv + at, bytes, tag));
-      }
-      if (auto [at, bytes] = block(send_offsets, peer); bytes > 0) {
-        requests.push_back(transport.isend(peer, send + at, bytes, tag));
-      }
+  Exchange exchange(comm, stats, what);
+  for (int peer = 0; peer < comm.size(); ++peer) {
+    if (peer == me) continue;
+    if (auto [at, bytes] = block(recv_offsets, peer); bytes > 0) {
+      exchange.recv(peer, recv + at, bytes, tag);
     }
-  } catch (...) {
-    for (Request& req : requests) transport.cancel(req);  // before the buffers go away
-    throw;
+    if (auto [at, bytes] = block(send_offsets, peer); bytes > 0) {
+      exchange.send(peer, send + at, bytes, tag, rows_of(send_offsets, peer));
+    }
   }
   if (send_bytes > 0) std::memcpy(recv + recv_at, send + send_at, send_bytes);
-  wait_all(transport, requests, comm.timeout(), what);
-}
-
-void require_buffer(const void* buffer, int64_t rows, size_t row_bytes, const char* name,
-                    const char* what) {
-  if (buffer == nullptr && rows > 0 && row_bytes > 0) {
-    throw CommError(
-        ErrorCode::invalid_argument,
-        fmt::format("{}: {} is null but holds {} rows of {} bytes", what, name, rows, row_bytes));
-  }
+  exchange.wait();
 }
 
 template <typename T>
@@ -98,7 +84,7 @@ void FlatAllToAll::exchange_counts(RouteLayout& layout) {
   std::vector<int64_t> recv_counts(world);
   exchange_blocks(comm_, reinterpret_cast<const std::byte*>(send_counts.data()), unit,
                   reinterpret_cast<std::byte*>(recv_counts.data()), unit, sizeof(int64_t),
-                  kCountsTag, what);
+                  kCountsTag, nullptr, what);
   layout.recv_offsets.assign(world + 1, 0);
   for (size_t s = 0; s < world; ++s) {
     if (recv_counts[s] < 0) {
@@ -133,15 +119,16 @@ void FlatAllToAll::dispatch(const RouteLayout& layout, const void* tokens, size_
     if (side_bytes > 0) std::memcpy(row + token_bytes, side_base + i * side_bytes, side_bytes);
   }
 
+  stats_.dispatch = {};
   // Without side data the wire rows are exactly recv_tokens' rows: receive in place.
   if (side_bytes == 0) {
     exchange_blocks(comm_, packed.data(), layout.send_offsets, static_cast<std::byte*>(recv_tokens),
-                    layout.recv_offsets, row_bytes, kDispatchTag, what);
+                    layout.recv_offsets, row_bytes, kDispatchTag, &stats_.dispatch, what);
     return;
   }
   std::vector<std::byte> staging(recv_rows * row_bytes);
   exchange_blocks(comm_, packed.data(), layout.send_offsets, staging.data(), layout.recv_offsets,
-                  row_bytes, kDispatchTag, what);
+                  row_bytes, kDispatchTag, &stats_.dispatch, what);
   auto* out_tokens = static_cast<std::byte*>(recv_tokens);
   auto* out_side = static_cast<std::byte*>(recv_side);
   for (size_t i = 0; i < recv_rows; ++i) {
@@ -165,9 +152,10 @@ void FlatAllToAll::combine(const RouteLayout& layout, DataType dtype, const void
 
   // The reverse of dispatch: the rows received from s go back to s, and this rank gets back, in
   // send-row order, one result per row it sent.
+  stats_.combine = {};
   std::vector<std::byte> returned(static_cast<size_t>(layout.num_send_rows()) * row_bytes);
   exchange_blocks(comm_, static_cast<const std::byte*>(rows), layout.recv_offsets, returned.data(),
-                  layout.send_offsets, row_bytes, kCombineTag, what);
+                  layout.send_offsets, row_bytes, kCombineTag, &stats_.combine, what);
   if (dtype == DataType::fp32) {
     sum_rows(layout, reinterpret_cast<const float*>(returned.data()), elems,
              static_cast<float*>(out));

@@ -66,4 +66,13 @@ void check_layout(const RouteLayout& layout, int comm_size, bool need_recv, cons
   }
 }
 
+void require_buffer(const void* buffer, int64_t rows, size_t row_bytes, const char* name,
+                    const char* what) {
+  if (buffer == nullptr && rows > 0 && row_bytes > 0) {
+    throw CommError(
+        ErrorCode::invalid_argument,
+        fmt::format("{}: {} is null but holds {} rows of {} bytes", what, name, rows, row_bytes));
+  }
+}
+
 }  // namespace switchyard::comm

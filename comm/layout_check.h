@@ -11,4 +11,8 @@ namespace switchyard::comm {
 // for one destination; and, when need_recv, recv_offsets not a valid [world + 1] prefix sum.
 void check_layout(const RouteLayout& layout, int comm_size, bool need_recv, const char* what);
 
+// Throws CommError(invalid_argument) when buffer is null but should hold rows of row_bytes.
+void require_buffer(const void* buffer, int64_t rows, size_t row_bytes, const char* name,
+                    const char* what);
+
 }  // namespace switchyard::comm

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace switchyard::comm {
@@ -24,6 +25,8 @@ class Transport {
  public:
   virtual ~Transport() = default;
   virtual std::string_view name() const = 0;
+  // One line for start-up logs: the name and the settings that matter (e.g. shm's channel sizes).
+  virtual std::string describe() const { return std::string(name()); }
   // Messages between one pair with one tag arrive in the order they were posted.
   virtual Request isend(int peer, const void* data, size_t bytes, int tag) = 0;
   virtual Request irecv(int peer, void* data, size_t bytes, int tag) = 0;
@@ -41,8 +44,9 @@ class Transport {
 void wait_all(Transport& transport, std::span<Request> requests, std::chrono::milliseconds timeout,
               std::string_view what);
 
-// "mpi": MPI_Isend / MPI_Irecv on a duplicate of comm. Throws CommError(invalid_argument) for an
-// unknown name, listing the known ones.
+// "mpi": MPI_Isend / MPI_Irecv on a duplicate of comm. "shm": a shared-memory segment per node
+// (shm_transport.h), reaching only ranks of this rank's node; collective over comm. Throws
+// CommError(invalid_argument) for an unknown name, listing the known ones.
 std::unique_ptr<Transport> make_transport(std::string_view name, MPI_Comm comm);
 
 }  // namespace switchyard::comm

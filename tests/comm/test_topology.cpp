@@ -2,6 +2,7 @@
 
 #include "comm/communicator.h"
 #include "comm/error.h"
+#include "comm/node_map.h"
 #include "comm/topology.h"
 #include "tests/comm/comm_test_util.h"
 
@@ -75,6 +76,24 @@ TEST(Topology, OverrideMustMatchTheCommunicator) {
   EXPECT_EQ(comm.topology().num_nodes, simulated.num_nodes);
   EXPECT_EQ(comm.topology().node, comm.rank() / 2);
   EXPECT_THROW(comm.override_topology(Topology::blocked(0, comm.size() + 1, 2)), CommError);
+}
+
+// 5 ranks, 2 per node: nodes {0, 1}, {2, 3}, {4}. Rail peers share the local rank; the one-rank
+// node stands in for both rails of the others (local rank mod 1), and rank 3's rail on node 0 is
+// rank 1.
+TEST(NodeMap, RailAlignedRelaysWithRaggedNodes) {
+  const NodeMap nodes(Topology::blocked(0, 5, 2));
+  EXPECT_EQ(nodes.num_nodes(), 3);
+  EXPECT_EQ(nodes.max_node_size(), 2);
+  EXPECT_EQ(nodes.ranks(2), std::vector<int>{4});
+  EXPECT_EQ(nodes.relay(1, 0), 1);  // own node: no relay
+  EXPECT_EQ(nodes.relay(1, 1), 3);
+  EXPECT_EQ(nodes.relay(1, 2), 4);
+  EXPECT_EQ(nodes.relay(4, 0), 0);
+  EXPECT_EQ(nodes.relay(3, 0), 1);
+  EXPECT_EQ(nodes.relayed_by(0), (std::vector<int>{0, 2, 4}));
+  EXPECT_EQ(nodes.relayed_by(1), (std::vector<int>{1, 3}));
+  EXPECT_EQ(nodes.relayed_by(4), (std::vector<int>{0, 1, 2, 3, 4}));
 }
 
 }  // namespace

@@ -51,7 +51,10 @@ void exchange_patterns(Transport& transport, int rank, int size,
 }
 
 TEST(MpiTransport, ExchangesPatternsWithEveryPeer) {
-  Communicator comm(MPI_COMM_WORLD, test::test_options());
+  // Named for both link classes, so SWITCHYARD_INTRA / SWITCHYARD_INTER cannot swap it out.
+  CommOptions options = test::test_options();
+  options.intra_transport = options.inter_transport = "mpi";
+  Communicator comm(MPI_COMM_WORLD, options);
   EXPECT_EQ(comm.transport().name(), "mpi");
   exchange_patterns(comm.transport(), comm.rank(), comm.size(), comm.timeout());
 }

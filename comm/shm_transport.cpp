@@ -1,0 +1,347 @@
+#include "comm/shm_transport.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <new>
+
+#include "comm/error.h"
+#include "comm/mpi_error.h"
+
+namespace switchyard::comm {
+
+namespace {
+
+// One channel's counters, each on its own cache line so producer and consumer do not share one.
+struct alignas(64) Control {
+  std::atomic<uint64_t> head{0};              // pieces the producer has published
+  alignas(64) std::atomic<uint64_t> tail{0};  // pieces the consumer has taken
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free,
+              "shm channels need lock-free 64-bit atomics to work across processes");
+
+struct SlotHeader {
+  uint64_t message_bytes;  // of the whole message this piece belongs to
+  int32_t tag;
+  uint32_t piece_bytes;
+};
+
+constexpr size_t kLine = 64;
+size_t round_up(size_t n) { return (n + kLine - 1) / kLine * kLine; }
+
+void init_controls(void* base, const void* context) {
+  const size_t channels = *static_cast<const size_t*>(context);
+  for (size_t c = 0; c < channels; ++c) new (static_cast<Control*>(base) + c) Control();
+}
+
+}  // namespace
+
+ShmTransport::ShmTransport(MPI_Comm comm, ShmOptions options) : options_(options) {
+  if (options_.slot_bytes == 0 || options_.slot_bytes > UINT32_MAX || options_.slots == 0) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("shm transport: {} slots of {} bytes; need at least one slot of "
+                                "1 byte to 4 GiB",
+                                options_.slots, options_.slot_bytes));
+  }
+  int rank = 0;
+  check_mpi(MPI_Comm_size(comm, &world_), "MPI_Comm_size");
+  check_mpi(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
+  MPI_Comm node = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node),
+            "MPI_Comm_split_type(SHARED)");
+  try {
+    int local_size = 0;
+    check_mpi(MPI_Comm_size(node, &local_size), "MPI_Comm_size(node)");
+    check_mpi(MPI_Comm_rank(node, &me_), "MPI_Comm_rank(node)");
+    rank_of_local_.resize(static_cast<size_t>(local_size));
+    check_mpi(MPI_Allgather(&rank, 1, MPI_INT, rank_of_local_.data(), 1, MPI_INT, node),
+              "MPI_Allgather(node ranks)");
+    local_of_rank_.assign(static_cast<size_t>(world_), -1);
+    for (int l = 0; l < local_size; ++l) {
+      local_of_rank_[static_cast<size_t>(rank_of_local_[static_cast<size_t>(l)])] = l;
+    }
+    const size_t channels = static_cast<size_t>(local_size) * static_cast<size_t>(local_size);
+    slot_stride_ = round_up(sizeof(SlotHeader) + options_.slot_bytes);
+    const size_t bytes = channels * sizeof(Control) + channels * options_.slots * slot_stride_;
+    segment_ = std::make_unique<ShmSegment>(node, bytes, init_controls, &channels);
+  } catch (...) {
+    MPI_Comm_free(&node);
+    throw;
+  }
+  MPI_Comm_free(&node);
+  peers_.resize(rank_of_local_.size());
+}
+
+ShmTransport::~ShmTransport() = default;
+
+std::string ShmTransport::describe() const {
+  return fmt::format("shm ({} ranks on this node, {} slots of {} bytes per pair, {} KiB segment)",
+                     rank_of_local_.size(), options_.slots, options_.slot_bytes,
+                     segment_->bytes() / 1024);
+}
+
+int ShmTransport::local_of(int peer, const char* what) const {
+  if (peer < 0 || peer >= world_) {
+    throw CommError(
+        ErrorCode::invalid_argument,
+        fmt::format("shm transport {}: peer {} is not a rank (world {})", what, peer, world_));
+  }
+  const int local = local_of_rank_[static_cast<size_t>(peer)];
+  if (local < 0) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("shm transport {}: rank {} is on another node; shm reaches only "
+                                "ranks {} (use mpi for other nodes: SWITCHYARD_INTER=mpi)",
+                                what, peer, fmt::join(rank_of_local_, ", ")));
+  }
+  return local;
+}
+
+int ShmTransport::new_op() {
+  if (free_ops_.empty()) {
+    ops_.emplace_back();
+    free_ops_.push_back(static_cast<int>(ops_.size()) - 1);
+  }
+  const int handle = free_ops_.back();
+  free_ops_.pop_back();
+  ops_[static_cast<size_t>(handle)].in_use = true;
+  return handle;
+}
+
+void ShmTransport::free_op(int handle) {
+  ops_[static_cast<size_t>(handle)] = Op{};
+  free_ops_.push_back(handle);
+}
+
+ShmTransport::Op& ShmTransport::op_of(const Request& req) {
+  if (req.handle < 0 || static_cast<size_t>(req.handle) >= ops_.size() ||
+      !ops_[static_cast<size_t>(req.handle)].in_use ||
+      ops_[static_cast<size_t>(req.handle)].is_send != req.is_send) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("shm transport: request handle {} is not outstanding here (a "
+                                "stale copy of a completed request?)",
+                                req.handle));
+  }
+  return ops_[static_cast<size_t>(req.handle)];
+}
+
+Request ShmTransport::isend(int peer, const void* data, size_t bytes, int tag) {
+  const int local = local_of(peer, "isend");
+  if (tag < 0 || (bytes > 0 && data == nullptr)) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("shm transport isend: tag {}, {} bytes at {}: need tag >= 0 and a "
+                                "buffer for non-empty messages",
+                                tag, bytes, data));
+  }
+  const int handle = new_op();
+  Op& op = ops_[static_cast<size_t>(handle)];
+  op.is_send = true;
+  op.peer = local;
+  op.tag = tag;
+  // Only read: the const is restored by never writing through it.
+  op.data = static_cast<std::byte*>(const_cast<void*>(data));
+  op.bytes = bytes;
+  peers_[static_cast<size_t>(local)].sends.push_back(handle);
+  push(local);  // eager: a message that fits in the ring completes at once
+  return Request{peer, true, bytes, handle};
+}
+
+Request ShmTransport::irecv(int peer, void* data, size_t bytes, int tag) {
+  const int local = local_of(peer, "irecv");
+  if (tag < 0 || (bytes > 0 && data == nullptr)) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("shm transport irecv: tag {}, {} bytes at {}: need tag >= 0 and a "
+                                "buffer for non-empty messages",
+                                tag, bytes, data));
+  }
+  const int handle = new_op();
+  Op& op = ops_[static_cast<size_t>(handle)];
+  op.peer = local;
+  op.tag = tag;
+  op.data = static_cast<std::byte*>(data);
+  op.bytes = bytes;
+  Peer& from = peers_[static_cast<size_t>(local)];
+  // The earliest parked message with this tag is this receive's, as MPI would match it.
+  const auto parked = std::find_if(from.parked.begin(), from.parked.end(),
+                                   [tag](const Parked& p) { return p.tag == tag; });
+  if (parked == from.parked.end()) {
+    from.recvs.push_back(handle);
+    return Request{peer, false, bytes, handle};
+  }
+  Incoming& in = from.incoming;
+  const bool arriving = in.active && in.to_parked && in.parked == parked;
+  if (parked->data.size() != bytes) {
+    finish_recv(op, parked->data.size());
+    if (arriving) in.to_parked = false;  // in.op is -1: the rest of it is dropped
+  } else {
+    if (parked->done > 0) std::memcpy(op.data, parked->data.data(), parked->done);
+    op.done = parked->done;
+    if (arriving) {
+      in.to_parked = false;
+      in.op = handle;
+    } else {
+      op.complete = true;
+    }
+  }
+  from.parked.erase(parked);
+  return Request{peer, false, bytes, handle};
+}
+
+void ShmTransport::finish_recv(Op& op, size_t message_bytes) {
+  op.complete = true;
+  if (message_bytes == op.bytes) return;
+  op.error = fmt::format(
+      "shm transport: a {}-byte message from rank {} (tag {}) met a {}-byte "
+      "receive; both sides must agree on every message's size",
+      message_bytes, rank_of_local_[static_cast<size_t>(op.peer)], op.tag, op.bytes);
+}
+
+bool ShmTransport::test(Request& req) {
+  if (req.handle < 0) return true;
+  if (!op_of(req).complete) progress();
+  Op& op = op_of(req);
+  if (!op.complete) return false;
+  const std::string error = std::move(op.error);
+  free_op(req.handle);
+  req.handle = -1;
+  if (!error.empty()) throw CommError(ErrorCode::internal, error);
+  return true;
+}
+
+void ShmTransport::cancel(Request& req) {
+  if (req.handle < 0) return;
+  Op& op = op_of(req);
+  Peer& peer = peers_[static_cast<size_t>(op.peer)];
+  if (op.complete) {
+    free_op(req.handle);
+  } else if (op.is_send && op.started) {
+    // Part of it is in the ring and the receiver expects the rest: finish it from a private copy,
+    // since the caller's buffer goes away.
+    op.owned.assign(op.data, op.data + op.bytes);
+    op.data = op.owned.data();
+    op.released = true;
+  } else if (op.is_send) {
+    peer.sends.erase(std::find(peer.sends.begin(), peer.sends.end(), req.handle));
+    free_op(req.handle);
+  } else {
+    if (peer.incoming.active && !peer.incoming.to_parked && peer.incoming.op == req.handle) {
+      peer.incoming.op = -1;  // the rest of the message is dropped
+    } else {
+      peer.recvs.remove(req.handle);
+    }
+    free_op(req.handle);
+  }
+  req.handle = -1;
+}
+
+void ShmTransport::progress() {
+  for (size_t p = 0; p < peers_.size(); ++p) {
+    push(static_cast<int>(p));
+    drain(static_cast<int>(p));
+  }
+}
+
+// Channel (from, to) is number from * ranks + to: its control block is that entry of the array at
+// the segment's start, its ring of slots that entry of the array after all control blocks.
+void ShmTransport::push(int peer) {
+  Peer& to = peers_[static_cast<size_t>(peer)];
+  if (to.sends.empty()) return;
+  auto* base = static_cast<std::byte*>(segment_->base());
+  const size_t channel = static_cast<size_t>(me_) * peers_.size() + static_cast<size_t>(peer);
+  Control& control = reinterpret_cast<Control*>(base)[channel];
+  std::byte* ring = base + peers_.size() * peers_.size() * sizeof(Control) +
+                    channel * options_.slots * slot_stride_;
+  uint64_t head = control.head.load(std::memory_order_relaxed);  // only this rank writes it
+  uint64_t tail = control.tail.load(std::memory_order_acquire);
+  while (!to.sends.empty()) {
+    if (head - tail >= options_.slots) {
+      tail = control.tail.load(std::memory_order_acquire);
+      if (head - tail >= options_.slots) return;  // ring full: the receiver has not drained yet
+    }
+    const int handle = to.sends.front();
+    Op& op = ops_[static_cast<size_t>(handle)];
+    const size_t piece = std::min(options_.slot_bytes, op.bytes - op.done);
+    std::byte* slot = ring + (head % options_.slots) * slot_stride_;
+    const SlotHeader header{op.bytes, op.tag, static_cast<uint32_t>(piece)};
+    std::memcpy(slot, &header, sizeof header);
+    if (piece > 0) std::memcpy(slot + sizeof header, op.data + op.done, piece);
+    op.done += piece;
+    op.started = true;
+    control.head.store(++head, std::memory_order_release);
+    if (op.done < op.bytes) continue;
+    to.sends.pop_front();
+    if (op.released) {
+      free_op(handle);
+    } else {
+      op.complete = true;
+    }
+  }
+}
+
+void ShmTransport::drain(int peer) {
+  Peer& from = peers_[static_cast<size_t>(peer)];
+  auto* base = static_cast<std::byte*>(segment_->base());
+  const size_t channel = static_cast<size_t>(peer) * peers_.size() + static_cast<size_t>(me_);
+  Control& control = reinterpret_cast<Control*>(base)[channel];
+  const std::byte* ring = base + peers_.size() * peers_.size() * sizeof(Control) +
+                          channel * options_.slots * slot_stride_;
+  uint64_t tail = control.tail.load(std::memory_order_relaxed);  // only this rank writes it
+  const uint64_t head = control.head.load(std::memory_order_acquire);
+  for (; tail != head; control.tail.store(++tail, std::memory_order_release)) {
+    const std::byte* slot = ring + (tail % options_.slots) * slot_stride_;
+    SlotHeader header;
+    std::memcpy(&header, slot, sizeof header);
+    if (!from.incoming.active) start_incoming(peer, header.tag, header.message_bytes);
+    deliver(from.incoming, slot + sizeof header, header.piece_bytes);
+  }
+}
+
+void ShmTransport::start_incoming(int peer, int tag, size_t bytes) {
+  Peer& from = peers_[static_cast<size_t>(peer)];
+  Incoming& in = from.incoming;
+  in = Incoming{};
+  in.active = true;
+  in.bytes = bytes;
+  const auto posted = std::find_if(from.recvs.begin(), from.recvs.end(), [&](int handle) {
+    return ops_[static_cast<size_t>(handle)].tag == tag;
+  });
+  if (posted != from.recvs.end()) {
+    const int handle = *posted;
+    Op& op = ops_[static_cast<size_t>(handle)];
+    from.recvs.erase(posted);
+    if (op.bytes == bytes) {
+      in.op = handle;
+    } else {
+      finish_recv(op, bytes);  // the message itself is dropped: in.op stays -1
+    }
+    return;
+  }
+  from.parked.push_back(Parked{tag, std::vector<std::byte>(bytes), 0});
+  in.to_parked = true;
+  in.parked = std::prev(from.parked.end());
+}
+
+void ShmTransport::deliver(Incoming& in, const std::byte* piece, size_t bytes) {
+  if (in.done + bytes > in.bytes) {
+    throw CommError(ErrorCode::internal,
+                    fmt::format("shm transport: a piece overruns its {}-byte message; the "
+                                "segment is corrupt",
+                                in.bytes));
+  }
+  if (bytes > 0 && in.to_parked) {
+    std::memcpy(in.parked->data.data() + in.done, piece, bytes);
+    in.parked->done += bytes;
+  } else if (bytes > 0 && in.op >= 0) {
+    Op& op = ops_[static_cast<size_t>(in.op)];
+    std::memcpy(op.data + in.done, piece, bytes);
+    op.done += bytes;
+  }
+  in.done += bytes;
+  if (in.done < in.bytes) return;
+  if (!in.to_parked && in.op >= 0) finish_recv(ops_[static_cast<size_t>(in.op)], in.bytes);
+  in = Incoming{};
+}
+
+}  // namespace switchyard::comm

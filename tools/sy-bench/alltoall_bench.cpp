@@ -1,0 +1,190 @@
+#include "tools/sy-bench/alltoall_bench.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "comm/alltoall.h"
+#include "comm/communicator.h"
+#include "tools/sy-bench/mpi_baseline.h"
+
+namespace switchyard::bench {
+
+namespace {
+
+struct Phase {
+  std::vector<double> seconds;  // per iteration, the slowest rank's
+  int64_t max_bytes_per_rank = 0;
+  int64_t bytes_to_other_nodes = 0;  // all ranks together
+};
+
+struct Result {
+  std::string algo;
+  Phase dispatch;
+  Phase combine;
+  int64_t errors = 0;  // all ranks together
+};
+
+template <typename F>
+double timed(MPI_Comm comm, F&& body) {
+  MPI_Barrier(comm);
+  const double start = MPI_Wtime();
+  body();
+  double seconds = MPI_Wtime() - start;
+  MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return seconds;
+}
+
+void totals(MPI_Comm comm, Phase& phase, int64_t bytes, int64_t crossing) {
+  MPI_Allreduce(&bytes, &phase.max_bytes_per_rank, 1, MPI_INT64_T, MPI_MAX, comm);
+  MPI_Allreduce(&crossing, &phase.bytes_to_other_nodes, 1, MPI_INT64_T, MPI_SUM, comm);
+}
+
+Result run_baseline(const Workload& w, const AllToAllBenchOptions& o, MPI_Comm comm,
+                    const std::vector<int>& node_of_rank) {
+  Result r{"mpi", {}, {}, 0};
+  MpiBaseline baseline(w, o.workload, comm);
+  for (int i = 0; i <= o.iters; ++i) {
+    const double d = timed(comm, [&] { baseline.dispatch(); });
+    const double c = timed(comm, [&] { baseline.combine(); });
+    if (i == 0) continue;  // warm-up
+    r.dispatch.seconds.push_back(d);
+    r.combine.seconds.push_back(c);
+  }
+  const int64_t bytes = baseline.bytes_sent();
+  const int64_t crossing = baseline.bytes_to_other_nodes(node_of_rank);
+  totals(comm, r.dispatch, bytes, crossing);
+  totals(comm, r.combine, bytes, crossing);
+  const int64_t errors = baseline.errors();
+  MPI_Allreduce(&errors, &r.errors, 1, MPI_INT64_T, MPI_SUM, comm);
+  return r;
+}
+
+// Received rows must carry the payload of their (source, token); each token's combined sum is its
+// payload times the number of ranks it went to (the results are the received rows themselves).
+int64_t count_errors(const Workload& w, const comm::RouteLayout& layout, int64_t hidden,
+                     const std::vector<float>& recv_x, const std::vector<int32_t>& recv_side,
+                     const std::vector<float>& out) {
+  int64_t wrong = 0;
+  for (int s = 0; s < layout.world; ++s) {
+    for (int64_t i = layout.recv_offsets[static_cast<size_t>(s)];
+         i < layout.recv_offsets[static_cast<size_t>(s) + 1]; ++i) {
+      const int source = recv_side[static_cast<size_t>(2 * i)];
+      const int64_t t = recv_side[static_cast<size_t>(2 * i + 1)];
+      wrong += source != s;
+      for (int64_t j = 0; j < hidden; ++j) {
+        wrong += recv_x[static_cast<size_t>(i * hidden + j)] != payload(s, t, j);
+      }
+    }
+  }
+  std::vector<int> copies(static_cast<size_t>(layout.num_tokens), 0);
+  for (int64_t t : layout.send_tokens) ++copies[static_cast<size_t>(t)];
+  for (int64_t t = 0; t < layout.num_tokens; ++t) {
+    for (int64_t j = 0; j < hidden; ++j) {
+      wrong += out[static_cast<size_t>(t * hidden + j)] !=
+               static_cast<float>(copies[static_cast<size_t>(t)]) *
+                   w.x[static_cast<size_t>(t * hidden + j)];
+    }
+  }
+  return wrong;
+}
+
+Result run_algorithm(const std::string& name, comm::Communicator& comm, const Workload& w,
+                     const AllToAllBenchOptions& o, MPI_Comm mpi) {
+  const auto a2a = comm::make_alltoall(name, comm);
+  Result r{std::string(a2a->name()), {}, {}, 0};
+  comm::RouteLayout layout = w.layout;
+  a2a->exchange_counts(layout);
+  const int64_t h = o.workload.hidden;
+  const auto rows = static_cast<size_t>(layout.num_recv_rows());
+  std::vector<float> recv_x(rows * static_cast<size_t>(h));
+  std::vector<int32_t> recv_side(rows * 2);
+  std::vector<float> out(w.x.size());
+  for (int i = 0; i <= o.iters; ++i) {
+    const double d = timed(mpi, [&] {
+      a2a->dispatch(layout, w.x.data(), static_cast<size_t>(h) * sizeof(float), w.side.data(),
+                    2 * sizeof(int32_t), recv_x.data(), recv_side.data());
+    });
+    const double c = timed(
+        mpi, [&] { a2a->combine(layout, comm::DataType::fp32, recv_x.data(), h, out.data()); });
+    if (i == 0) continue;
+    r.dispatch.seconds.push_back(d);
+    r.combine.seconds.push_back(c);
+  }
+  const comm::AllToAllStats& stats = a2a->stats();
+  totals(mpi, r.dispatch, stats.dispatch.bytes_sent, stats.dispatch.bytes_to_other_nodes);
+  totals(mpi, r.combine, stats.combine.bytes_sent, stats.combine.bytes_to_other_nodes);
+  const int64_t errors = count_errors(w, layout, h, recv_x, recv_side, out);
+  MPI_Allreduce(&errors, &r.errors, 1, MPI_INT64_T, MPI_SUM, mpi);
+  return r;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+double minimum(const std::vector<double>& v) {
+  return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end());
+}
+
+}  // namespace
+
+int run_alltoall_bench(const AllToAllBenchOptions& o, MPI_Comm mpi) {
+  comm::Communicator comm(mpi);
+  if (o.ranks_per_node > 0) {
+    comm.override_topology(comm::Topology::blocked(comm.rank(), comm.size(), o.ranks_per_node));
+  }
+  const Workload w = make_workload(o.workload, comm.rank(), comm.size());
+  // The baseline always runs: every other figure is a ratio against it.
+  std::vector<Result> results{run_baseline(w, o, mpi, comm.topology().node_of_rank)};
+  for (const char* name : {"flat", "hierarchical"}) {
+    if (o.algo == name || o.algo == "all") results.push_back(run_algorithm(name, comm, w, o, mpi));
+  }
+  // Error counts are totals over all ranks, so every rank returns the same status.
+  int rc = 0;
+  for (const Result& r : results) rc |= r.errors != 0 ? 1 : 0;
+  if (comm.rank() != 0) return rc;
+
+  const int n = comm.size();
+  // The data a layer must deliver per rank: one hidden vector per (token, expert) pair.
+  const double logical_bytes = static_cast<double>(o.workload.tokens) * o.workload.topk *
+                               static_cast<double>(o.workload.hidden) * sizeof(float);
+  fmt::print("sy-bench alltoall: {} ranks, {} nodes ({}); {}\n", n, comm.topology().num_nodes,
+             o.ranks_per_node > 0 ? fmt::format("simulated, {} ranks per node", o.ranks_per_node)
+                                  : "as launched",
+             comm.describe());
+  fmt::print(
+      "tokens/rank {}, hidden {}, experts {}, top-k {}, zipf {}, {}, {} iterations after one "
+      "warm-up\n",
+      o.workload.tokens, o.workload.hidden, o.workload.experts, o.workload.topk, o.workload.zipf,
+      o.dtype, o.iters);
+  fmt::print(
+      "algbw = S / median time with S = tokens x top-k x hidden x 4 = {:.1f} MB per rank, "
+      "busbw = algbw x (n-1)/n (nccl-tests' all-to-all definitions); times are the slowest "
+      "rank's; speed-up = mpi median / median\n\n",
+      logical_bytes / 1e6);
+  fmt::print("{:<13} {:<9} {:>10} {:>10} {:>13} {:>17} {:>11} {:>11} {:>9} {:>7}\n", "algorithm",
+             "phase", "median ms", "min ms", "MB sent/rank", "MB across nodes", "algbw GB/s",
+             "busbw GB/s", "speed-up", "errors");
+  for (const Result& r : results) {
+    for (const auto& [phase, p, base] :
+         {std::tuple{"dispatch", &r.dispatch, &results.front().dispatch},
+          std::tuple{"combine", &r.combine, &results.front().combine}}) {
+      const double t = median(p->seconds);
+      const double algbw = t > 0 ? logical_bytes / t / 1e9 : 0.0;
+      fmt::print(
+          "{:<13} {:<9} {:>10.3f} {:>10.3f} {:>13.2f} {:>17.2f} {:>11.2f} {:>11.2f} "
+          "{:>8.2f}x {:>7}\n",
+          r.algo, phase, t * 1e3, minimum(p->seconds) * 1e3, p->max_bytes_per_rank / 1e6,
+          p->bytes_to_other_nodes / 1e6, algbw, algbw * (n - 1) / n,
+          t > 0 ? median(base->seconds) / t : 0.0, r.errors);
+    }
+  }
+  return rc;
+}
+
+}  // namespace switchyard::bench

@@ -1,0 +1,23 @@
+// `sy-bench alltoall`: the driver behind the subcommand.
+#pragma once
+
+#include <mpi.h>
+
+#include <string>
+
+#include "tools/sy-bench/workload.h"
+
+namespace switchyard::bench {
+
+struct AllToAllBenchOptions {
+  std::string algo = "all";
+  std::string dtype = "fp32";
+  WorkloadOptions workload;
+  int iters = 20;
+  int ranks_per_node = 0;
+};
+
+// Prints the table on rank 0; returns 1 if any byte or sum was wrong on any rank.
+int run_alltoall_bench(const AllToAllBenchOptions& options, MPI_Comm comm);
+
+}  // namespace switchyard::bench
