@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iterator>
 #include <random>
@@ -20,6 +21,7 @@
 #include "runtime/adam.h"
 #include "runtime/error.h"
 #include "runtime/moe_layer.h"
+#include "runtime/replanner.h"
 
 namespace sy = switchyard;
 
@@ -37,6 +39,9 @@ struct Options {
   bool selection_bias = false;
   double aux_alpha = 0.001;
   double require_loss_drop = 0;  // 0 = off; else fail unless last loss <= factor * first loss
+  double skew = 0;               // routing skew: expert popularity ~ Zipf with this exponent
+  int replan_every = 0;          // steps per re-planning window; 0 = fixed placement
+  int redundant = 0;             // extra expert slots for replicas of hot experts
 };
 
 // Presets: a tiny layer that trains in about a minute on 2 cores, and DeepSeekMoE-16B's layer
@@ -122,6 +127,42 @@ std::string format_split(const Split& split, double per) {
   return out;
 }
 
+// Skewed routing for both teacher and student: every token gets a shared offset u (a fixed unit
+// direction) and expert e's gate row a component -skew * ln(1 + rank_e) along it, rank_e a fixed
+// random order of the experts, so an expert's routing score carries a popularity term that makes
+// the load roughly Zipf(skew)-distributed.
+template <typename T>
+struct RoutingSkew {
+  std::vector<T> direction;   // u, unit length, [H]
+  std::vector<double> bonus;  // [E]
+
+  RoutingSkew(double skew, int64_t hidden, int experts, uint64_t seed)
+      : direction(hidden), bonus(experts) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> normal(0.0, 1.0);
+    double norm = 0;
+    std::vector<double> u(hidden);
+    for (auto& v : u) {
+      v = normal(rng);
+      norm += v * v;
+    }
+    for (int64_t h = 0; h < hidden; ++h) direction[h] = static_cast<T>(u[h] / std::sqrt(norm));
+    std::vector<int> order(experts);
+    for (int e = 0; e < experts; ++e) order[e] = e;
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int r = 0; r < experts; ++r) bonus[order[r]] = -skew * std::log(1.0 + r);
+  }
+  void apply_to_gate(std::vector<T>& gate, int64_t hidden) const {
+    for (size_t e = 0; e < bonus.size(); ++e) {
+      for (int64_t h = 0; h < hidden; ++h)
+        gate[e * hidden + h] += static_cast<T>(bonus[e]) * direction[h];
+    }
+  }
+  void apply_to_tokens(std::vector<T>& x, int64_t hidden) const {
+    for (size_t i = 0; i < x.size(); ++i) x[i] += direction[i % hidden];
+  }
+};
+
 double allreduce_max(double v) {
   double out = v;
   MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -140,7 +181,14 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   sy::MoeLayer<T> student(config, comm, placement, o.alltoall);
   sy::init_params(teacher.params(), o.seed * 1000 + 1);
   sy::init_params(student.params(), o.seed * 1000 + 2);
-  sy::Adam<T> adam({.lr = lr});
+  const RoutingSkew<T> skew(o.skew, config.hidden, config.num_experts, o.seed * 1000 + 3);
+  if (o.skew > 0) {
+    skew.apply_to_gate(teacher.params().gate_weight, config.hidden);
+    skew.apply_to_gate(student.params().gate_weight, config.hidden);
+  }
+  sy::MoeAdam<T> adam({.lr = lr}, config, student.params().expert_ids);
+  sy::Replanner replanner({.interval = o.replan_every, .redundant_slots = o.redundant},
+                          config.num_experts, world, comm.topology().num_nodes);
 
   const int64_t H = config.hidden;
   const double global_tokens = double(tokens) * world;
@@ -160,11 +208,12 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
 
   std::vector<T> x(tokens * H), target(tokens * H), y(tokens * H), grad_y(tokens * H),
       grad_x(tokens * H);
-  double first_loss = 0, last_loss = 0, timed_seconds = 0;
-  int timed_steps = 0;
+  double first_loss = 0, last_loss = 0, timed_seconds = 0, window_imbalance = 0;
+  int timed_steps = 0, window_steps = 0;
   Split timed{};
   for (int step = 1; step <= steps; ++step) {
     fill_tokens(x, o.seed * 1000003ull + step * 7919ull + rank);
+    if (o.skew > 0) skew.apply_to_tokens(x, H);
     teacher.forward(x.data(), tokens, H, target.data());
 
     student.times() = {};
@@ -182,7 +231,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     double optimizer_seconds = 0;
     {
       sy::ScopedPhase phase(optimizer_seconds);
-      adam.step(student.params().tensors(), student.grads().tensors());
+      adam.step(student.params(), student.grads());
       student.update_selection_bias();
     }
     const double seconds = allreduce_max(
@@ -202,6 +251,11 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     const auto& load = student.last_expert_load();
     const double max_load = *std::max_element(load.begin(), load.end());
     const double mean_load = global_tokens * config.top_k / config.num_experts;
+    const auto device_load = student.measure_device_load();
+    const double device_imbalance = *std::max_element(device_load.begin(), device_load.end()) /
+                                    (global_tokens * config.top_k / world);
+    window_imbalance += device_imbalance;
+    ++window_steps;
     if (step > 1 || steps == 1) {
       timed_seconds += seconds;
       ++timed_steps;
@@ -210,10 +264,30 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     if (rank == 0) {
       std::printf(
           "step %4d/%d  loss %.4e (rel %.3f)  aux exp %.3f dev %.3f z %.3f  tok/s %9.0f  "
-          "ms:%s  load max/mean %.2f\n",
+          "ms:%s  expert load max/mean %.2f  device %.2f\n",
           step, steps, loss, rel, fwd.aux.expert_balance, fwd.aux.device_balance, fwd.aux.z_loss,
-          global_tokens / seconds, format_split(split, 1).c_str(), max_load / mean_load);
+          global_tokens / seconds, format_split(split, 1).c_str(), max_load / mean_load,
+          device_imbalance);
       std::fflush(stdout);
+    }
+
+    replanner.record(load);
+    if (replanner.due(step)) {
+      sy::ReplanDecision decision;
+      auto next = replanner.replan(student.placement(), &decision);
+      if (next) student.apply_placement(*next, adam.state());
+      if (rank == 0) {
+        std::printf(
+            "re-plan after step %d: measured device imbalance over the window %.3f; "
+            "predicted %.3f -> %.3f with %d redundant slots: %s (%d replicas moved)\n",
+            step, window_imbalance / window_steps, decision.current_imbalance,
+            decision.planned_imbalance, o.redundant,
+            decision.adopted ? "adopted" : "kept the current placement",
+            decision.adopted ? decision.moved_experts : 0);
+        std::fflush(stdout);
+      }
+      window_imbalance = 0;
+      window_steps = 0;
     }
   }
 
@@ -260,6 +334,14 @@ int main(int argc, char** argv) {
   app.add_option("--seed", o.seed, "seed of weights and data")->capture_default_str();
   app.add_flag("--selection-bias", o.selection_bias, "aux-loss-free balancing bias");
   app.add_option("--aux-alpha", o.aux_alpha, "expert balance loss coefficient")
+      ->capture_default_str();
+  app.add_option("--skew", o.skew, "routing skew (expert popularity ~ Zipf(skew)); 0 = none")
+      ->capture_default_str();
+  app.add_option("--replan-every", o.replan_every,
+                 "re-plan the expert placement every N steps from measured loads (0 = never)")
+      ->capture_default_str();
+  app.add_option("--redundant", o.redundant,
+                 "redundant expert slots for replicas of hot experts (E + R must divide by ranks)")
       ->capture_default_str();
   app.add_option("--require-loss-drop", o.require_loss_drop,
                  "exit 1 unless the last loss <= this factor times the first (0 = off)");

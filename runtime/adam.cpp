@@ -9,43 +9,51 @@
 namespace switchyard {
 
 template <typename T>
-void Adam<T>::step(const std::vector<std::span<T>>& params, const std::vector<std::span<T>>& grads) {
-  require(params.size() == grads.size(),
-          fmt::format("Adam.step: {} parameter tensors but {} gradient tensors", params.size(),
-                      grads.size()));
-  if (m_.empty()) {
-    for (const auto& p : params) {
-      m_.emplace_back(p.size(), T(0));
-      v_.emplace_back(p.size(), T(0));
-    }
-  }
-  require(m_.size() == params.size(),
-          fmt::format("Adam.step: the optimizer holds state for {} tensors, got {}", m_.size(),
-                      params.size()));
-  for (size_t i = 0; i < params.size(); ++i) {
-    require(params[i].size() == m_[i].size() && grads[i].size() == m_[i].size(),
-            fmt::format("Adam.step: tensor {} has {} parameters and {} gradients, state has {}", i,
-                        params[i].size(), grads[i].size(), m_[i].size()));
-  }
-  ++step_;
-  const double b1 = options_.beta1, b2 = options_.beta2;
-  const double c1 = 1.0 - std::pow(b1, double(step_));
-  const double c2 = 1.0 - std::pow(b2, double(step_));
-  for (size_t i = 0; i < params.size(); ++i) {
-    auto& m = m_[i];
-    auto& v = v_[i];
-    for (size_t j = 0; j < m.size(); ++j) {
-      const double g = grads[i][j];
-      const double mj = b1 * m[j] + (1 - b1) * g;
-      const double vj = b2 * v[j] + (1 - b2) * g * g;
-      m[j] = static_cast<T>(mj);
-      v[j] = static_cast<T>(vj);
-      params[i][j] -= static_cast<T>(options_.lr * (mj / c1) / (std::sqrt(vj / c2) + options_.eps));
-    }
+void adam_update(std::span<T> param, std::span<const T> grad, std::span<T> m, std::span<T> v,
+                 const AdamOptions& o, int64_t step) {
+  const double b1 = o.beta1, b2 = o.beta2;
+  const double c1 = 1.0 - std::pow(b1, double(step));
+  const double c2 = 1.0 - std::pow(b2, double(step));
+  for (size_t j = 0; j < param.size(); ++j) {
+    const double g = grad[j];
+    const double mj = b1 * m[j] + (1 - b1) * g;
+    const double vj = b2 * v[j] + (1 - b2) * g * g;
+    m[j] = static_cast<T>(mj);
+    v[j] = static_cast<T>(vj);
+    param[j] -= static_cast<T>(o.lr * (mj / c1) / (std::sqrt(vj / c2) + o.eps));
   }
 }
 
-template class Adam<float>;
-template class Adam<double>;
+template <typename T>
+MoeAdam<T>::MoeAdam(AdamOptions options, const MoeConfig& config,
+                    const std::vector<int>& expert_ids)
+    : options_(options), m_(config, expert_ids), v_(config, expert_ids) {}
+
+template <typename T>
+void MoeAdam<T>::step(MoeParams<T>& params, MoeParams<T>& grads) {
+  require(params.expert_ids == m_.expert_ids && grads.expert_ids == m_.expert_ids,
+          "MoeAdam.step: the parameters, gradients and optimizer state hold different experts; "
+          "migrate the optimizer state with MoeLayer::apply_placement(placement, adam.state())");
+  auto p = params.tensors(), g = grads.tensors(), m = m_.tensors(), v = v_.tensors();
+  require(p.size() == g.size() && p.size() == m.size(),
+          fmt::format("MoeAdam.step: {} parameter tensors, {} gradients, {} in the state",
+                      p.size(), g.size(), m.size()));
+  for (size_t i = 0; i < p.size(); ++i) {
+    require(p[i].size() == g[i].size() && p[i].size() == m[i].size(),
+            fmt::format("MoeAdam.step: tensor {} has {} parameters, {} gradients, {} in the state",
+                        i, p[i].size(), g[i].size(), m[i].size()));
+  }
+  ++step_;
+  for (size_t i = 0; i < p.size(); ++i) {
+    adam_update<T>(p[i], g[i], m[i], v[i], options_, step_);
+  }
+}
+
+template void adam_update(std::span<float>, std::span<const float>, std::span<float>,
+                          std::span<float>, const AdamOptions&, int64_t);
+template void adam_update(std::span<double>, std::span<const double>, std::span<double>,
+                          std::span<double>, const AdamOptions&, int64_t);
+template class MoeAdam<float>;
+template class MoeAdam<double>;
 
 }  // namespace switchyard

@@ -1,9 +1,12 @@
-// Adam (Kingma & Ba) over a fixed list of tensors, the optimizer the training example uses.
+// Adam (Kingma & Ba) whose moments are laid out like the layer's parameters, so that they travel
+// with an expert when the runtime migrates it (MoeLayer::apply_placement takes them along).
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <vector>
+
+#include "runtime/moe_params.h"
 
 namespace switchyard {
 
@@ -14,21 +17,28 @@ struct AdamOptions {
   double eps = 1e-8;
 };
 
+// One Adam update of step number `step` (1-based) on one tensor; moments in the parameters'
+// precision, as torch.optim.Adam keeps them.
 template <typename T>
-class Adam {
- public:
-  explicit Adam(AdamOptions options) : options_(options) {}
+void adam_update(std::span<T> param, std::span<const T> grad, std::span<T> m, std::span<T> v,
+                 const AdamOptions& options, int64_t step);
 
-  // params[i] -= lr * m_hat / (sqrt(v_hat) + eps), from grads[i]. The tensor list must keep the
-  // same shapes from step to step; throws Error(invalid_argument) otherwise, before touching any
-  // parameter or moment.
-  void step(const std::vector<std::span<T>>& params, const std::vector<std::span<T>>& grads);
+template <typename T>
+class MoeAdam {
+ public:
+  MoeAdam(AdamOptions options, const MoeConfig& config, const std::vector<int>& expert_ids);
+
+  // Updates every tensor of params from grads. Throws Error(invalid_argument) before touching
+  // anything when params, grads and the moments do not hold the same experts and shapes.
+  void step(MoeParams<T>& params, MoeParams<T>& grads);
   int64_t steps() const { return step_; }
+  // The moments, for MoeLayer::apply_placement to migrate with the experts.
+  std::vector<MoeParams<T>*> state() { return {&m_, &v_}; }
 
  private:
   AdamOptions options_;
   int64_t step_ = 0;
-  std::vector<std::vector<T>> m_, v_;  // moments in the parameters' precision, as torch.optim.Adam
+  MoeParams<T> m_, v_;
 };
 
 }  // namespace switchyard

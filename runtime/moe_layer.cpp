@@ -1,6 +1,7 @@
 #include "runtime/moe_layer.h"
 
 #include <algorithm>
+#include <initializer_list>
 
 #include <fmt/format.h>
 
@@ -43,6 +44,7 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
   grads_ = MoeParams<T>(config_, params_.expert_ids);
   bias_.assign(config_.num_experts, T(0));
   device_of_expert_ = placement_.owners();
+  node_of_rank_ = comm_.topology().node_of_rank;
   last_load_.assign(config_.num_experts, 0.0);
 }
 
@@ -89,7 +91,8 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   std::vector<std::byte> recv_side;
   {
     ScopedPhase phase(times_.dispatch);
-    TokenRoutes<T> routes = build_token_routes(s.idx.data(), weights.data(), tokens, K, placement_);
+    TokenRoutes<T> routes = build_token_routes(s.idx.data(), weights.data(), tokens, K,
+                                               placement_, comm_.rank(), node_of_rank_);
     alltoall_->exchange_counts(routes.layout);
     const int64_t rows = routes.layout.num_recv_rows();
     recv_x.resize(rows * H);
@@ -130,6 +133,7 @@ void MoeLayer<T>::experts_forward(MoeSaved<T>& s, const std::vector<std::byte>& 
   const auto pairs = decode_expert_pairs<T>(recv_side.data(), rows, config_.top_k);
   const int64_t num_pairs = static_cast<int64_t>(pairs.size());
   const int num_local = static_cast<int>(params_.experts.size());
+  last_local_pairs_ = num_pairs;
 
   std::vector<int32_t> local_expert(num_pairs);
   for (int64_t p = 0; p < num_pairs; ++p) {
@@ -214,14 +218,20 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
     for (int64_t h = 0; h < H; ++h) grad_out[j * H + h] *= s.pair_weights[j];
   }
   std::vector<T> grad_expert_x(num_pairs * H);
+  // A replicated expert's gradient of this batch is kept apart until it is summed over its
+  // replicas; the others accumulate directly.
+  std::vector<SwigluParams<T>> replica_grads(params_.experts.size());
   for (size_t e = 0; e + 1 < s.expert_offsets.size(); ++e) {
+    if (replicated(static_cast<int>(e))) replica_grads[e] = SwigluParams<T>(H, I);
     const int64_t begin = s.expert_offsets[e];
     const int64_t n = s.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
+    auto target = replicated(static_cast<int>(e)) ? replica_grads[e].grads()
+                                                   : grads_.experts[e].grads();
     kernels::swiglu_backward(params_.experts[e].weights(), s.expert_x.data() + begin * H, n,
                              s.expert_gate_pre.data() + begin * I,
                              s.expert_up_pre.data() + begin * I, grad_out.data() + begin * H,
-                             grad_expert_x.data() + begin * H, grads_.experts[e].grads());
+                             grad_expert_x.data() + begin * H, target);
   }
 
   // Dispatch backward is a combine. Each row returns [grad_x (H) | grad_weight per slot (K)]; a
@@ -274,12 +284,185 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
     packed.reserve(count);
     for (auto t : local) packed.insert(packed.end(), t.begin(), t.end());
     comm_.allreduce_sum(packed.data(), packed.size());
+    sum_replica_grads(replica_grads);
     size_t offset = 0;
     for (auto t : total_grads) {
       add_into(t.data(), packed.data() + offset, static_cast<int64_t>(t.size()));
       offset += t.size();
     }
+    for (size_t e = 0; e < replica_grads.size(); ++e) {
+      if (!replicated(static_cast<int>(e))) continue;
+      auto& sum = replica_grads[e];
+      auto& total_grad = grads_.experts[e];
+      add_into(total_grad.gate_proj.data(), sum.gate_proj.data(), sum.gate_proj.size());
+      add_into(total_grad.up_proj.data(), sum.up_proj.data(), sum.up_proj.size());
+      add_into(total_grad.down_proj.data(), sum.down_proj.data(), sum.down_proj.size());
+    }
   }
+}
+
+template <typename T>
+bool MoeLayer<T>::replicated(int local_expert) const {
+  return placement_.replicas(params_.expert_ids[local_expert]).size() > 1;
+}
+
+namespace {
+
+// Runtime point-to-point tags, apart from the all-to-all algorithms' own.
+constexpr int kReplicaGradTag = 64;
+constexpr int kMigrationTag = 65;
+
+template <typename T>
+std::vector<T> pack_swiglu(std::initializer_list<const SwigluParams<T>*> tensors) {
+  std::vector<T> out;
+  for (const auto* p : tensors) {
+    out.insert(out.end(), p->gate_proj.begin(), p->gate_proj.end());
+    out.insert(out.end(), p->up_proj.begin(), p->up_proj.end());
+    out.insert(out.end(), p->down_proj.begin(), p->down_proj.end());
+  }
+  return out;
+}
+
+// Copies the next three tensors' worth of `packed` (from `offset`) into p.
+template <typename T>
+void unpack_swiglu(const std::vector<T>& packed, size_t& offset, SwigluParams<T>& p) {
+  for (auto* t : {&p.gate_proj, &p.up_proj, &p.down_proj}) {
+    std::copy_n(packed.begin() + offset, t->size(), t->begin());
+    offset += t->size();
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void MoeLayer<T>::sum_replica_grads(std::vector<SwigluParams<T>>& grads) {
+  comm::Transport& transport = comm_.transport();
+  const int me = comm_.rank();
+  std::vector<std::vector<T>> mine(grads.size());
+  std::vector<std::vector<std::vector<T>>> theirs(grads.size());
+  std::vector<comm::Request> requests;
+  try {
+    for (size_t e = 0; e < grads.size(); ++e) {
+      if (!replicated(static_cast<int>(e))) continue;
+      const auto& holders = placement_.replicas(params_.expert_ids[e]);
+      mine[e] = pack_swiglu<T>({&grads[e]});
+      theirs[e].resize(holders.size());
+      for (size_t i = 0; i < holders.size(); ++i) {
+        if (holders[i] == me) continue;
+        theirs[e][i].resize(mine[e].size());
+        requests.push_back(transport.irecv(holders[i], theirs[e][i].data(),
+                                           mine[e].size() * sizeof(T), kReplicaGradTag));
+        requests.push_back(transport.isend(holders[i], mine[e].data(), mine[e].size() * sizeof(T),
+                                           kReplicaGradTag));
+      }
+    }
+  } catch (...) {
+    for (auto& r : requests) transport.cancel(r);
+    throw;
+  }
+  comm::wait_all(transport, requests, comm_.timeout(), "replica gradient exchange");
+  for (size_t e = 0; e < grads.size(); ++e) {
+    if (!replicated(static_cast<int>(e))) continue;
+    const auto& holders = placement_.replicas(params_.expert_ids[e]);
+    std::vector<T> sum(mine[e].size(), T(0));
+    for (size_t i = 0; i < holders.size(); ++i) {
+      add_into(sum.data(), holders[i] == me ? mine[e].data() : theirs[e][i].data(),
+               static_cast<int64_t>(sum.size()));
+    }
+    size_t offset = 0;
+    unpack_swiglu(sum, offset, grads[e]);
+  }
+}
+
+template <typename T>
+std::vector<double> MoeLayer<T>::measure_device_load() {
+  std::vector<double> load(comm_.size(), 0.0);
+  load[comm_.rank()] = static_cast<double>(last_local_pairs_);
+  comm_.allreduce_sum(load.data(), load.size());
+  return load;
+}
+
+template <typename T>
+void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
+                                  const std::vector<MoeParams<T>*>& companions) {
+  require(next.num_experts() == config_.num_experts && next.num_devices() == comm_.size(),
+          fmt::format("apply_placement: the placement is for {} experts on {} devices, the layer "
+                      "has {} experts on {} ranks",
+                      next.num_experts(), next.num_devices(), config_.num_experts, comm_.size()));
+  for (const MoeParams<T>* c : companions) {
+    require(c != nullptr && c->expert_ids == params_.expert_ids,
+            "apply_placement: a companion state does not hold the same experts as the layer");
+  }
+  const int me = comm_.rank();
+  const std::vector<int> next_ids = next.experts_of(me);
+
+  // Every rank derives the same transfers from the two placements: a new holder receives an
+  // expert from its lowest current holder.
+  comm::Transport& transport = comm_.transport();
+  std::vector<std::vector<T>> outgoing, incoming(next_ids.size());
+  std::vector<comm::Request> requests;
+  const size_t expert_elems = 3 * static_cast<size_t>(config_.hidden * config_.intermediate);
+  try {
+    for (int e = 0; e < config_.num_experts; ++e) {
+      const int source = placement_.owner(e);
+      for (int d : next.replicas(e)) {
+        if (placement_.holds(d, e)) continue;
+        if (me == source) {
+          const int local = params_.local_index(e);
+          std::vector<T> message = pack_swiglu<T>({&params_.experts[local]});
+          for (const MoeParams<T>* c : companions) {
+            const auto extra = pack_swiglu<T>({&c->experts[local]});
+            message.insert(message.end(), extra.begin(), extra.end());
+          }
+          outgoing.push_back(std::move(message));
+          requests.push_back(transport.isend(d, outgoing.back().data(),
+                                             outgoing.back().size() * sizeof(T), kMigrationTag));
+        }
+        if (me == d) {
+          const size_t slot = std::lower_bound(next_ids.begin(), next_ids.end(), e) - next_ids.begin();
+          incoming[slot].resize(expert_elems * (1 + companions.size()));
+          requests.push_back(transport.irecv(source, incoming[slot].data(),
+                                             incoming[slot].size() * sizeof(T), kMigrationTag));
+        }
+      }
+    }
+  } catch (...) {
+    for (auto& r : requests) transport.cancel(r);
+    throw;
+  }
+  comm::wait_all(transport, requests, comm_.timeout(), "expert migration");
+
+  // Assemble the new expert sets, then commit: after the transfers nothing here can fail but
+  // allocation, and that happens before any existing tensor is moved.
+  const size_t num_sets = 1 + companions.size();
+  std::vector<std::vector<SwigluParams<T>>> next_sets(num_sets);
+  for (auto& set : next_sets) set.resize(next_ids.size());
+  for (size_t i = 0; i < next_ids.size(); ++i) {
+    if (incoming[i].empty()) continue;
+    size_t offset = 0;
+    for (size_t k = 0; k < num_sets; ++k) {
+      next_sets[k][i] = SwigluParams<T>(config_.hidden, config_.intermediate);
+      unpack_swiglu(incoming[i], offset, next_sets[k][i]);
+    }
+  }
+  MoeParams<T> next_grads(config_, next_ids);
+  for (size_t i = 0; i < next_ids.size(); ++i) {
+    if (!incoming[i].empty()) continue;
+    const int local = params_.local_index(next_ids[i]);
+    next_sets[0][i] = std::move(params_.experts[local]);
+    for (size_t k = 1; k < num_sets; ++k) {
+      next_sets[k][i] = std::move(companions[k - 1]->experts[local]);
+    }
+  }
+  params_.experts = std::move(next_sets[0]);
+  params_.expert_ids = next_ids;
+  for (size_t k = 1; k < num_sets; ++k) {
+    companions[k - 1]->experts = std::move(next_sets[k]);
+    companions[k - 1]->expert_ids = next_ids;
+  }
+  grads_ = std::move(next_grads);
+  placement_ = next;
+  device_of_expert_ = placement_.owners();
 }
 
 template <typename T>

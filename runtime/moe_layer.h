@@ -76,11 +76,27 @@ class MoeLayer {
   // Tokens per expert (globally reduced) of the last forward.
   const std::vector<double>& last_expert_load() const { return last_load_; }
 
+  // (token, expert) pairs each rank computed in the last forward. Collective.
+  std::vector<double> measure_device_load();
+
+  // Moves to another placement (e.g. a re-plan with replicas of hot experts). Experts this rank
+  // newly holds arrive, point to point, from their lowest current holder together with the
+  // matching tensors of every companion (optimizer moments laid out like params()); experts it no
+  // longer holds are dropped. Gradients are reset to zero. Collective; every rank passes the same
+  // placement. On failure (e.g. a peer timed out) nothing has changed.
+  void apply_placement(const planner::ExpertPlacement& next,
+                       const std::vector<MoeParams<T>*>& companions = {});
+
   PhaseTimes& times() { return times_; }
 
  private:
   void experts_forward(MoeSaved<T>& saved, const std::vector<std::byte>& recv_side,
                        const std::vector<T>& recv_x, std::vector<T>& recv_y);
+  // Sums, over the ranks holding each replicated expert, that expert's gradient of this backward
+  // (grads[i] for params_.experts[i]; others are untouched), adding in ascending rank order on
+  // every holder so that the replicas stay bit-identical.
+  void sum_replica_grads(std::vector<SwigluParams<T>>& grads);
+  bool replicated(int local_expert) const;
 
   MoeConfig config_;
   comm::Communicator& comm_;
@@ -89,8 +105,10 @@ class MoeLayer {
   MoeParams<T> params_;
   MoeParams<T> grads_;
   std::vector<T> bias_;
-  std::vector<int> device_of_expert_;
+  std::vector<int> device_of_expert_;  // primary owner: what device-level losses group by
+  std::vector<int> node_of_rank_;
   std::vector<double> last_load_;
+  int64_t last_local_pairs_ = 0;
   PhaseTimes times_;
 };
 

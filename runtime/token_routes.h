@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "comm/alltoall.h"
@@ -20,9 +21,13 @@ struct TokenRoutes {
   std::vector<std::byte> side;  // [layout.num_send_rows(), side_bytes]
 };
 
+// Each (token, slot) goes to one replica of its expert: this rank's own if it holds one, else one
+// on this rank's node (token index mod their count), else replica (token index mod count) in
+// ascending device order. node_of_rank[r] is rank r's node.
 template <typename T>
 TokenRoutes<T> build_token_routes(const int32_t* idx, const T* weights, int64_t tokens, int top_k,
-                                  const planner::ExpertPlacement& placement);
+                                  const planner::ExpertPlacement& placement, int rank,
+                                  std::span<const int> node_of_rank);
 
 // One (received row, top-k slot) that this rank's expert must compute.
 template <typename T>

@@ -5,6 +5,7 @@
 #include <mpi.h>
 
 #include <cmath>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
@@ -73,12 +74,31 @@ Batch split_batch(int world, int rank) {
   return b;
 }
 
+using PlacementFor = std::function<sy::planner::ExpertPlacement(int experts, int world)>;
+
+sy::planner::ExpertPlacement contiguous(int experts, int world) {
+  return sy::planner::ExpertPlacement::contiguous(experts, world);
+}
+
+// Experts 0 and 1 replicated on every rank, the others placed contiguously.
+sy::planner::ExpertPlacement hot_experts_everywhere(int experts, int world) {
+  const auto base = sy::planner::ExpertPlacement::contiguous(experts, world);
+  std::vector<std::vector<int>> replicas(experts);
+  for (int e = 0; e < experts; ++e) replicas[e] = base.replicas(e);
+  for (int e : {0, 1}) {
+    replicas[e].clear();
+    for (int d = 0; d < world; ++d) replicas[e].push_back(d);
+  }
+  return sy::planner::ExpertPlacement(replicas, world);
+}
+
 // Runs forward and backward on this rank's slice and checks everything this rank can see.
 template <typename T>
-void check_against_reference(const sy::MoeConfig& config, std::vector<double> bias_values = {}) {
+void check_against_reference(const sy::MoeConfig& config, std::vector<double> bias_values = {},
+                             const PlacementFor& placement_for = contiguous) {
   sy::comm::Communicator comm(MPI_COMM_WORLD);
   const int world = comm.size(), rank = comm.rank();
-  const auto placement = sy::planner::ExpertPlacement::contiguous(config.num_experts, world);
+  const auto placement = placement_for(config.num_experts, world);
   sy::MoeLayer<T> layer(config, comm, placement);
   const uint64_t seed = 42;
   sy::init_params(layer.params(), seed);
@@ -208,6 +228,13 @@ TYPED_TEST(LayerParity, TopKEqualsNumExperts) {
   c.top_k = 5;
   c.norm_topk_prob = true;
   check_against_reference<TypeParam>(c);
+}
+
+TYPED_TEST(LayerParity, ReplicatedHotExperts) {
+  auto c = small_config();
+  c.top_k = 3;
+  c.aux_device_alpha = 0.2;
+  check_against_reference<TypeParam>(c, {}, hot_experts_everywhere);
 }
 
 TYPED_TEST(LayerParity, EveryTokenToOneExpert) {
