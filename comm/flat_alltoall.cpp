@@ -141,14 +141,8 @@ void FlatAllToAll::dispatch(const RouteLayout& layout, const void* tokens, size_
 void FlatAllToAll::combine(const RouteLayout& layout, DataType dtype, const void* rows,
                            int64_t elems, void* out) {
   const char* what = "flat combine";
-  check_layout(layout, comm_.size(), true, what);
-  if (elems < 0) {
-    throw CommError(ErrorCode::invalid_argument, fmt::format("{}: elems is {}", what, elems));
-  }
-  const size_t elem_bytes = dtype == DataType::fp32 ? sizeof(float) : sizeof(double);
-  const size_t row_bytes = static_cast<size_t>(elems) * elem_bytes;
-  require_buffer(rows, layout.num_recv_rows(), row_bytes, "rows", what);
-  require_buffer(out, layout.num_tokens, row_bytes, "out", what);
+  const size_t row_bytes =
+      check_combine_args(layout, comm_.size(), dtype, rows, elems, out, what);
 
   // The reverse of dispatch: the rows received from s go back to s, and this rank gets back, in
   // send-row order, one result per row it sent.

@@ -244,14 +244,8 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
 void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, const void* rows,
                                    int64_t elems, void* out) {
   const char* what = "hierarchical combine";
-  check_layout(layout, comm_.size(), true, what);
-  if (elems < 0) {
-    throw CommError(ErrorCode::invalid_argument, fmt::format("{}: elems is {}", what, elems));
-  }
-  const size_t elem_bytes = dtype == DataType::fp32 ? sizeof(float) : sizeof(double);
-  const size_t row_bytes = static_cast<size_t>(elems) * elem_bytes;
-  require_buffer(rows, layout.num_recv_rows(), row_bytes, "rows", what);
-  require_buffer(out, layout.num_tokens, row_bytes, "out", what);
+  const size_t row_bytes =
+      check_combine_args(layout, comm_.size(), dtype, rows, elems, out, what);
   const RelayPlan& plan = relay_plan_of(layout, comm_.topology(), what);
   const NodeMap nodes(comm_.topology());
   const int me = comm_.rank();

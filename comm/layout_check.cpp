@@ -75,4 +75,17 @@ void require_buffer(const void* buffer, int64_t rows, size_t row_bytes, const ch
   }
 }
 
+size_t check_combine_args(const RouteLayout& layout, int comm_size, DataType dtype,
+                          const void* rows, int64_t elems, const void* out, const char* what) {
+  check_layout(layout, comm_size, true, what);
+  if (elems < 0) {
+    throw CommError(ErrorCode::invalid_argument, fmt::format("{}: elems is {}", what, elems));
+  }
+  const size_t elem_bytes = dtype == DataType::fp32 ? sizeof(float) : sizeof(double);
+  const size_t row_bytes = static_cast<size_t>(elems) * elem_bytes;
+  require_buffer(rows, layout.num_recv_rows(), row_bytes, "rows", what);
+  require_buffer(out, layout.num_tokens, row_bytes, "out", what);
+  return row_bytes;
+}
+
 }  // namespace switchyard::comm

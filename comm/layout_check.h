@@ -15,4 +15,9 @@ void check_layout(const RouteLayout& layout, int comm_size, bool need_recv, cons
 void require_buffer(const void* buffer, int64_t rows, size_t row_bytes, const char* name,
                     const char* what);
 
+// Checks a combine call (layout, elems >= 0, non-null buffers where rows are expected) and
+// returns the bytes of one row. Throws CommError(invalid_argument) naming `what`.
+size_t check_combine_args(const RouteLayout& layout, int comm_size, DataType dtype,
+                          const void* rows, int64_t elems, const void* out, const char* what);
+
 }  // namespace switchyard::comm

@@ -14,6 +14,7 @@
 #include "comm/communicator.h"
 #include "runtime/moe_layer.h"
 #include "tests/runtime/reference_moe.h"
+#include "tests/runtime/test_placements.h"
 
 namespace sy = switchyard;
 
@@ -80,18 +81,6 @@ sy::planner::ExpertPlacement contiguous(int experts, int world) {
   return sy::planner::ExpertPlacement::contiguous(experts, world);
 }
 
-// Experts 0 and 1 replicated on every rank, the others placed contiguously.
-sy::planner::ExpertPlacement hot_experts_everywhere(int experts, int world) {
-  const auto base = sy::planner::ExpertPlacement::contiguous(experts, world);
-  std::vector<std::vector<int>> replicas(experts);
-  for (int e = 0; e < experts; ++e) replicas[e] = base.replicas(e);
-  for (int e : {0, 1}) {
-    replicas[e].clear();
-    for (int d = 0; d < world; ++d) replicas[e].push_back(d);
-  }
-  return sy::planner::ExpertPlacement(replicas, world);
-}
-
 // Runs forward and backward on this rank's slice and checks everything this rank can see.
 template <typename T>
 void check_against_reference(const sy::MoeConfig& config, std::vector<double> bias_values = {},
@@ -123,9 +112,9 @@ void check_against_reference(const sy::MoeConfig& config, std::vector<double> bi
   auto fwd = layer.forward(x.data() + batch.offset * H, local, H, y.data());
   layer.backward(*fwd.saved, grad_y.data() + batch.offset * H, grad_x.data());
 
-  const auto ref = sy::testing::reference_moe(config, to_double(full, config), bias,
-                                              placement.owners(), world,
-                                              to_double<T>(x), to_double<T>(grad_y));
+  const auto ref =
+      sy::testing::reference_moe(config, to_double(full, config), bias, placement.owners(), world,
+                                 to_double<T>(x), to_double<T>(grad_y));
   const double tol = tolerance<T>();
   auto slice = [&](const std::vector<double>& v) {
     return std::span<const double>(v.data() + batch.offset * H, local * H);
@@ -234,7 +223,7 @@ TYPED_TEST(LayerParity, ReplicatedHotExperts) {
   auto c = small_config();
   c.top_k = 3;
   c.aux_device_alpha = 0.2;
-  check_against_reference<TypeParam>(c, {}, hot_experts_everywhere);
+  check_against_reference<TypeParam>(c, {}, sy::testing::hot_experts_everywhere);
 }
 
 TYPED_TEST(LayerParity, EveryTokenToOneExpert) {

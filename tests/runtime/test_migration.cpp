@@ -15,6 +15,7 @@
 #include "runtime/adam.h"
 #include "runtime/error.h"
 #include "runtime/moe_layer.h"
+#include "tests/runtime/test_placements.h"
 
 namespace sy = switchyard;
 
@@ -31,19 +32,8 @@ sy::MoeConfig config() {
   return c;
 }
 
-// Placements the test moves through: the hot experts (0, 1) replicated on every rank, then the
-// experts in reverse contiguous order with expert 2 replicated on ranks 0 and the last.
-sy::planner::ExpertPlacement replicated(int experts, int world) {
-  const auto base = sy::planner::ExpertPlacement::contiguous(experts, world);
-  std::vector<std::vector<int>> replicas(experts);
-  for (int e = 0; e < experts; ++e) replicas[e] = base.replicas(e);
-  for (int e : {0, 1}) {
-    replicas[e].clear();
-    for (int d = 0; d < world; ++d) replicas[e].push_back(d);
-  }
-  return sy::planner::ExpertPlacement(replicas, world);
-}
-
+// The experts in reverse contiguous order, expert 2 also on rank 0: the second placement the
+// training test moves through (the first is the hot experts replicated everywhere).
 sy::planner::ExpertPlacement reversed(int experts, int world) {
   std::vector<std::vector<int>> replicas(experts);
   const auto base = sy::planner::ExpertPlacement::contiguous(experts, world);
@@ -64,8 +54,8 @@ void expect_replicas_identical(sy::comm::Communicator& comm, sy::MoeParams<doubl
   std::vector<uint64_t> mine(experts, 0), lowest(experts, 0);
   for (size_t i = 0; i < params.expert_ids.size(); ++i) {
     uint64_t h = 0;
-    for (auto* t : {&params.experts[i].gate_proj, &params.experts[i].up_proj,
-                    &params.experts[i].down_proj}) {
+    for (auto* t :
+         {&params.experts[i].gate_proj, &params.experts[i].up_proj, &params.experts[i].down_proj}) {
       h = fnv1a(t->data(), t->size() * sizeof(double), h == 0 ? 1469598103934665603ull : h);
     }
     mine[params.expert_ids[i]] = h;
@@ -137,7 +127,8 @@ TEST(Migration, TrainingWithReplicasAndMigrationFollowsTheFixedPlacementTrajecto
   std::vector<double> x(tokens * c.hidden), y_fixed(x.size()), y_moving(x.size()), grad(x.size()),
       grad_x(x.size());
   for (int step = 1; step <= 6; ++step) {
-    if (step == 3) moving.apply_placement(replicated(6, world), moving_adam.state());
+    if (step == 3)
+      moving.apply_placement(sy::testing::hot_experts_everywhere(6, world), moving_adam.state());
     if (step == 5) moving.apply_placement(reversed(6, world), moving_adam.state());
     std::mt19937_64 rng(100 * step + comm.rank());
     std::normal_distribution<double> normal;
