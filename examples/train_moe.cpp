@@ -8,13 +8,16 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iterator>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "comm/communicator.h"
 #include "kernels/blas.h"
@@ -42,6 +45,7 @@ struct Options {
   double skew = 0;               // routing skew: expert popularity ~ Zipf with this exponent
   int replan_every = 0;          // steps per re-planning window; 0 = fixed placement
   int redundant = 0;             // extra expert slots for replicas of hot experts
+  std::string json;              // write a machine-readable summary here (rank 0)
 };
 
 // Presets: a tiny layer that trains in about a minute on 2 cores, and DeepSeekMoE-16B's layer
@@ -163,6 +167,67 @@ struct RoutingSkew {
   }
 };
 
+double percentile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * double(v.size() - 1);
+  const size_t lo = static_cast<size_t>(pos);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - double(lo)) * (v[hi] - v[lo]);
+}
+
+// The run's figures as JSON (format switchyard-train/v1), for sweeps and comparisons.
+void write_summary(const std::string& path, const Options& o, const sy::MoeConfig& c,
+                   sy::comm::Communicator& comm, int64_t tokens, int steps,
+                   const std::vector<double>& step_seconds,
+                   const std::vector<double>& step_imbalance, const Split& split_sum,
+                   const double traffic[2], double first_loss, double last_loss) {
+  const double n = double(step_seconds.size());
+  const double total_seconds = std::accumulate(step_seconds.begin(), step_seconds.end(), 0.0);
+  const double global_tokens = double(tokens) * comm.size();
+  nlohmann::json split;
+  for (size_t i = 0; i < split_sum.size(); ++i) split[kPhaseNames[i]] = 1e3 * split_sum[i] / n;
+  nlohmann::json doc = {
+      {"format", "switchyard-train/v1"},
+      {"preset", o.preset},
+      {"dtype", o.dtype},
+      {"alltoall", o.alltoall},
+      {"ranks", comm.size()},
+      {"nodes", comm.topology().num_nodes},
+      {"ranks_per_node", comm.topology().local_size},
+      {"tokens_per_rank", tokens},
+      {"global_tokens", global_tokens},
+      {"layer",
+       {{"hidden", c.hidden},
+        {"num_experts", c.num_experts},
+        {"num_shared", c.num_shared},
+        {"top_k", c.top_k},
+        {"intermediate", c.intermediate}}},
+      {"skew", o.skew},
+      {"replan_every", o.replan_every},
+      {"redundant", o.redundant},
+      {"steps", steps},
+      {"timed_steps", step_seconds.size()},
+      {"step_ms",
+       {{"median", 1e3 * percentile(step_seconds, 0.5)},
+        {"p10", 1e3 * percentile(step_seconds, 0.1)},
+        {"p90", 1e3 * percentile(step_seconds, 0.9)},
+        {"min", 1e3 * percentile(step_seconds, 0.0)},
+        {"max", 1e3 * percentile(step_seconds, 1.0)}}},
+      {"tokens_per_s", global_tokens * n / total_seconds},
+      {"tokens_per_s_per_rank", double(tokens) * n / total_seconds},
+      {"split_ms", split},
+      {"bytes_per_step", {{"intra_node", traffic[0] / n}, {"inter_node", traffic[1] / n}}},
+      {"device_imbalance", std::accumulate(step_imbalance.begin(), step_imbalance.end(), 0.0) / n},
+      {"loss_first", first_loss},
+      {"loss_last", last_loss}};
+  std::ofstream out(path);
+  out << doc.dump(2) << "\n";
+  if (!out) {
+    throw sy::Error(sy::ErrorCode::invalid_argument,
+                    fmt::format("--json: cannot write '{}'", path));
+  }
+}
+
 double allreduce_max(double v) {
   double out = v;
   MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -210,6 +275,8 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       grad_x(tokens * H);
   double first_loss = 0, last_loss = 0, timed_seconds = 0, window_imbalance = 0;
   int timed_steps = 0, window_steps = 0;
+  std::vector<double> step_seconds, step_imbalance;
+  double traffic[2] = {0, 0};  // bytes over all timed steps and ranks: intra-node, inter-node
   Split timed{};
   for (int step = 1; step <= steps; ++step) {
     fill_tokens(x, o.seed * 1000003ull + step * 7919ull + rank);
@@ -217,6 +284,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     teacher.forward(x.data(), tokens, H, target.data());
 
     student.times() = {};
+    student.traffic() = {};
     comm.barrier();
     const auto start = std::chrono::steady_clock::now();
     auto fwd = student.forward(x.data(), tokens, H, y.data());
@@ -256,10 +324,17 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
                                     (global_tokens * config.top_k / world);
     window_imbalance += device_imbalance;
     ++window_steps;
+    double step_traffic[2] = {double(student.traffic().intra_node_bytes),
+                              double(student.traffic().inter_node_bytes)};
+    comm.allreduce_sum(step_traffic, 2);
     if (step > 1 || steps == 1) {
       timed_seconds += seconds;
       ++timed_steps;
       for (size_t i = 0; i < split.size(); ++i) timed[i] += split[i];
+      step_seconds.push_back(seconds);
+      step_imbalance.push_back(device_imbalance);
+      traffic[0] += step_traffic[0];
+      traffic[1] += step_traffic[1];
     }
     if (rank == 0) {
       std::printf(
@@ -309,6 +384,10 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
         "expert's GEMM shape, all ranks at once: %.1f GFLOP/s per rank (%.0f%%)\n",
         expert_rate, blas_rate, 100.0 * expert_rate / blas_rate);
   }
+  if (rank == 0 && !o.json.empty() && timed_steps > 0) {
+    write_summary(o.json, o, config, comm, tokens, steps, step_seconds, step_imbalance, timed,
+                  traffic, first_loss, last_loss);
+  }
   if (o.require_loss_drop > 0 && !(last_loss <= o.require_loss_drop * first_loss)) {
     if (rank == 0) {
       std::fprintf(stderr, "train_moe: loss went from %.4e to %.4e, not below %.2f of the first\n",
@@ -343,6 +422,7 @@ int main(int argc, char** argv) {
   app.add_option("--redundant", o.redundant,
                  "redundant expert slots for replicas of hot experts (E + R must divide by ranks)")
       ->capture_default_str();
+  app.add_option("--json", o.json, "write the run's figures as JSON to this file (rank 0)");
   app.add_option("--require-loss-drop", o.require_loss_drop,
                  "exit 1 unless the last loss <= this factor times the first (0 = off)");
   CLI11_PARSE(app, argc, argv);

@@ -99,6 +99,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
     recv_side.resize(rows * routes.side_bytes);
     alltoall_->dispatch(routes.layout, x, H * sizeof(T), routes.side.data(), routes.side_bytes,
                         recv_x.data(), recv_side.data());
+    count_traffic(alltoall_->stats().dispatch);
     s.layout = std::move(routes.layout);
   }
 
@@ -110,6 +111,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   {
     ScopedPhase phase(times_.combine);
     alltoall_->combine(s.layout, dtype_of<T>(), recv_y.data(), H, y);
+    count_traffic(alltoall_->stats().combine);
   }
   if (config_.num_shared > 0) {
     ScopedPhase phase(times_.shared);
@@ -205,6 +207,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   const int64_t rows = s.layout.num_recv_rows();
   std::vector<T> grad_recv(rows * H);
   alltoall_->dispatch(s.layout, grad_y, H * sizeof(T), nullptr, 0, grad_recv.data(), nullptr);
+  count_traffic(alltoall_->stats().dispatch);
 
   // Expert backward: the output gradient of pair j is weight_j * grad_recv[row_j]; the weight's own
   // gradient is dot(expert_out_j, grad_recv[row_j]).
@@ -245,6 +248,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   }
   std::vector<T> back_tokens(tokens * width);
   alltoall_->combine(s.layout, dtype_of<T>(), back_rows.data(), width, back_tokens.data());
+  count_traffic(alltoall_->stats().combine);
   std::vector<T> grad_weights(tokens * K);
   for (int64_t t = 0; t < tokens; ++t) {
     add_into(grad_x + t * H, back_tokens.data() + t * width, H);
@@ -299,6 +303,12 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       add_into(total_grad.down_proj.data(), sum.down_proj.data(), sum.down_proj.size());
     }
   }
+}
+
+template <typename T>
+void MoeLayer<T>::count_traffic(const comm::PhaseStats& phase) {
+  traffic_.inter_node_bytes += phase.bytes_to_other_nodes;
+  traffic_.intra_node_bytes += phase.bytes_sent - phase.bytes_to_other_nodes;
 }
 
 template <typename T>

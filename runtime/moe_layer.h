@@ -88,6 +88,7 @@ class MoeLayer {
                        const std::vector<MoeParams<T>*>& companions = {});
 
   PhaseTimes& times() { return times_; }
+  TrafficCounters& traffic() { return traffic_; }
 
  private:
   void experts_forward(MoeSaved<T>& saved, const std::vector<std::byte>& recv_side,
@@ -97,6 +98,7 @@ class MoeLayer {
   // every holder so that the replicas stay bit-identical.
   void sum_replica_grads(std::vector<SwigluParams<T>>& grads);
   bool replicated(int local_expert) const;
+  void count_traffic(const comm::PhaseStats& phase);
 
   MoeConfig config_;
   comm::Communicator& comm_;
@@ -110,6 +112,7 @@ class MoeLayer {
   std::vector<double> last_load_;
   int64_t last_local_pairs_ = 0;
   PhaseTimes times_;
+  TrafficCounters traffic_;
 };
 
 }  // namespace switchyard

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 
 namespace switchyard {
 
@@ -15,6 +16,13 @@ struct PhaseTimes {
   double grad_reduce = 0;  // all-reduce of replicated gradients (part of backward)
 
   double forward() const { return gate + dispatch + experts + combine + shared; }
+};
+
+// Bytes this rank sent in all-to-all calls (dispatch and combine, forward and backward), by link
+// class, accumulated until reset.
+struct TrafficCounters {
+  int64_t intra_node_bytes = 0;
+  int64_t inter_node_bytes = 0;
 };
 
 // Adds the time from construction to destruction to one PhaseTimes field.
