@@ -46,6 +46,8 @@ struct Options {
   int replan_every = 0;          // steps per re-planning window; 0 = fixed placement
   int redundant = 0;             // extra expert slots for replicas of hot experts
   std::string json;              // write a machine-readable summary here (rank 0)
+  int experts = 0;               // override the preset's routed experts (0 = keep)
+  int top_k = 0;                 // override the preset's top-k (0 = keep)
 };
 
 // Presets: a tiny layer that trains in about a minute on 2 cores, and DeepSeekMoE-16B's layer
@@ -75,6 +77,11 @@ sy::MoeConfig preset_config(const Options& o, int* steps, int64_t* tokens, doubl
   } else {
     throw sy::Error(sy::ErrorCode::invalid_argument,
                     fmt::format("--preset '{}' is unknown; use tiny or dsmoe16b", o.preset));
+  }
+  if (o.experts > 0) c.num_experts = o.experts;
+  if (o.top_k > 0) c.top_k = o.top_k;
+  if (c.num_experts % c.n_group != 0 || c.top_k > c.topk_group * (c.num_experts / c.n_group)) {
+    c.n_group = c.topk_group = 1;  // an override the preset's groups do not fit: route ungrouped
   }
   c.scoring = sy::parse_score_func(o.scoring.empty() ? "softmax" : o.scoring);
   c.selection_bias = o.selection_bias;
@@ -422,6 +429,8 @@ int main(int argc, char** argv) {
   app.add_option("--redundant", o.redundant,
                  "redundant expert slots for replicas of hot experts (E + R must divide by ranks)")
       ->capture_default_str();
+  app.add_option("--experts", o.experts, "routed experts (default: the preset's)");
+  app.add_option("--top-k", o.top_k, "experts per token (default: the preset's)");
   app.add_option("--json", o.json, "write the run's figures as JSON to this file (rank 0)");
   app.add_option("--require-loss-drop", o.require_loss_drop,
                  "exit 1 unless the last loss <= this factor times the first (0 = off)");

@@ -1,0 +1,1 @@
+"""Scaling sweeps of train_moe: describe, run, tabulate, compare and plot."""

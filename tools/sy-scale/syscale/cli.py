@@ -1,0 +1,121 @@
+"""Command line: run a sweep, print its table, compare two result files, plot a result file."""
+import argparse
+import json
+import os
+import sys
+import time
+
+from syscale import results as res
+from syscale import svg
+from syscale.runner import run_point
+from syscale.sweep import SweepError, load_sweep, points, series_key
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+# Forward phases, then backward (its gradient all-reduce included) and the optimizer: they add up
+# to the step.
+SPLIT = ["gate", "dispatch", "experts", "combine", "shared", "backward", "optimizer"]
+
+
+def default_train_moe():
+    return os.environ.get("SY_TRAIN_MOE",
+                          os.path.join(REPO, "build", "release", "examples", "train_moe"))
+
+
+def run(args):
+    sweep = load_sweep(args.sweep)
+    if not os.access(args.train_moe, os.X_OK):
+        raise SweepError(f"{args.train_moe} is not an executable train_moe; build first "
+                         "(bash tools/bootstrap.sh test) or pass --train-moe")
+    todo = points(sweep)
+    results = res.new_results(sweep, REPO)
+    results["train_moe"] = args.train_moe
+    started = time.monotonic()
+    for i, point in enumerate(todo):
+        label = " ".join(f"{k}={v}" for k, v in sorted(point.items()) if k != "args")
+        print(f"[{i + 1}/{len(todo)}] {label} ...", end=" ", flush=True)
+        record = run_point(point, args.train_moe, sweep.get("timeout_s", 300),
+                           sweep.get("retries", 1))
+        results["points"].append(record)
+        elapsed = time.monotonic() - started
+        eta = elapsed / (i + 1) * (len(todo) - i - 1)
+        status = "ok" if record["status"] == "ok" else f"FAILED ({record['errors'][-1][:80]})"
+        print(f"{status} in {record['wall_s']:.1f} s after {record['attempts']} attempt(s); "
+              f"{len(todo) - i - 1} left, about {eta:.0f} s", flush=True)
+    res.add_efficiency(results)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    res.write_csv(results, os.path.splitext(args.out)[0] + ".csv")
+    print()
+    print(res.table(results))
+    print(f"\nresults: {args.out} and {os.path.splitext(args.out)[0]}.csv")
+    if args.plots:
+        plot_files(results, args.plots)
+    failed = sum(p["status"] != "ok" for p in results["points"])
+    print(f"{len(todo) - failed} points ok, {failed} failed")
+    return 0
+
+
+def plot_files(results, folder):
+    os.makedirs(folder, exist_ok=True)
+    ok = [p for p in results["points"] if p["status"] == "ok"]
+    by_series = {}
+    for p in ok:
+        label = " ".join(f"{k}={v}" for k, v in series_key(p["params"])
+                         if k not in ("preset", "steps")) or "all"
+        by_series.setdefault(label, []).append(p)
+    mode = results["sweep"].get("mode", "weak")
+    svg.line_chart(os.path.join(folder, "throughput.svg"), f"tokens/s ({mode} scaling)", "ranks",
+                   "tokens/s, all ranks",
+                   {k: [(p["params"]["ranks"], p["result"]["tokens_per_s"]) for p in v]
+                    for k, v in by_series.items()})
+    svg.line_chart(os.path.join(folder, "efficiency.svg"), f"parallel efficiency ({mode} scaling)",
+                   "ranks", "efficiency vs the fewest ranks",
+                   {k: [(p["params"]["ranks"], p.get("efficiency", 0)) for p in v]
+                    for k, v in by_series.items()})
+    svg.stacked_bars(os.path.join(folder, "split.svg"), "time per step by phase (mean over ranks)",
+                     "ms", [(f"{p['params']['ranks']}r/{p['params'].get('tokens_per_rank', '')}t",
+                             p["result"]["split_ms"]) for p in ok], SPLIT)
+    print(f"plots: {', '.join(os.path.join(folder, n) for n in ('throughput.svg', 'efficiency.svg', 'split.svg'))}")
+
+
+def load_results(path):
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SweepError(f"{path}: {e}") from e
+    if doc.get("format") != res.FORMAT:
+        raise SweepError(f"{path} is not a {res.FORMAT} results file")
+    return doc
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="sy-scale", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="run every point of a sweep")
+    p_run.add_argument("sweep", help="sweep description (JSON)")
+    p_run.add_argument("--out", required=True, help="results file (JSON; a CSV is written beside)")
+    p_run.add_argument("--plots", help="folder for throughput, efficiency and split plots (SVG)")
+    p_run.add_argument("--train-moe", default=default_train_moe(), help="train_moe executable")
+    p_table = sub.add_parser("table", help="print the table of a results file")
+    p_table.add_argument("results")
+    p_cmp = sub.add_parser("compare", help="two results files side by side, with ratios")
+    p_cmp.add_argument("a")
+    p_cmp.add_argument("b")
+    p_plot = sub.add_parser("plot", help="plots of a results file")
+    p_plot.add_argument("results")
+    p_plot.add_argument("--out", required=True, help="folder for the SVG files")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return run(args)
+        if args.command == "table":
+            print(res.table(load_results(args.results)))
+        elif args.command == "compare":
+            print(res.compare(load_results(args.a), load_results(args.b)))
+        elif args.command == "plot":
+            plot_files(load_results(args.results), args.out)
+        return 0
+    except SweepError as e:
+        print(f"sy-scale: {e}", file=sys.stderr)
+        return 2
