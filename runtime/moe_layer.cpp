@@ -322,15 +322,12 @@ namespace {
 constexpr int kReplicaGradTag = 64;
 constexpr int kMigrationTag = 65;
 
+// Appends p's three tensors to out (the wire format of replica gradients and migrations).
 template <typename T>
-std::vector<T> pack_swiglu(std::initializer_list<const SwigluParams<T>*> tensors) {
-  std::vector<T> out;
-  for (const auto* p : tensors) {
-    out.insert(out.end(), p->gate_proj.begin(), p->gate_proj.end());
-    out.insert(out.end(), p->up_proj.begin(), p->up_proj.end());
-    out.insert(out.end(), p->down_proj.begin(), p->down_proj.end());
-  }
-  return out;
+void append_swiglu(std::vector<T>& out, const SwigluParams<T>& p) {
+  out.insert(out.end(), p.gate_proj.begin(), p.gate_proj.end());
+  out.insert(out.end(), p.up_proj.begin(), p.up_proj.end());
+  out.insert(out.end(), p.down_proj.begin(), p.down_proj.end());
 }
 
 // Copies the next three tensors' worth of `packed` (from `offset`) into p.
@@ -355,7 +352,7 @@ void MoeLayer<T>::sum_replica_grads(std::vector<SwigluParams<T>>& grads) {
     for (size_t e = 0; e < grads.size(); ++e) {
       if (!replicated(static_cast<int>(e))) continue;
       const auto& holders = placement_.replicas(params_.expert_ids[e]);
-      mine[e] = pack_swiglu<T>({&grads[e]});
+      append_swiglu(mine[e], grads[e]);
       theirs[e].resize(holders.size());
       for (size_t i = 0; i < holders.size(); ++i) {
         if (holders[i] == me) continue;
@@ -419,11 +416,9 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
         if (placement_.holds(d, e)) continue;
         if (me == source) {
           const int local = params_.local_index(e);
-          std::vector<T> message = pack_swiglu<T>({&params_.experts[local]});
-          for (const MoeParams<T>* c : companions) {
-            const auto extra = pack_swiglu<T>({&c->experts[local]});
-            message.insert(message.end(), extra.begin(), extra.end());
-          }
+          std::vector<T> message;
+          append_swiglu(message, params_.experts[local]);
+          for (const MoeParams<T>* c : companions) append_swiglu(message, c->experts[local]);
           outgoing.push_back(std::move(message));
           requests.push_back(transport.isend(d, outgoing.back().data(),
                                              outgoing.back().size() * sizeof(T), kMigrationTag));
