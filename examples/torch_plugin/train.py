@@ -1,0 +1,102 @@
+"""A small PyTorch model with switchyard's expert-parallel MoE layer inside, trained with Adam.
+
+    embedding -> switchyard.MoELayer (+ residual) -> linear head, cross-entropy
+
+The task is next-token-ish: token t is followed by one of two fixed successors of t (probability
+3/4 and 1/4), so the best reachable loss is about 0.56 nats against ln(V) at the start. Each rank
+draws its own batch; the loss is that of the global batch (the sum over ranks of each rank's
+token losses divided by the global token count). The MoE layer's gradients arrive summed over
+ranks already; the embedding and the head are replicated, so their gradients are all-reduced
+here with mpi4py.
+
+    mpirun -np 2 /usr/bin/python3 examples/torch_plugin/train.py [--steps N] [--require-loss-drop F]
+
+(as root, OpenMPI also needs OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). The
+library comes from $SWITCHYARD_LIB or build/release/runtime/libswitchyard.so.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+from mpi4py import MPI
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))  # run from a checkout
+import switchyard  # noqa: E402
+
+VOCAB, HIDDEN = 64, 32
+
+
+class Model(nn.Module):
+    def __init__(self, context):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, HIDDEN)
+        config = switchyard.MoEConfig(hidden=HIDDEN, num_experts=8, top_k=2, intermediate=32,
+                                      num_shared=1, n_group=4, topk_group=2,
+                                      norm_topk_prob=True, aux_expert_alpha=0.01)
+        self.moe = switchyard.MoELayer(config, context, seed=1)
+        self.head = nn.Linear(HIDDEN, VOCAB)
+
+    def forward(self, tokens):
+        h = self.embed(tokens)
+        return self.head(h + self.moe(h))
+
+
+def batch(successors, generator, size):
+    """Tokens and their next tokens: the first successor with probability 3/4, else the second."""
+    tokens = torch.randint(VOCAB, (size,), generator=generator)
+    second = torch.rand(size, generator=generator) < 0.25
+    return tokens, successors[second.long(), tokens]
+
+
+def train(steps=80, tokens_per_rank=128, lr=1e-2, comm=MPI.COMM_WORLD):
+    """Trains and returns the loss of every step (the same on every rank)."""
+    rank = comm.Get_rank()
+    torch.manual_seed(0)  # the same task and the same replicated initial weights on every rank
+    successors = torch.stack([torch.randperm(VOCAB), torch.randperm(VOCAB)])
+    with switchyard.Context(comm) as context:
+        model = Model(context)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        replicated = [p for name, p in model.named_parameters() if not name.startswith("moe.")]
+        generator = torch.Generator().manual_seed(1000 + rank)  # each rank its own batches
+        global_tokens = comm.allreduce(tokens_per_rank)
+        losses = []
+        for step in range(steps):
+            tokens, targets = batch(successors, generator, tokens_per_rank)
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(tokens), targets, reduction="sum")
+            (loss / global_tokens).backward()
+            for p in replicated:
+                comm.Allreduce(MPI.IN_PLACE, p.grad.numpy(), op=MPI.SUM)
+            optimizer.step()
+            losses.append(comm.allreduce(loss.item()) / global_tokens)
+            if rank == 0:
+                aux = model.moe.last_aux
+                print(f"step {step + 1:3d}/{steps}  loss {losses[-1]:.4f}  aux expert "
+                      f"{aux.expert_balance:.3f} device {aux.device_balance:.3f}", flush=True)
+    return losses
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--tokens-per-rank", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--require-loss-drop", type=float, metavar="F",
+                        help="exit 1 unless the last loss <= F x the first")
+    args = parser.parse_args(argv)
+    losses = train(args.steps, args.tokens_per_rank, args.lr)
+    if MPI.COMM_WORLD.Get_rank() == 0:
+        print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} (ln V = {math.log(VOCAB):.4f})")
+    if args.require_loss_drop is not None and losses[-1] > args.require_loss_drop * losses[0]:
+        if MPI.COMM_WORLD.Get_rank() == 0:
+            print(f"the loss did not fall to {args.require_loss_drop} x the first", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""ctypes binding of libswitchyard.so (runtime/switchyard.h), version 0.1.
+
+Every function of the header is declared here with its argument and result types, so that a
+wrong call fails in Python instead of corrupting memory. `check` turns a non-OK status into a
+SwitchyardError carrying the status name and the message the library kept on the handle.
+
+The library is found, in order, at $SWITCHYARD_LIB, at build/release/runtime/libswitchyard.so in
+this checkout (the README's build directory), and through the system loader (an installed copy).
+"""
+
+import ctypes
+import os
+from pathlib import Path
+
+_REPO_BUILD = (Path(__file__).resolve().parents[2] / "build" / "release" / "runtime"
+               / "libswitchyard.so")
+
+STATUS_NAMES = {
+    0: "SY_OK",
+    1: "SY_INVALID_ARGUMENT",
+    2: "SY_UNSUPPORTED",
+    3: "SY_OUT_OF_MEMORY",
+    4: "SY_TIMEOUT",
+    5: "SY_PEER_FAILURE",
+    6: "SY_INTERNAL",
+    7: "SY_ABORTED",
+}
+
+SCORE_FUNCS = {"softmax": 0, "sigmoid": 1}
+GROUP_SCORES = {"top2_sum": 0, "max": 1}
+
+
+class SwitchyardError(RuntimeError):
+    """A switchyard call failed.
+
+    `status` is the sy_status_t value, `status_name` its name (e.g. "SY_INVALID_ARGUMENT") and
+    `message` what the library said was wrong (it names the offending field or parameter).
+    """
+
+    def __init__(self, status, message):
+        self.status = status
+        self.status_name = STATUS_NAMES.get(status, f"status {status}")
+        self.message = message
+        super().__init__(f"{self.status_name}: {message}")
+
+
+class SyContextParams(ctypes.Structure):
+    """sy_context_params_t; `size` is set by the constructor, as SY_CONTEXT_PARAMS_INIT does."""
+
+    _fields_ = [("size", ctypes.c_size_t), ("timeout_ms", ctypes.c_int64),
+                ("alltoall", ctypes.c_char_p)]
+
+    def __init__(self, **fields):
+        super().__init__(size=ctypes.sizeof(SyContextParams), **fields)
+
+
+class SyLayerConfig(ctypes.Structure):
+    """sy_layer_config_t; `size` is set by the constructor (MoEConfig supplies the other fields)."""
+
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("hidden", ctypes.c_int64),
+        ("num_experts", ctypes.c_int),
+        ("num_shared", ctypes.c_int),
+        ("top_k", ctypes.c_int),
+        ("intermediate", ctypes.c_int64),
+        ("scoring", ctypes.c_int),
+        ("norm_topk_prob", ctypes.c_int),
+        ("routed_scaling_factor", ctypes.c_double),
+        ("n_group", ctypes.c_int),
+        ("topk_group", ctypes.c_int),
+        ("group_score", ctypes.c_int),
+        ("selection_bias", ctypes.c_int),
+        ("bias_update_rate", ctypes.c_double),
+        ("aux_expert_alpha", ctypes.c_double),
+        ("aux_device_alpha", ctypes.c_double),
+        ("z_loss_alpha", ctypes.c_double),
+    ]
+
+    def __init__(self, **fields):
+        super().__init__(size=ctypes.sizeof(SyLayerConfig), **fields)
+
+
+class SyAuxLosses(ctypes.Structure):
+    """sy_aux_losses_t: the unweighted aux losses of the global batch."""
+
+    _fields_ = [("expert_balance", ctypes.c_double), ("device_balance", ctypes.c_double),
+                ("z_loss", ctypes.c_double)]
+
+
+_status = ctypes.c_int
+_handle = ctypes.c_void_p
+_float_p = ctypes.POINTER(ctypes.c_float)
+_int_p = ctypes.POINTER(ctypes.c_int)
+
+# name: (restype, argtypes), in the header's order.
+_PROTOTYPES = {
+    "sy_status_string": (ctypes.c_char_p, [_status]),
+    "sy_version": (ctypes.c_int, []),
+    "sy_context_create_mpi": (_status, [ctypes.c_int64, ctypes.POINTER(SyContextParams),
+                                        ctypes.POINTER(_handle)]),
+    "sy_context_rank": (_status, [_handle, _int_p]),
+    "sy_context_size": (_status, [_handle, _int_p]),
+    "sy_context_topology": (_status, [_handle, _int_p, _int_p, _int_p, _int_p]),
+    "sy_context_abort": (_status, [_handle]),
+    "sy_context_destroy": (_status, [_handle]),
+    "sy_context_last_error": (ctypes.c_char_p, [_handle]),
+    "sy_layer_create": (_status, [_handle, ctypes.POINTER(SyLayerConfig),
+                                  ctypes.POINTER(_handle)]),
+    "sy_layer_destroy": (_status, [_handle]),
+    "sy_layer_last_error": (ctypes.c_char_p, [_handle]),
+    "sy_layer_local_experts": (_status, [_handle, _int_p, ctypes.c_int, _int_p]),
+    "sy_layer_set_param": (_status, [_handle, ctypes.c_char_p, _float_p, ctypes.c_size_t]),
+    "sy_layer_get_param": (_status, [_handle, ctypes.c_char_p, _float_p, ctypes.c_size_t]),
+    "sy_layer_get_grad": (_status, [_handle, ctypes.c_char_p, _float_p, ctypes.c_size_t]),
+    "sy_layer_zero_grads": (_status, [_handle]),
+    "sy_layer_forward": (
+        _status,
+        [_handle, _float_p, ctypes.c_int64, ctypes.c_int64, _float_p, ctypes.POINTER(_handle),
+         ctypes.POINTER(SyAuxLosses)],
+    ),
+    "sy_layer_backward": (_status, [_handle, _handle, _float_p, _float_p]),
+    "sy_saved_destroy": (_status, [_handle]),
+    "sy_layer_expert_load": (_status, [_handle, ctypes.POINTER(ctypes.c_double), ctypes.c_int]),
+    "sy_layer_update_selection_bias": (_status, [_handle]),
+}
+
+
+def _load():
+    """Opens the library from the first place that has one; the error lists every place tried.
+
+    An explicit $SWITCHYARD_LIB is the only place tried when set, so that a wrong path fails
+    instead of silently loading another build."""
+    if os.environ.get("SWITCHYARD_LIB"):
+        candidates = [os.environ["SWITCHYARD_LIB"]]
+    else:
+        candidates = [str(_REPO_BUILD)] if _REPO_BUILD.exists() else []
+        candidates.append("libswitchyard.so")
+    errors = []
+    for path in candidates:
+        try:
+            return ctypes.CDLL(path)
+        except OSError as e:
+            errors.append(str(e))
+    raise ImportError(
+        "switchyard: cannot load libswitchyard.so (build the 'switchyard' target, or set "
+        "SWITCHYARD_LIB to its path): " + "; ".join(errors)
+    )
+
+
+lib = _load()
+for _name, (_restype, _argtypes) in _PROTOTYPES.items():
+    _fn = getattr(lib, _name)
+    _fn.restype = _restype
+    _fn.argtypes = _argtypes
+
+
+def check(status, last_error):
+    """Raises SwitchyardError for a non-OK status; `last_error()` returns the handle's message."""
+    if status != 0:
+        raise SwitchyardError(status, last_error().decode("utf-8", "replace"))
+
+
+def float_ptr(tensor):
+    """The data pointer of a contiguous float32 CPU tensor, typed for the prototypes above."""
+    return ctypes.cast(tensor.data_ptr(), _float_p)

@@ -1,0 +1,44 @@
+"""The layer configuration, mirroring sy_layer_config_t (runtime/switchyard.h) field by field."""
+
+from dataclasses import dataclass
+
+from . import _capi
+
+
+@dataclass
+class MoEConfig:
+    """One DeepSeekMoE layer. Semantics: DESIGN.md "Routing semantics".
+
+    The C library validates the values when the layer is created and names the first bad field
+    in the SwitchyardError it raises; only the two string fields are checked here, because they
+    are translated into the C enums.
+    """
+
+    hidden: int
+    num_experts: int
+    top_k: int
+    intermediate: int
+    num_shared: int = 0
+    scoring: str = "softmax"  # or "sigmoid"
+    norm_topk_prob: bool = False
+    routed_scaling_factor: float = 1.0
+    n_group: int = 1
+    topk_group: int = 1
+    group_score: str = "top2_sum"  # a group's score: its two best experts' sum (V3), or "max" (V2)
+    selection_bias: bool = False  # aux-loss-free balancing bias (gate.e_score_correction_bias)
+    bias_update_rate: float = 0.001
+    aux_expert_alpha: float = 0.0  # coefficients with which backward adds the aux losses' gradients
+    aux_device_alpha: float = 0.0
+    z_loss_alpha: float = 0.0
+
+    def to_c(self):
+        """The sy_layer_config_t for this configuration."""
+        fields = dict(vars(self))
+        for field, table in (("scoring", _capi.SCORE_FUNCS), ("group_score", _capi.GROUP_SCORES)):
+            if fields[field] not in table:
+                raise ValueError(f"MoEConfig.{field} = {fields[field]!r}; expected one of "
+                                 f"{sorted(table)}")
+            fields[field] = table[fields[field]]
+        fields["norm_topk_prob"] = int(fields["norm_topk_prob"])
+        fields["selection_bias"] = int(fields["selection_bias"])
+        return _capi.SyLayerConfig(**fields)
