@@ -122,6 +122,71 @@ Result run_algorithm(const std::string& name, comm::Communicator& comm, const Wo
   return r;
 }
 
+// Bytes each node sends each other node in one call, [from * nodes + to], summed over all ranks,
+// as each algorithm moves them: mpi one row (hidden + 1 floats) per (token, expert), flat one row
+// (token + side) per (token, destination rank), hierarchical one token per (token, destination
+// node) plus the side data of every row; combine moves results back the other way (no side data).
+struct NodeTraffic {
+  std::vector<double> dispatch, combine;
+};
+
+NodeTraffic node_traffic(const std::string& algo, const Workload& w, const AllToAllBenchOptions& o,
+                         const comm::Topology& topo, MPI_Comm mpi) {
+  const int nodes = topo.num_nodes;
+  const int me = topo.node;
+  const double token = static_cast<double>(o.workload.hidden) * sizeof(float);
+  const double side = 2 * sizeof(int32_t);
+  NodeTraffic t{std::vector<double>(static_cast<size_t>(nodes * nodes), 0.0),
+                std::vector<double>(static_cast<size_t>(nodes * nodes), 0.0)};
+  auto add = [&](int to, double dispatch_bytes, double combine_bytes) {
+    if (to == me) return;
+    t.dispatch[static_cast<size_t>(me * nodes + to)] += dispatch_bytes;
+    t.combine[static_cast<size_t>(to * nodes + me)] += combine_bytes;
+  };
+  const comm::RouteLayout& l = w.layout;
+  if (algo == "mpi") {
+    for (size_t i = 0; i < w.experts.size(); ++i) {
+      const int d = owner_of(w.experts[i], o.workload.experts, topo.size);
+      add(topo.node_of_rank[static_cast<size_t>(d)], token + sizeof(float), token + sizeof(float));
+    }
+  } else {
+    std::vector<std::vector<bool>> seen(static_cast<size_t>(nodes),
+                                        std::vector<bool>(static_cast<size_t>(l.num_tokens)));
+    for (int d = 0; d < l.world; ++d) {
+      const int node = topo.node_of_rank[static_cast<size_t>(d)];
+      for (int64_t r = l.send_offsets[static_cast<size_t>(d)];
+           r < l.send_offsets[static_cast<size_t>(d) + 1]; ++r) {
+        if (algo == "flat") {
+          add(node, token + side, token);
+          continue;
+        }
+        auto&& first = seen[static_cast<size_t>(node)][static_cast<size_t>(l.send_tokens[static_cast<size_t>(r)])];
+        add(node, side + (first ? 0.0 : token), first ? 0.0 : token);
+        first = true;
+      }
+    }
+  }
+  MPI_Allreduce(MPI_IN_PLACE, t.dispatch.data(), nodes * nodes, MPI_DOUBLE, MPI_SUM, mpi);
+  MPI_Allreduce(MPI_IN_PLACE, t.combine.data(), nodes * nodes, MPI_DOUBLE, MPI_SUM, mpi);
+  return t;
+}
+
+// The most bytes one node's link carries in one direction (sent or received), and which.
+std::pair<double, std::string> busiest_link(const std::vector<double>& m, int nodes) {
+  double best = 0.0;
+  std::string which = "-";
+  for (int a = 0; a < nodes; ++a) {
+    double tx = 0.0, rx = 0.0;
+    for (int b = 0; b < nodes; ++b) {
+      tx += m[static_cast<size_t>(a * nodes + b)];
+      rx += m[static_cast<size_t>(b * nodes + a)];
+    }
+    if (tx > best) best = tx, which = fmt::format("node {} tx", a);
+    if (rx > best) best = rx, which = fmt::format("node {} rx", a);
+  }
+  return {best, which};
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? 0.0 : v[v.size() / 2];
@@ -143,6 +208,10 @@ int run_alltoall_bench(const AllToAllBenchOptions& o, MPI_Comm mpi) {
   std::vector<Result> results{run_baseline(w, o, mpi, comm.topology().node_of_rank)};
   for (const char* name : {"flat", "hierarchical"}) {
     if (o.algo == name || o.algo == "all") results.push_back(run_algorithm(name, comm, w, o, mpi));
+  }
+  std::vector<NodeTraffic> traffic;
+  if (o.link_gbit > 0) {
+    for (const Result& r : results) traffic.push_back(node_traffic(r.algo, w, o, comm.topology(), mpi));
   }
   // Error counts are totals over all ranks, so every rank returns the same status.
   int rc = 0;
@@ -182,6 +251,31 @@ int run_alltoall_bench(const AllToAllBenchOptions& o, MPI_Comm mpi) {
           r.algo, phase, t * 1e3, minimum(p->seconds) * 1e3, p->max_bytes_per_rank / 1e6,
           p->bytes_to_other_nodes / 1e6, algbw, algbw * (n - 1) / n,
           t > 0 ? median(base->seconds) / t : 0.0, r.errors);
+    }
+  }
+  if (o.link_gbit > 0) {
+    const int nodes = comm.topology().num_nodes;
+    const double rate = o.link_gbit * 1e9 / 8;  // bytes per second per direction
+    fmt::print(
+        "\ninter-node links at {} Gbit/s per direction: a phase cannot end before its busiest "
+        "link has carried its payload (headers excluded); link use = link-bound time / median "
+        "time\n",
+        o.link_gbit);
+    fmt::print("{:<13} {:<9} {:>17} {:>13} {:>16} {:>14} {:>10}\n", "algorithm", "phase",
+               "MB across nodes", "busiest link", "busiest link MB", "link-bound ms", "link use");
+    for (size_t i = 0; i < results.size(); ++i) {
+      for (const auto& [phase, m, p] :
+           {std::tuple{"dispatch", &traffic[i].dispatch, &results[i].dispatch},
+            std::tuple{"combine", &traffic[i].combine, &results[i].combine}}) {
+        double total = 0.0;
+        for (double b : *m) total += b;
+        const auto [bytes, which] = busiest_link(*m, nodes);
+        const double bound = bytes / rate;
+        const double t = median(p->seconds);
+        fmt::print("{:<13} {:<9} {:>17.2f} {:>13} {:>16.2f} {:>14.1f} {:>9.0f}%\n",
+                   results[i].algo, phase, total / 1e6, which, bytes / 1e6, bound * 1e3,
+                   t > 0 ? 100.0 * bound / t : 0.0);
+      }
     }
   }
   return rc;

@@ -15,6 +15,8 @@ struct AllToAllBenchOptions {
   WorkloadOptions workload;
   int iters = 20;
   int ranks_per_node = 0;
+  // Rate of each inter-node link per direction (Gbit/s); > 0 adds the link-bound table.
+  double link_gbit = 0.0;
 };
 
 // Prints the table on rank 0; returns 1 if any byte or sum was wrong on any rank.

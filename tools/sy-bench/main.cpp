@@ -38,6 +38,11 @@ int main(int argc, char** argv) {
       ->add_option("--ranks-per-node", o.ranks_per_node,
                    "simulate nodes of this many consecutive ranks (0: the real topology)")
       ->capture_default_str();
+  alltoall
+      ->add_option("--link-gbit", o.link_gbit,
+                   "rate of each inter-node link per direction in Gbit/s (e.g. simcluster's "
+                   "--rate): also prints each phase's busiest link and the time it bounds")
+      ->capture_default_str();
   int rc = 0;
   try {
     app.parse(argc, argv);
