@@ -10,6 +10,7 @@
 #include "comm/error.h"
 #include "comm/mpi_transport.h"
 #include "comm/shm_transport.h"
+#include "comm/ucx_transport.h"
 
 namespace switchyard::comm {
 
@@ -69,8 +70,9 @@ void wait_all(Transport& transport, std::span<Request> requests, std::chrono::mi
 std::unique_ptr<Transport> make_transport(std::string_view name, MPI_Comm comm) {
   if (name == "mpi") return std::make_unique<MpiTransport>(comm);
   if (name == "shm") return std::make_unique<ShmTransport>(comm);
+  if (name == "ucx") return std::make_unique<UcxTransport>(comm);
   throw CommError(ErrorCode::invalid_argument,
-                  fmt::format("unknown transport '{}'; known transports: mpi, shm", name));
+                  fmt::format("unknown transport '{}'; known transports: mpi, shm, ucx", name));
 }
 
 }  // namespace switchyard::comm

@@ -1,0 +1,227 @@
+#include "comm/ucx_transport.h"
+
+#include <fmt/format.h>
+
+#include <cstdint>
+
+#include "comm/error.h"
+
+namespace switchyard::comm {
+
+namespace {
+
+// A UCP tag carries the switchyard tag and the sender, so a receive matches exactly one peer and
+// tag, as an MPI receive does.
+constexpr ucp_tag_t kFullMask = ~ucp_tag_t{0};
+
+ucp_tag_t ucx_tag(int tag, int source) {
+  return (static_cast<ucp_tag_t>(static_cast<uint32_t>(tag)) << 32) |
+         static_cast<uint32_t>(source);
+}
+
+void check_ucs(ucs_status_t status, const char* what) {
+  if (status != UCS_OK) {
+    throw CommError(ErrorCode::internal,
+                    fmt::format("ucx transport: {} failed: {}", what, ucs_status_string(status)));
+  }
+}
+
+void check_mpi_rc(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) {
+    throw CommError(ErrorCode::internal, fmt::format("ucx transport: {} failed (MPI error {})",
+                                                     what, rc));
+  }
+}
+
+}  // namespace
+
+UcxTransport::UcxTransport(MPI_Comm comm) {
+  check_mpi_rc(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
+  comm = comm_;
+  MPI_Comm_rank(comm, &rank_);
+  MPI_Comm_size(comm, &size_);
+  try {
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES;
+    params.features = UCP_FEATURE_TAG;
+    check_ucs(ucp_init(&params, nullptr, &context_), "ucp_init");
+    ucp_worker_params_t worker_params{};
+    worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
+    check_ucs(ucp_worker_create(context_, &worker_params, &worker_), "ucp_worker_create");
+
+    ucp_address_t* address = nullptr;
+    size_t address_length = 0;
+    check_ucs(ucp_worker_get_address(worker_, &address, &address_length),
+              "ucp_worker_get_address");
+    // Every rank's worker address, gathered over MPI (the only use of MPI on this transport).
+    int my_length = static_cast<int>(address_length);
+    std::vector<int> lengths(size_), offsets(size_ + 1, 0);
+    check_mpi_rc(MPI_Allgather(&my_length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm),
+                 "MPI_Allgather of address lengths");
+    for (int r = 0; r < size_; ++r) offsets[r + 1] = offsets[r] + lengths[r];
+    std::vector<char> addresses(offsets[size_]);
+    const int rc = MPI_Allgatherv(address, my_length, MPI_BYTE, addresses.data(), lengths.data(),
+                                  offsets.data(), MPI_BYTE, comm);
+    ucp_worker_release_address(worker_, address);
+    check_mpi_rc(rc, "MPI_Allgatherv of worker addresses");
+
+    endpoints_.assign(size_, nullptr);
+    for (int r = 0; r < size_; ++r) {
+      ucp_ep_params_t ep_params{};
+      ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+      ep_params.address = reinterpret_cast<const ucp_address_t*>(addresses.data() + offsets[r]);
+      check_ucs(ucp_ep_create(worker_, &ep_params, &endpoints_[r]), "ucp_ep_create");
+    }
+    synchronize("start-up");
+  } catch (...) {
+    teardown();
+    throw;
+  }
+}
+
+UcxTransport::~UcxTransport() {
+  for (size_t h = 0; h < slots_.size(); ++h) {
+    if (!in_use_[h]) continue;
+    Request req{-1, false, 0, static_cast<int>(h)};
+    cancel(req);
+  }
+  teardown();
+}
+
+void UcxTransport::synchronize(const char* what) {
+  constexpr double kLimitSeconds = 30;
+  MPI_Request barrier = MPI_REQUEST_NULL;
+  check_mpi_rc(MPI_Ibarrier(comm_, &barrier), "MPI_Ibarrier");
+  const double start = MPI_Wtime();
+  int done = 0;
+  while (!done) {
+    if (worker_ != nullptr) ucp_worker_progress(worker_);
+    MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
+    if (!done && MPI_Wtime() - start > kLimitSeconds) {
+      MPI_Request_free(&barrier);
+      throw CommError(ErrorCode::timeout,
+                      fmt::format("ucx transport {}: not every rank arrived within {} s", what,
+                                  kLimitSeconds));
+    }
+  }
+}
+
+void UcxTransport::teardown() {
+  if (comm_ != MPI_COMM_NULL && worker_ != nullptr) {
+    try {
+      synchronize("teardown");
+    } catch (const CommError&) {
+      // A peer is gone: close without waiting for it.
+    }
+  }
+  for (ucp_ep_h& ep : endpoints_) {
+    if (ep == nullptr) continue;
+    // Forced close: every rank has passed the teardown barrier, so no message is still owed, and
+    // a flush could wait on a peer that is already gone.
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    void* request = ucp_ep_close_nbx(ep, &param);
+    if (UCS_PTR_IS_PTR(request)) {
+      while (ucp_request_check_status(request) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      ucp_request_free(request);
+    }
+    ep = nullptr;
+  }
+  if (worker_ != nullptr) ucp_worker_destroy(worker_);
+  if (context_ != nullptr) ucp_cleanup(context_);
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  worker_ = nullptr;
+  context_ = nullptr;
+}
+
+Request UcxTransport::isend(int peer, const void* data, size_t bytes, int tag) {
+  if (peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("ucx transport isend: peer {} (world {}), tag {}, {} bytes: need "
+                                "0 <= peer < world, tag >= 0 and a buffer",
+                                peer, size_, tag, bytes));
+  }
+  ucp_request_param_t param{};
+  void* request = ucp_tag_send_nbx(endpoints_[peer], data, bytes, ucx_tag(tag, rank_), &param);
+  return track(request, peer, true, bytes, "ucp_tag_send_nbx");
+}
+
+Request UcxTransport::irecv(int peer, void* data, size_t bytes, int tag) {
+  if (peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("ucx transport irecv: peer {} (world {}), tag {}, {} bytes: need "
+                                "0 <= peer < world, tag >= 0 and a buffer",
+                                peer, size_, tag, bytes));
+  }
+  ucp_request_param_t param{};
+  void* request = ucp_tag_recv_nbx(worker_, data, bytes, ucx_tag(tag, peer), kFullMask, &param);
+  return track(request, peer, false, bytes, "ucp_tag_recv_nbx");
+}
+
+Request UcxTransport::track(void* ucx_request, int peer, bool is_send, size_t bytes,
+                            const char* what) {
+  if (UCS_PTR_IS_ERR(ucx_request)) check_ucs(UCS_PTR_STATUS(ucx_request), what);
+  int handle = 0;
+  if (free_slots_.empty()) {
+    handle = static_cast<int>(slots_.size());
+    slots_.push_back(nullptr);
+    in_use_.push_back(false);
+  } else {
+    handle = free_slots_.back();
+    free_slots_.pop_back();
+  }
+  slots_[handle] = ucx_request;  // nullptr: completed in place
+  in_use_[handle] = true;
+  return Request{peer, is_send, bytes, handle};
+}
+
+void UcxTransport::release(Request& req) {
+  void*& request = slots_[req.handle];
+  if (request != nullptr) ucp_request_free(request);
+  request = nullptr;
+  in_use_[req.handle] = false;
+  free_slots_.push_back(req.handle);
+  req.handle = -1;
+}
+
+bool UcxTransport::test(Request& req) {
+  if (req.handle < 0) return true;
+  if (static_cast<size_t>(req.handle) >= slots_.size() || !in_use_[req.handle]) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("ucx transport: request handle {} is not outstanding here",
+                                req.handle));
+  }
+  ucp_worker_progress(worker_);
+  void* request = slots_[req.handle];
+  if (request != nullptr) {
+    const ucs_status_t status = ucp_request_check_status(request);
+    if (status == UCS_INPROGRESS) return false;
+    if (status != UCS_OK) {
+      const int peer = req.peer;
+      release(req);
+      throw CommError(ErrorCode::peer_failure,
+                      fmt::format("ucx transport: a transfer with rank {} failed: {}", peer,
+                                  ucs_status_string(status)));
+    }
+  }
+  release(req);
+  return true;
+}
+
+void UcxTransport::cancel(Request& req) {
+  if (req.handle < 0 || !in_use_[req.handle]) return;
+  void* request = slots_[req.handle];
+  if (request != nullptr) {
+    // A cancelled receive completes (with UCS_ERR_CANCELED) and never writes its buffer after;
+    // a send UCX cannot take back is left to finish on its own.
+    ucp_request_cancel(worker_, request);
+    if (!req.is_send) {
+      while (ucp_request_check_status(request) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+    }
+  }
+  release(req);
+}
+
+}  // namespace switchyard::comm

@@ -1,0 +1,48 @@
+// Private: the "ucx" Transport, UCP tagged messages over whatever transports UCX selects (shared
+// memory, TCP, InfiniBand, ...). Peers' worker addresses are exchanged once over MPI at start-up;
+// after that, data moves through UCX alone.
+#pragma once
+
+#include <mpi.h>
+#include <ucp/api/ucp.h>
+
+#include <vector>
+
+#include "comm/transport.h"
+
+namespace switchyard::comm {
+
+class UcxTransport final : public Transport {
+ public:
+  explicit UcxTransport(MPI_Comm comm);
+  ~UcxTransport() override;
+  UcxTransport(const UcxTransport&) = delete;
+  UcxTransport& operator=(const UcxTransport&) = delete;
+
+  std::string_view name() const override { return "ucx"; }
+  Request isend(int peer, const void* data, size_t bytes, int tag) override;
+  Request irecv(int peer, void* data, size_t bytes, int tag) override;
+  bool test(Request& req) override;
+  void cancel(Request& req) override;
+
+ private:
+  Request track(void* ucx_request, int peer, bool is_send, size_t bytes, const char* what);
+  void release(Request& req);
+  // Waits, bounded, until every rank reaches this point, progressing UCX meanwhile: peers must not
+  // destroy a worker that others are still wiring up to or sending to.
+  void synchronize(const char* what);
+  void teardown();
+
+  MPI_Comm comm_ = MPI_COMM_NULL;  // own duplicate, for start-up and teardown only
+  int rank_ = 0;
+  int size_ = 0;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  std::vector<ucp_ep_h> endpoints_;
+  // slots_[handle]: the UCX request of one posted message; nullptr once it completed at posting.
+  std::vector<void*> slots_;
+  std::vector<bool> in_use_;
+  std::vector<int> free_slots_;
+};
+
+}  // namespace switchyard::comm

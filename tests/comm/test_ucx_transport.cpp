@@ -1,0 +1,88 @@
+// The ucx transport: patterns between every pair, zero-byte messages, per-tag matching, and every
+// all-to-all algorithm over it (alone, and behind shm inside simulated nodes).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/alltoall.h"
+#include "comm/communicator.h"
+#include "comm/error.h"
+#include "tests/comm/alltoall_cases.h"
+#include "tests/comm/comm_test_util.h"
+
+namespace switchyard::comm {
+namespace {
+
+std::unique_ptr<Communicator> ucx_communicator(const std::string& intra) {
+  CommOptions options = test::test_options();
+  options.intra_transport = intra;
+  options.inter_transport = "ucx";
+  return std::make_unique<Communicator>(MPI_COMM_WORLD, options);
+}
+
+TEST(UcxTransport, ExchangesPatternsWithEveryPeerIncludingEmptyMessages) {
+  auto comm = ucx_communicator("ucx");
+  Transport& t = comm->transport();
+  EXPECT_EQ(t.name(), "ucx");
+  const int me = comm->rank(), n = comm->size();
+  std::vector<std::vector<uint8_t>> out(n), in(n);
+  std::vector<Request> requests;
+  for (int p = 0; p < n; ++p) {
+    const size_t bytes = static_cast<size_t>((me + p) % 3) * 40000;  // 0 for some pairs
+    const size_t incoming = static_cast<size_t>((p + me) % 3) * 40000;
+    out[p].resize(bytes);
+    for (size_t i = 0; i < bytes; ++i) out[p][i] = static_cast<uint8_t>(me * 31 + p * 7 + i);
+    in[p].assign(incoming, 0);
+    requests.push_back(t.irecv(p, in[p].data(), incoming, 5));
+    requests.push_back(t.isend(p, out[p].data(), bytes, 5));
+  }
+  wait_all(t, requests, comm->timeout(), "ucx pattern test");
+  for (int p = 0; p < n; ++p) {
+    for (size_t i = 0; i < in[p].size(); ++i) {
+      ASSERT_EQ(in[p][i], static_cast<uint8_t>(p * 31 + me * 7 + i)) << "from " << p << " at " << i;
+    }
+  }
+}
+
+TEST(UcxTransport, MatchesByTagNotByPostingOrder) {
+  auto comm = ucx_communicator("ucx");
+  Transport& t = comm->transport();
+  const int peer = (comm->rank() + 1) % comm->size();
+  const int from = (comm->rank() + comm->size() - 1) % comm->size();
+  int32_t a = 100 + comm->rank(), b = 200 + comm->rank(), got_a = 0, got_b = 0;
+  std::vector<Request> r;
+  r.push_back(t.irecv(from, &got_b, sizeof got_b, 9));
+  r.push_back(t.irecv(from, &got_a, sizeof got_a, 8));
+  r.push_back(t.isend(peer, &a, sizeof a, 8));
+  r.push_back(t.isend(peer, &b, sizeof b, 9));
+  wait_all(t, r, comm->timeout(), "ucx tag test");
+  EXPECT_EQ(got_a, 100 + from);
+  EXPECT_EQ(got_b, 200 + from);
+}
+
+TEST(UcxTransport, RejectsBadArguments) {
+  auto comm = ucx_communicator("ucx");
+  int x = 0;
+  EXPECT_THROW(comm->transport().isend(comm->size(), &x, sizeof x, 1), CommError);
+  EXPECT_THROW(comm->transport().irecv(0, nullptr, 4, 1), CommError);
+}
+
+TEST(UcxTransport, EveryAlgorithmMovesDataExactly) {
+  for (const std::string intra : {"ucx", "shm"}) {
+    for (const std::string algo : {"flat", "hierarchical"}) {
+      SCOPED_TRACE(intra + " inside nodes, ucx between, " + algo);
+      auto comm = ucx_communicator(intra);
+      comm->override_topology(Topology::blocked(comm->rank(), comm->size(), 2));
+      auto a2a = make_alltoall(algo, *comm);
+      test::run_case(*comm, *a2a, {test::Scenario::random, 11, 40, 8});
+      test::run_case(*comm, *a2a, {test::Scenario::last_rank_has_no_tokens, 12, 16, 4});
+      test::run_case(*comm, *a2a, {test::Scenario::all_to_rank0, 13, 16, 0});
+    }
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::comm
