@@ -14,6 +14,7 @@ TOOL = os.path.join(HERE, "..", "..", "tools", "sy-scale", "sy-scale")
 sys.path.insert(0, os.path.dirname(TOOL))
 
 from syscale import results as res  # noqa: E402
+from syscale.runner import command_for  # noqa: E402
 from syscale.sweep import SweepError, points, validate_sweep  # noqa: E402
 
 
@@ -122,8 +123,22 @@ class SweepDescriptions(unittest.TestCase):
         self.assertEqual([(p["alltoall"], p["ranks"]) for p in points(sweep)],
                          [("flat", 1), ("flat", 2), ("hierarchical", 1), ("hierarchical", 2)])
 
+    def test_simulated_cluster_points_launch_through_simcluster(self):
+        sweep = validate_sweep({"axes": {"nodes": [1, 2], "ranks_per_node": [3]},
+                                "args": {"preset": "tiny"}})
+        p = points(sweep)
+        self.assertEqual([(x["nodes"], x["ranks"]) for x in p], [(1, 3), (2, 6)])
+        cmd = command_for(p[1], "/bin/train_moe", "/tmp/x.json")
+        self.assertTrue(cmd[0].endswith("tools/simcluster/simcluster"))
+        self.assertEqual(cmd[cmd.index("--ranks-per-node") + 1], "3")
+        self.assertEqual(cmd[cmd.index("-np") + 1], "6")
+        self.assertNotIn("--nodes", cmd)
+        self.assertEqual(command_for({"ranks": 2}, "/bin/t", "/tmp/x.json")[0], "mpirun")
+
     def test_bad_descriptions_say_what_to_change(self):
         cases = [({"axes": {}}, "ranks"),
+                 ({"axes": {"ranks": [1], "nodes": [1]}}, "not both"),
+                 ({"axes": {"ranks": [2], "ranks_per_node": [2]}}, "ranks_per_node"),
                  ({"axes": {"ranks": [1], "colour": [1]}}, "colour"),
                  ({"mode": "sideways", "axes": {"ranks": [1]}}, "sideways"),
                  ({"mode": "strong", "global_tokens": 10, "axes": {"ranks": [3]}}, "divide"),

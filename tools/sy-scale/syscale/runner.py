@@ -8,6 +8,10 @@ import json
 
 from syscale.sweep import TRAIN_MOE_OPTIONS
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
+SIMCLUSTER = os.path.join(REPO, "tools", "simcluster", "simcluster")
+CLUSTER_NAME = "syscale"
+
 MPIRUN_FLAGS = ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1",
                 "--mca", "btl_vader_single_copy_mechanism", "none"]
 
@@ -20,11 +24,29 @@ def mpi_env():
 
 
 def command_for(point, train_moe, json_path):
-    cmd = ["mpirun", *MPIRUN_FLAGS, "-np", str(point["ranks"]), train_moe]
+    """mpirun here, or through simcluster's launcher when the point names nodes."""
+    mpirun_args = [*MPIRUN_FLAGS, "-np", str(point["ranks"]), train_moe]
     for name, value in sorted(point.items()):
-        if name != "ranks":
-            cmd += [TRAIN_MOE_OPTIONS[name], str(value)]
-    return cmd + ["--json", json_path]
+        if name in TRAIN_MOE_OPTIONS:
+            mpirun_args += [TRAIN_MOE_OPTIONS[name], str(value)]
+    mpirun_args += ["--json", json_path]
+    if "nodes" in point:
+        return [SIMCLUSTER, "--name", CLUSTER_NAME, "run", "--quiet", "--ranks-per-node",
+                str(point["ranks_per_node"]), "--", *mpirun_args]
+    return ["mpirun", *mpirun_args]
+
+
+def cluster_up(nodes, rate):
+    subprocess.run([SIMCLUSTER, "--name", CLUSTER_NAME, "down"], capture_output=True)
+    up = subprocess.run([SIMCLUSTER, "--name", CLUSTER_NAME, "up", "--nodes", str(nodes),
+                         "--rate", rate], capture_output=True, text=True)
+    if up.returncode != 0:
+        return False, "simcluster up failed: " + (up.stdout + up.stderr)[-400:]
+    return True, ""
+
+
+def cluster_down():
+    subprocess.run([SIMCLUSTER, "--name", CLUSTER_NAME, "down"], capture_output=True)
 
 
 def run_attempt(cmd, timeout_s):
@@ -42,17 +64,28 @@ def run_attempt(cmd, timeout_s):
     return True, ""
 
 
-def run_point(point, train_moe, timeout_s, retries):
-    """A result record: params, status, attempts, command, wall time, train_moe's summary."""
+def run_point(point, train_moe, timeout_s, retries, link_rate="1gbit"):
+    """A result record: params, status, attempts, command, wall time, train_moe's summary. On the
+    simulated cluster the cluster is brought up for the point and always torn down after it."""
     started = time.monotonic()
     record = {"params": point, "status": "failed", "attempts": 0, "errors": []}
     with tempfile.TemporaryDirectory(prefix="sy-scale-") as tmp:
         json_path = os.path.join(tmp, "point.json")
         cmd = command_for(point, train_moe, json_path)
         record["command"] = " ".join(cmd[:-2])
+        if "nodes" in point:
+            record["link_rate"] = link_rate
         for _ in range(1 + retries):
             record["attempts"] += 1
-            ok, message = run_attempt(cmd, timeout_s)
+            if "nodes" in point:
+                ok, message = cluster_up(point["nodes"], link_rate)
+                try:
+                    if ok:
+                        ok, message = run_attempt(cmd, timeout_s)
+                finally:
+                    cluster_down()
+            else:
+                ok, message = run_attempt(cmd, timeout_s)
             if ok:
                 with open(json_path) as f:
                     record["result"] = json.load(f)

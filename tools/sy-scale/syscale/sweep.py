@@ -10,6 +10,11 @@
   "timeout_s": 120,               # per attempt of a point
   "retries": 1                    # attempts after the first failure
 }
+
+On the simulated cluster (tools/simcluster), sweep "nodes" (and "ranks_per_node") instead of
+"ranks"; each point brings a cluster of that many nodes up with links shaped to "link_rate"
+(e.g. "1gbit"), runs, and tears it down:
+  "axes": {"nodes": [1, 2, 4], "ranks_per_node": [2]}, "link_rate": "1gbit"
 """
 import itertools
 import json
@@ -30,7 +35,7 @@ TRAIN_MOE_OPTIONS = {
     "seed": "--seed",
     "lr": "--lr",
 }
-AXES = set(TRAIN_MOE_OPTIONS) | {"ranks"}
+AXES = set(TRAIN_MOE_OPTIONS) | {"ranks", "nodes", "ranks_per_node"}
 
 
 class SweepError(ValueError):
@@ -53,8 +58,11 @@ def validate_sweep(doc):
     if mode not in ("weak", "strong"):
         raise SweepError(f"mode '{mode}' is unknown; use weak or strong")
     axes = doc.get("axes", {})
-    if not isinstance(axes, dict) or "ranks" not in axes:
-        raise SweepError('axes must be an object with at least "ranks": [...]')
+    if not isinstance(axes, dict) or ("ranks" in axes) == ("nodes" in axes):
+        raise SweepError('axes must be an object with "ranks": [...] (this machine) or '
+                         '"nodes": [...] (the simulated cluster), not both')
+    if "ranks_per_node" in axes and "nodes" not in axes:
+        raise SweepError('"ranks_per_node" goes with "nodes" (the simulated cluster)')
     for name, values in axes.items():
         if name not in AXES:
             raise SweepError(f"axis '{name}' is unknown; known axes: {', '.join(sorted(AXES))}")
@@ -69,22 +77,28 @@ def validate_sweep(doc):
             raise SweepError("strong scaling needs global_tokens")
         if "tokens_per_rank" in axes:
             raise SweepError("strong scaling derives tokens_per_rank; do not sweep it")
-        for ranks in axes["ranks"]:
-            if doc["global_tokens"] % ranks:
-                raise SweepError(f"global_tokens {doc['global_tokens']} does not divide by {ranks} ranks")
+        for p in points(doc):
+            if doc["global_tokens"] % p["ranks"]:
+                raise SweepError(f"global_tokens {doc['global_tokens']} does not divide by "
+                                 f"{p['ranks']} ranks")
     if doc.get("timeout_s", 1) <= 0 or doc.get("retries", 0) < 0:
         raise SweepError("timeout_s must be positive and retries >= 0")
     return doc
 
 
 def points(sweep):
-    """Every combination of the axes, ranks varying fastest, as {option: value} dicts."""
+    """Every combination of the axes, the scale axis varying fastest, as {option: value} dicts;
+    on the simulated cluster ranks = nodes x ranks_per_node."""
     axes = sweep["axes"]
-    names = [n for n in axes if n != "ranks"] + ["ranks"]
+    scale = "ranks" if "ranks" in axes else "nodes"
+    names = [n for n in axes if n != scale] + [scale]
     out = []
     for values in itertools.product(*(axes[n] for n in names)):
         p = dict(sweep.get("args", {}))
         p.update(zip(names, values))
+        if "nodes" in p:
+            p.setdefault("ranks_per_node", 1)
+            p["ranks"] = p["nodes"] * p["ranks_per_node"]
         if sweep.get("mode", "weak") == "strong":
             p["tokens_per_rank"] = sweep["global_tokens"] // p["ranks"]
         elif "tokens_per_rank" not in p and "tokens_per_rank" in sweep:
@@ -94,5 +108,6 @@ def points(sweep):
 
 
 def series_key(point):
-    """What identifies a point's curve: every parameter except the rank count."""
-    return tuple(sorted((k, v) for k, v in point.items() if k != "ranks"))
+    """What identifies a point's curve: every parameter except the scale (ranks or nodes)."""
+    return tuple(sorted((k, v) for k, v in point.items()
+                        if k not in ("ranks", "nodes", "tokens_per_rank")))
