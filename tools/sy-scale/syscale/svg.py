@@ -3,7 +3,7 @@ from xml.sax.saxutils import escape
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf"]
-W, H, LEFT, RIGHT, TOP, BOTTOM = 720, 420, 80, 200, 40, 60
+W, H, LEFT, RIGHT, TOP, BOTTOM = 800, 420, 80, 280, 40, 60
 
 
 def _frame(title, xlabel, ylabel, ymax):
@@ -47,7 +47,7 @@ def line_chart(path, title, xlabel, ylabel, series):
             parts.append(f'<circle cx="{xpos[x]:.1f}" cy="{_y(y, ymax):.1f}" r="3.5" fill="{color}"/>')
         ly = TOP + 16 * i
         parts.append(f'<rect x="{W - RIGHT + 12}" y="{ly}" width="10" height="10" fill="{color}"/>')
-        parts.append(f'<text x="{W - RIGHT + 28}" y="{ly + 9}">{escape(label[:26])}</text>')
+        parts.append(f'<text x="{W - RIGHT + 28}" y="{ly + 9}">{escape(label[:40])}</text>')
     parts.append("</svg>")
     with open(path, "w") as f:
         f.write("\n".join(parts) + "\n")
