@@ -8,11 +8,15 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -25,6 +29,7 @@
 #include "runtime/error.h"
 #include "runtime/moe_layer.h"
 #include "runtime/replanner.h"
+#include "runtime/trace.h"
 
 namespace sy = switchyard;
 
@@ -48,7 +53,20 @@ struct Options {
   std::string json;              // write a machine-readable summary here (rank 0)
   int experts = 0;               // override the preset's routed experts (0 = keep)
   int top_k = 0;                 // override the preset's top-k (0 = keep)
+  std::string trace;             // write a merged trace here (default: $SWITCHYARD_TRACE)
 };
+
+// Test-only straggler: SWITCHYARD_TEST_DELAY_RANK=r:ms makes rank r sleep ms before every backward
+// pass, whose first collective is the gradient dispatch, so that tests/trace can check that
+// sy-trace names r as the rank the others waited on. Returns the sleep for this rank (0: none).
+std::chrono::milliseconds test_delay_for(int rank) {
+  const char* spec = std::getenv("SWITCHYARD_TEST_DELAY_RANK");
+  int delayed = -1, ms = 0;
+  if (spec == nullptr || std::sscanf(spec, "%d:%d", &delayed, &ms) != 2 || delayed != rank) {
+    return std::chrono::milliseconds(0);
+  }
+  return std::chrono::milliseconds(ms);
+}
 
 // Presets: a tiny layer that trains in about a minute on 2 cores, and DeepSeekMoE-16B's layer
 // shape (H 2048, 64 routed + 2 shared experts, top-6, I 1408) with few tokens per rank.
@@ -262,6 +280,14 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   sy::Replanner replanner({.interval = o.replan_every, .redundant_slots = o.redundant},
                           config.num_experts, world, comm.topology().num_nodes);
 
+  // Only the student is traced: the teacher's forward is data generation, not the measured step.
+  std::unique_ptr<sy::Tracer> tracer;
+  if (!o.trace.empty()) {
+    tracer = std::make_unique<sy::Tracer>(comm);
+    student.set_tracer(tracer.get());
+  }
+  const auto delay = test_delay_for(rank);
+
   const int64_t H = config.hidden;
   const double global_tokens = double(tokens) * world;
   if (rank == 0) {
@@ -292,6 +318,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
 
     student.times() = {};
     student.traffic() = {};
+    if (tracer) tracer->set_step(step);
     comm.barrier();
     const auto start = std::chrono::steady_clock::now();
     auto fwd = student.forward(x.data(), tokens, H, y.data());
@@ -302,6 +329,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       grad_y[i] = static_cast<T>(2.0 * d / (global_tokens * H));
     }
     student.grads().zero();
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);
     student.backward(*fwd.saved, grad_y.data(), grad_x.data());
     double optimizer_seconds = 0;
     {
@@ -356,7 +384,11 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     replanner.record(load);
     if (replanner.due(step)) {
       sy::ReplanDecision decision;
-      auto next = replanner.replan(student.placement(), &decision);
+      std::optional<sy::planner::ExpertPlacement> next;
+      {
+        sy::TraceSpan trace(tracer.get(), sy::TracePhase::replan);
+        next = replanner.replan(student.placement(), &decision);
+      }
       if (next) student.apply_placement(*next, adam.state());
       if (rank == 0) {
         std::printf(
@@ -370,6 +402,14 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       }
       window_imbalance = 0;
       window_steps = 0;
+    }
+  }
+
+  if (tracer) {
+    tracer->write(o.trace);
+    if (rank == 0) {
+      std::printf("trace: every rank's events written to %s (%zu on rank 0); see tools/sy-trace\n",
+                  o.trace.c_str(), tracer->events().size());
     }
   }
 
@@ -434,6 +474,10 @@ int main(int argc, char** argv) {
   app.add_option("--json", o.json, "write the run's figures as JSON to this file (rank 0)");
   app.add_option("--require-loss-drop", o.require_loss_drop,
                  "exit 1 unless the last loss <= this factor times the first (0 = off)");
+  app.add_option("--trace", o.trace,
+                 "write a merged Chrome trace of every rank here (default: $SWITCHYARD_TRACE; "
+                 "read with tools/sy-trace)");
+  o.trace = sy::Tracer::path_from_env();
   CLI11_PARSE(app, argc, argv);
 
   MPI_Init(&argc, &argv);

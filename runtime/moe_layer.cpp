@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -68,6 +69,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   std::vector<T> weights(tokens * K);
   {
     ScopedPhase phase(times_.gate);
+    TraceSpan trace(tracer_, TracePhase::gate);
     s.logits.resize(tokens * E);
     kernels::gemm<T>(false, true, tokens, E, H, T(1), x, H, params_.gate_weight.data(), H, T(0),
                      s.logits.data(), E);
@@ -91,6 +93,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   std::vector<std::byte> recv_side;
   {
     ScopedPhase phase(times_.dispatch);
+    TraceSpan trace(tracer_, TracePhase::dispatch);
     TokenRoutes<T> routes = build_token_routes(s.idx.data(), weights.data(), tokens, K,
                                                placement_, comm_.rank(), node_of_rank_);
     alltoall_->exchange_counts(routes.layout);
@@ -100,21 +103,27 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
     alltoall_->dispatch(routes.layout, x, H * sizeof(T), routes.side.data(), routes.side_bytes,
                         recv_x.data(), recv_side.data());
     count_traffic(alltoall_->stats().dispatch);
+    trace.all_to_all(routes.layout, true, H * sizeof(T) + routes.side_bytes,
+                     alltoall_->stats().dispatch);
     s.layout = std::move(routes.layout);
   }
 
   std::vector<T> recv_y;
   {
     ScopedPhase phase(times_.experts);
+    TraceSpan trace(tracer_, TracePhase::experts);
     experts_forward(s, recv_side, recv_x, recv_y);
   }
   {
     ScopedPhase phase(times_.combine);
+    TraceSpan trace(tracer_, TracePhase::combine);
     alltoall_->combine(s.layout, dtype_of<T>(), recv_y.data(), H, y);
     count_traffic(alltoall_->stats().combine);
+    trace.all_to_all(s.layout, false, H * sizeof(T), alltoall_->stats().combine);
   }
   if (config_.num_shared > 0) {
     ScopedPhase phase(times_.shared);
+    TraceSpan trace(tracer_, TracePhase::shared);
     const int64_t I = params_.shared.inter;
     s.shared_gate_pre.resize(tokens * I);
     s.shared_up_pre.resize(tokens * I);
@@ -196,6 +205,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   MoeParams<T> replicated_grad(config_, {});
 
   if (config_.num_shared > 0) {
+    TraceSpan trace(tracer_, TracePhase::shared_bwd);
     std::vector<T> shared_grad_x(tokens * H);
     kernels::swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
                              s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
@@ -206,11 +216,17 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   // Combine backward is a dispatch of the output gradient to the ranks that computed each token.
   const int64_t rows = s.layout.num_recv_rows();
   std::vector<T> grad_recv(rows * H);
-  alltoall_->dispatch(s.layout, grad_y, H * sizeof(T), nullptr, 0, grad_recv.data(), nullptr);
-  count_traffic(alltoall_->stats().dispatch);
+  {
+    TraceSpan trace(tracer_, TracePhase::combine_bwd);
+    alltoall_->dispatch(s.layout, grad_y, H * sizeof(T), nullptr, 0, grad_recv.data(), nullptr);
+    count_traffic(alltoall_->stats().dispatch);
+    trace.all_to_all(s.layout, true, H * sizeof(T), alltoall_->stats().dispatch);
+  }
 
   // Expert backward: the output gradient of pair j is weight_j * grad_recv[row_j]; the weight's own
   // gradient is dot(expert_out_j, grad_recv[row_j]).
+  // An optional, so that the span ends where the expert work does rather than at scope end.
+  std::optional<TraceSpan> experts_trace(std::in_place, tracer_, TracePhase::experts_bwd);
   const int64_t num_pairs = static_cast<int64_t>(s.pair_rows.size());
   std::vector<T> grad_out(num_pairs * H);
   kernels::permute_rows(grad_recv.data(), H, s.pair_rows.data(), num_pairs, grad_out.data());
@@ -246,9 +262,15 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
     add_into(row, grad_expert_x.data() + j * H, H);
     row[H + s.pair_slots[j]] += grad_pair_weight[j];
   }
+  experts_trace.reset();
   std::vector<T> back_tokens(tokens * width);
-  alltoall_->combine(s.layout, dtype_of<T>(), back_rows.data(), width, back_tokens.data());
-  count_traffic(alltoall_->stats().combine);
+  {
+    TraceSpan trace(tracer_, TracePhase::dispatch_bwd);
+    alltoall_->combine(s.layout, dtype_of<T>(), back_rows.data(), width, back_tokens.data());
+    count_traffic(alltoall_->stats().combine);
+    trace.all_to_all(s.layout, false, width * sizeof(T), alltoall_->stats().combine);
+  }
+  std::optional<TraceSpan> gate_trace(std::in_place, tracer_, TracePhase::gate_bwd);
   std::vector<T> grad_weights(tokens * K);
   for (int64_t t = 0; t < tokens; ++t) {
     add_into(grad_x + t * H, back_tokens.data() + t * width, H);
@@ -277,9 +299,11 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
                    params_.gate_weight.data(), H, T(1), grad_x, H);
   kernels::gemm<T>(true, false, E, H, tokens, T(1), grad_logits.data(), E, s.x.data(), H, T(0),
                    replicated_grad.gate_weight.data(), H);
+  gate_trace.reset();
 
   {
     ScopedPhase phase(times_.grad_reduce);
+    TraceSpan trace(tracer_, TracePhase::grad_reduce);
     auto local = replicated_grad.replicated_tensors();
     auto total_grads = grads_.replicated_tensors();
     size_t count = 0;
@@ -288,6 +312,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
     packed.reserve(count);
     for (auto t : local) packed.insert(packed.end(), t.begin(), t.end());
     comm_.allreduce_sum(packed.data(), packed.size());
+    trace.payload(static_cast<int64_t>(packed.size() * sizeof(T)));
     sum_replica_grads(replica_grads);
     size_t offset = 0;
     for (auto t : total_grads) {
@@ -406,6 +431,7 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
   // Every rank derives the same transfers from the two placements: a new holder receives an
   // expert from its lowest current holder.
   comm::Transport& transport = comm_.transport();
+  TraceSpan trace(tracer_, TracePhase::migration);
   std::vector<std::vector<T>> outgoing, incoming(next_ids.size());
   std::vector<comm::Request> requests;
   const size_t expert_elems = 3 * static_cast<size_t>(config_.hidden * config_.intermediate);
@@ -420,12 +446,14 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
           append_swiglu(message, params_.experts[local]);
           for (const MoeParams<T>* c : companions) append_swiglu(message, c->experts[local]);
           outgoing.push_back(std::move(message));
+          trace.sent(d, static_cast<int64_t>(outgoing.back().size() * sizeof(T)));
           requests.push_back(transport.isend(d, outgoing.back().data(),
                                              outgoing.back().size() * sizeof(T), kMigrationTag));
         }
         if (me == d) {
           const size_t slot = std::lower_bound(next_ids.begin(), next_ids.end(), e) - next_ids.begin();
           incoming[slot].resize(expert_elems * (1 + companions.size()));
+          trace.received(source, static_cast<int64_t>(incoming[slot].size() * sizeof(T)));
           requests.push_back(transport.irecv(source, incoming[slot].data(),
                                              incoming[slot].size() * sizeof(T), kMigrationTag));
         }

@@ -15,6 +15,7 @@
 #include "runtime/moe_config.h"
 #include "runtime/moe_params.h"
 #include "runtime/phase_times.h"
+#include "runtime/trace.h"
 
 namespace switchyard {
 
@@ -89,6 +90,9 @@ class MoeLayer {
 
   PhaseTimes& times() { return times_; }
   TrafficCounters& traffic() { return traffic_; }
+  // Records every phase of later calls into tracer (null: tracing off, the default). The tracer
+  // must outlive the layer's calls; several layers may share one.
+  void set_tracer(Tracer* tracer) { tracer_ = tracer; }
 
  private:
   void experts_forward(MoeSaved<T>& saved, const std::vector<std::byte>& recv_side,
@@ -113,6 +117,7 @@ class MoeLayer {
   int64_t last_local_pairs_ = 0;
   PhaseTimes times_;
   TrafficCounters traffic_;
+  Tracer* tracer_ = nullptr;
 };
 
 }  // namespace switchyard
