@@ -22,6 +22,20 @@ int64_t rows_from(const std::vector<int64_t>& offsets, int rank) {
 
 // Rows from several sources a relay exchanges with one rank of its node, one message: for each
 // source (ascending), its rows for that rank.
+// Copies the row blocks of `ranks` (blocks of rows given by offsets, row_bytes each) from base to
+// at, one after another; returns the end of what was written.
+std::byte* append_blocks(std::byte* at, const std::byte* base, const std::vector<int64_t>& offsets,
+                         const std::vector<int>& ranks, size_t row_bytes) {
+  for (int r : ranks) {
+    const size_t bytes = static_cast<size_t>(rows_from(offsets, r)) * row_bytes;
+    if (bytes == 0) continue;
+    std::memcpy(at, base + static_cast<size_t>(offsets[static_cast<size_t>(r)]) * row_bytes,
+                bytes);
+    at += bytes;
+  }
+  return at;
+}
+
 int64_t rows_for(const std::vector<int>& sources, const std::vector<int64_t>& recv_offsets) {
   int64_t rows = 0;
   for (int s : sources) rows += rows_from(recv_offsets, s);
@@ -152,15 +166,7 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
       std::memcpy(at, token_base + static_cast<size_t>(t) * token_bytes, token_bytes);
       at += token_bytes;
     }
-    for (int d : dests) {
-      const size_t bytes = static_cast<size_t>(rows_from(layout.send_offsets, d)) * side_bytes;
-      if (bytes == 0) continue;
-      std::memcpy(
-          at,
-          side_base + static_cast<size_t>(layout.send_offsets[static_cast<size_t>(d)]) * side_bytes,
-          bytes);
-      at += bytes;
-    }
+    append_blocks(at, side_base, layout.send_offsets, dests, side_bytes);
     across.send(nodes.relay(me, node), message.data(), message.size(), kDispatchAcrossTag,
                 static_cast<int64_t>(unique.size()));
   }
@@ -276,16 +282,7 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
     const std::vector<int> sources = nodes.relayed_by(peer);
     auto& message = returned_out[j];
     message.resize(static_cast<size_t>(rows_for(sources, layout.recv_offsets)) * row_bytes);
-    std::byte* at = message.data();
-    for (int s : sources) {
-      const size_t bytes = static_cast<size_t>(rows_from(layout.recv_offsets, s)) * row_bytes;
-      if (bytes == 0) continue;
-      std::memcpy(
-          at,
-          results + static_cast<size_t>(layout.recv_offsets[static_cast<size_t>(s)]) * row_bytes,
-          bytes);
-      at += bytes;
-    }
+    append_blocks(message.data(), results, layout.recv_offsets, sources, row_bytes);
     if (!message.empty()) {
       inside.send(peer, message.data(), message.size(), kCombineInsideTag,
                   static_cast<int64_t>(message.size() / std::max<size_t>(row_bytes, 1)));
