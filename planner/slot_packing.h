@@ -3,7 +3,8 @@
 // Built greedily (heaviest replica first, onto the lightest device with a free slot that does not
 // hold the expert yet), then refined by local search: swap two replicas between the most loaded
 // device and another, and, when the packing holds every replica of the layer, move a redundant
-// slot from one expert to another (which changes both experts' replica weights).
+// slot from one expert to another (which changes both experts' replica weights); when the peak
+// device is stuck, even out all pairs of devices and try again.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +46,9 @@ class SlotPacking {
   // One replica of an expert held twice by a device swaps with a replica elsewhere.
   void repair_duplicates();
   bool try_swap(int device);
+  // Evens out every pair of devices with the swap that lowers the pair's heavier load most. Never
+  // raises the peak, and gives the peak device's swaps new partners when it is stuck.
+  bool balance_pairs();
   bool try_move_redundant_slot(int device);
   void recompute_loads();
 
