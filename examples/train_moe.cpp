@@ -27,6 +27,7 @@
 #include "kernels/blas.h"
 #include "runtime/adam.h"
 #include "runtime/error.h"
+#include "runtime/metrics_server.h"
 #include "runtime/moe_layer.h"
 #include "runtime/replanner.h"
 #include "runtime/trace.h"
@@ -54,6 +55,8 @@ struct Options {
   int experts = 0;               // override the preset's routed experts (0 = keep)
   int top_k = 0;                 // override the preset's top-k (0 = keep)
   std::string trace;             // write a merged trace here (default: $SWITCHYARD_TRACE)
+  int metrics_port = 0;          // 0 = off; else rank r serves Prometheus metrics on this + r
+  std::string metrics_address = "127.0.0.1";
 };
 
 // Test-only straggler: SWITCHYARD_TEST_DELAY_RANK=r:ms makes rank r sleep ms before every backward
@@ -287,6 +290,23 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     student.set_tracer(tracer.get());
   }
   const auto delay = test_delay_for(rank);
+  // Live metrics of the student, one endpoint per rank so that a scrape never needs the others.
+  sy::Metrics metrics;
+  std::optional<sy::MetricsServer> metrics_server;
+  if (o.metrics_port > 0) {
+    sy::require(o.metrics_port + world - 1 <= 65535,
+                fmt::format("--metrics-port {}: rank {} would need port {}; use a lower port",
+                            o.metrics_port, world - 1, o.metrics_port + world - 1));
+    student.set_metrics(&metrics);
+    metrics_server.emplace(metrics, sy::MetricsServerOptions{
+                                        .address = o.metrics_address,
+                                        .port = static_cast<uint16_t>(o.metrics_port + rank),
+                                        .rank = rank});
+    if (rank == 0) {
+      std::printf("metrics: rank r serves http://%s:%d+r/metrics (Prometheus text)\n",
+                  o.metrics_address.c_str(), o.metrics_port);
+    }
+  }
 
   const int64_t H = config.hidden;
   const double global_tokens = double(tokens) * world;
@@ -477,6 +497,13 @@ int main(int argc, char** argv) {
   app.add_option("--trace", o.trace,
                  "write a merged Chrome trace of every rank here (default: $SWITCHYARD_TRACE; "
                  "read with tools/sy-trace)");
+  app.add_option("--metrics-port", o.metrics_port,
+                 "serve live Prometheus metrics: rank r on this port + r (0 = off)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  app.add_option("--metrics-address", o.metrics_address,
+                 "address the metrics endpoints listen on")
+      ->capture_default_str();
   o.trace = sy::Tracer::path_from_env();
   CLI11_PARSE(app, argc, argv);
 

@@ -94,6 +94,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   {
     ScopedPhase phase(times_.dispatch);
     TraceSpan trace(tracer_, TracePhase::dispatch);
+    LatencyTimer latency(metrics_, &Metrics::dispatch_forward);
     TokenRoutes<T> routes = build_token_routes(s.idx.data(), weights.data(), tokens, K,
                                                placement_, comm_.rank(), node_of_rank_);
     alltoall_->exchange_counts(routes.layout);
@@ -117,6 +118,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   {
     ScopedPhase phase(times_.combine);
     TraceSpan trace(tracer_, TracePhase::combine);
+    LatencyTimer latency(metrics_, &Metrics::combine_forward);
     alltoall_->combine(s.layout, dtype_of<T>(), recv_y.data(), H, y);
     count_traffic(alltoall_->stats().combine);
     trace.all_to_all(s.layout, false, H * sizeof(T), alltoall_->stats().combine);
@@ -218,6 +220,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   std::vector<T> grad_recv(rows * H);
   {
     TraceSpan trace(tracer_, TracePhase::combine_bwd);
+    LatencyTimer latency(metrics_, &Metrics::dispatch_backward);
     alltoall_->dispatch(s.layout, grad_y, H * sizeof(T), nullptr, 0, grad_recv.data(), nullptr);
     count_traffic(alltoall_->stats().dispatch);
     trace.all_to_all(s.layout, true, H * sizeof(T), alltoall_->stats().dispatch);
@@ -266,6 +269,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   std::vector<T> back_tokens(tokens * width);
   {
     TraceSpan trace(tracer_, TracePhase::dispatch_bwd);
+    LatencyTimer latency(metrics_, &Metrics::combine_backward);
     alltoall_->combine(s.layout, dtype_of<T>(), back_rows.data(), width, back_tokens.data());
     count_traffic(alltoall_->stats().combine);
     trace.all_to_all(s.layout, false, width * sizeof(T), alltoall_->stats().combine);
@@ -334,6 +338,11 @@ template <typename T>
 void MoeLayer<T>::count_traffic(const comm::PhaseStats& phase) {
   traffic_.inter_node_bytes += phase.bytes_to_other_nodes;
   traffic_.intra_node_bytes += phase.bytes_sent - phase.bytes_to_other_nodes;
+  if (metrics_ != nullptr) {
+    metrics_->inter_node_bytes.fetch_add(phase.bytes_to_other_nodes, std::memory_order_relaxed);
+    metrics_->intra_node_bytes.fetch_add(phase.bytes_sent - phase.bytes_to_other_nodes,
+                                         std::memory_order_relaxed);
+  }
 }
 
 template <typename T>
@@ -411,6 +420,13 @@ std::vector<double> MoeLayer<T>::measure_device_load() {
   std::vector<double> load(comm_.size(), 0.0);
   load[comm_.rank()] = static_cast<double>(last_local_pairs_);
   comm_.allreduce_sum(load.data(), load.size());
+  if (metrics_ != nullptr) {
+    double total = 0;
+    for (double l : load) total += l;
+    const double max = *std::max_element(load.begin(), load.end());
+    metrics_->device_imbalance.store(total > 0 ? max * load.size() / total : 0.0,
+                                     std::memory_order_relaxed);
+  }
   return load;
 }
 
@@ -434,6 +450,7 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
   TraceSpan trace(tracer_, TracePhase::migration);
   std::vector<std::vector<T>> outgoing, incoming(next_ids.size());
   std::vector<comm::Request> requests;
+  int64_t migrated_bytes = 0;  // sent by this rank
   const size_t expert_elems = 3 * static_cast<size_t>(config_.hidden * config_.intermediate);
   try {
     for (int e = 0; e < config_.num_experts; ++e) {
@@ -447,6 +464,7 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
           for (const MoeParams<T>* c : companions) append_swiglu(message, c->experts[local]);
           outgoing.push_back(std::move(message));
           trace.sent(d, static_cast<int64_t>(outgoing.back().size() * sizeof(T)));
+          migrated_bytes += static_cast<int64_t>(outgoing.back().size() * sizeof(T));
           requests.push_back(transport.isend(d, outgoing.back().data(),
                                              outgoing.back().size() * sizeof(T), kMigrationTag));
         }
@@ -496,6 +514,10 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
   grads_ = std::move(next_grads);
   placement_ = next;
   device_of_expert_ = placement_.owners();
+  if (metrics_ != nullptr) {
+    metrics_->replans.fetch_add(1, std::memory_order_relaxed);
+    metrics_->migrated_bytes.fetch_add(migrated_bytes, std::memory_order_relaxed);
+  }
 }
 
 template <typename T>

@@ -12,6 +12,7 @@
 #include "comm/communicator.h"
 #include "kernels/aux_loss.h"
 #include "planner/placement.h"
+#include "runtime/metrics.h"
 #include "runtime/moe_config.h"
 #include "runtime/moe_params.h"
 #include "runtime/phase_times.h"
@@ -93,6 +94,9 @@ class MoeLayer {
   // Records every phase of later calls into tracer (null: tracing off, the default). The tracer
   // must outlive the layer's calls; several layers may share one.
   void set_tracer(Tracer* tracer) { tracer_ = tracer; }
+  // Adds this layer's traffic, all-to-all latencies, device imbalance and migrations of later calls
+  // to metrics (null: off, the default); same lifetime and sharing rules as the tracer.
+  void set_metrics(Metrics* metrics) { metrics_ = metrics; }
 
  private:
   void experts_forward(MoeSaved<T>& saved, const std::vector<std::byte>& recv_side,
@@ -118,6 +122,7 @@ class MoeLayer {
   PhaseTimes times_;
   TrafficCounters traffic_;
   Tracer* tracer_ = nullptr;
+  Metrics* metrics_ = nullptr;
 };
 
 }  // namespace switchyard

@@ -1,9 +1,12 @@
 #include "tools/sy-bench/alltoall_bench.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <fstream>
 #include <memory>
+#include <stdexcept>
 #include <tuple>
 #include <vector>
 
@@ -196,6 +199,80 @@ double minimum(const std::vector<double>& v) {
   return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end());
 }
 
+// One line of the table: an algorithm's phase, with the figures derived from its times.
+struct Row {
+  std::string algo;
+  const char* phase;
+  const Phase* phase_result;
+  double median_s, min_s, algbw, busbw, speedup;
+  int64_t errors;
+};
+
+std::vector<Row> table_rows(const std::vector<Result>& results, double logical_bytes, int n) {
+  std::vector<Row> rows;
+  for (const Result& r : results) {
+    for (const auto& [phase, p, base] :
+         {std::tuple{"dispatch", &r.dispatch, &results.front().dispatch},
+          std::tuple{"combine", &r.combine, &results.front().combine}}) {
+      const double t = median(p->seconds);
+      const double algbw = t > 0 ? logical_bytes / t / 1e9 : 0.0;
+      rows.push_back({r.algo, phase, p, t, minimum(p->seconds), algbw, algbw * (n - 1) / n,
+                      t > 0 ? median(base->seconds) / t : 0.0, r.errors});
+    }
+  }
+  return rows;
+}
+
+// The table and the run's parameters as JSON (format switchyard-bench-alltoall/v1), one file per
+// run: tools/sy-trace `bandwidth` plots several runs' busbw against message_bytes_per_rank.
+void write_json(const AllToAllBenchOptions& o, const comm::Communicator& comm,
+                const std::vector<Row>& rows, double logical_bytes) {
+  nlohmann::json results = nlohmann::json::array();
+  for (const Row& r : rows) {
+    std::vector<double> ms;
+    for (double s : r.phase_result->seconds) ms.push_back(s * 1e3);
+    results.push_back({{"algorithm", r.algo},
+                       {"phase", r.phase},
+                       {"median_ms", r.median_s * 1e3},
+                       {"min_ms", r.min_s * 1e3},
+                       {"iteration_ms", ms},
+                       {"bytes_sent_per_rank", r.phase_result->max_bytes_per_rank},
+                       {"bytes_across_nodes", r.phase_result->bytes_to_other_nodes},
+                       {"algbw_gb_per_s", r.algbw},
+                       {"busbw_gb_per_s", r.busbw},
+                       {"speedup", r.speedup},
+                       {"errors", r.errors}});
+  }
+  const comm::Topology& topo = comm.topology();
+  const nlohmann::json doc = {
+      {"format", "switchyard-bench-alltoall/v1"},
+      {"ranks", comm.size()},
+      {"nodes", topo.num_nodes},
+      {"ranks_per_node", topo.local_size},
+      {"nodes_simulated", o.ranks_per_node > 0},
+      {"communicator", comm.describe()},
+      {"params",
+       {{"algo", o.algo},
+        {"tokens", o.workload.tokens},
+        {"hidden", o.workload.hidden},
+        {"experts", o.workload.experts},
+        {"topk", o.workload.topk},
+        {"zipf", o.workload.zipf},
+        {"seed", o.workload.seed},
+        {"dtype", o.dtype},
+        {"iters", o.iters},
+        {"ranks_per_node", o.ranks_per_node},
+        {"link_gbit", o.link_gbit}}},
+      {"message_bytes_per_rank", logical_bytes},
+      {"bandwidth_definitions",
+       "algbw = message_bytes_per_rank / median time; busbw = algbw * (ranks - 1) / ranks; "
+       "times are the slowest rank's; speedup = mpi median / median"},
+      {"results", results}};
+  std::ofstream out(o.json);
+  out << doc.dump(2) << "\n";
+  if (!out) throw std::runtime_error(fmt::format("--json: cannot write '{}'", o.json));
+}
+
 }  // namespace
 
 int run_alltoall_bench(const AllToAllBenchOptions& o, MPI_Comm mpi) {
@@ -239,20 +316,15 @@ int run_alltoall_bench(const AllToAllBenchOptions& o, MPI_Comm mpi) {
   fmt::print("{:<13} {:<9} {:>10} {:>10} {:>13} {:>17} {:>11} {:>11} {:>9} {:>7}\n", "algorithm",
              "phase", "median ms", "min ms", "MB sent/rank", "MB across nodes", "algbw GB/s",
              "busbw GB/s", "speed-up", "errors");
-  for (const Result& r : results) {
-    for (const auto& [phase, p, base] :
-         {std::tuple{"dispatch", &r.dispatch, &results.front().dispatch},
-          std::tuple{"combine", &r.combine, &results.front().combine}}) {
-      const double t = median(p->seconds);
-      const double algbw = t > 0 ? logical_bytes / t / 1e9 : 0.0;
-      fmt::print(
-          "{:<13} {:<9} {:>10.3f} {:>10.3f} {:>13.2f} {:>17.2f} {:>11.2f} {:>11.2f} "
-          "{:>8.2f}x {:>7}\n",
-          r.algo, phase, t * 1e3, minimum(p->seconds) * 1e3, p->max_bytes_per_rank / 1e6,
-          p->bytes_to_other_nodes / 1e6, algbw, algbw * (n - 1) / n,
-          t > 0 ? median(base->seconds) / t : 0.0, r.errors);
-    }
+  const std::vector<Row> rows = table_rows(results, logical_bytes, n);
+  for (const Row& r : rows) {
+    fmt::print(
+        "{:<13} {:<9} {:>10.3f} {:>10.3f} {:>13.2f} {:>17.2f} {:>11.2f} {:>11.2f} "
+        "{:>8.2f}x {:>7}\n",
+        r.algo, r.phase, r.median_s * 1e3, r.min_s * 1e3, r.phase_result->max_bytes_per_rank / 1e6,
+        r.phase_result->bytes_to_other_nodes / 1e6, r.algbw, r.busbw, r.speedup, r.errors);
   }
+  if (!o.json.empty()) write_json(o, comm, rows, logical_bytes);
   if (o.link_gbit > 0) {
     const int nodes = comm.topology().num_nodes;
     const double rate = o.link_gbit * 1e9 / 8;  // bytes per second per direction

@@ -17,6 +17,7 @@ struct AllToAllBenchOptions {
   int ranks_per_node = 0;
   // Rate of each inter-node link per direction (Gbit/s); > 0 adds the link-bound table.
   double link_gbit = 0.0;
+  std::string json;  // non-empty: rank 0 also writes the table and the parameters here
 };
 
 // Prints the table on rank 0; returns 1 if any byte or sum was wrong on any rank.

@@ -43,6 +43,9 @@ int main(int argc, char** argv) {
                    "rate of each inter-node link per direction in Gbit/s (e.g. simcluster's "
                    "--rate): also prints each phase's busiest link and the time it bounds")
       ->capture_default_str();
+  alltoall->add_option("--json", o.json,
+                       "also write the table and the run's parameters as JSON to this file "
+                       "(rank 0; plot several with tools/sy-trace/sy-trace bandwidth)");
   int rc = 0;
   try {
     app.parse(argc, argv);

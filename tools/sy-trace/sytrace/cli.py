@@ -1,8 +1,10 @@
-"""Command line: check a trace, or report on it (tables on stdout, optional SVG plots and JSON)."""
+"""Command line: check a trace, or report on it (tables on stdout, optional SVG plots and JSON);
+plot bandwidth curves from sy-bench runs."""
 import argparse
 import json
 import os
 
+from sytrace import bandwidth as bw_curves
 from sytrace import plots
 from sytrace import trace as tr
 
@@ -110,6 +112,25 @@ def check(args):
     return 1 if problems else 0
 
 
+def bandwidth(args):
+    runs = bw_curves.load(args.runs)
+    series = bw_curves.curves(runs)
+    params = runs[0]["params"]
+    print(f"{len(runs)} sy-bench alltoall run(s): hidden {params['hidden']}, experts "
+          f"{params['experts']}, top-{params['topk']}, zipf {params['zipf']}; "
+          f"busbw = algbw x (n-1)/n")
+    print(bw_curves.table(series))
+    bad = sum(row["errors"] for run in runs for row in run["results"])
+    if bad:
+        print(f"warning: {bad} wrong bytes or sums in these runs; their times do not count")
+    if args.out:
+        title = args.title or (f"all-to-all bus bandwidth, {runs[0]['ranks']} ranks on "
+                               f"{runs[0]['nodes']} node(s)")
+        bw_curves.plot(args.out, series, title)
+        print(f"plot: {args.out}")
+    return 0
+
+
 def main(argv):
     parser = argparse.ArgumentParser(
         prog="sy-trace", description="Reports on a switchyard trace (train_moe --trace PATH).")
@@ -123,8 +144,14 @@ def main(argv):
     p = sub.add_parser("check", help="validate: per-track timestamps in order, fields present")
     p.add_argument("trace")
     p.set_defaults(run=check)
+    p = sub.add_parser("bandwidth",
+                       help="bus bandwidth against message size from sy-bench alltoall --json runs")
+    p.add_argument("runs", nargs="+", help="sy-bench alltoall --json files, one per message size")
+    p.add_argument("--out", help="write the curves as SVG here")
+    p.add_argument("--title", help="plot title")
+    p.set_defaults(run=bandwidth)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (tr.TraceError, OSError) as err:
+    except (tr.TraceError, bw_curves.BenchError, OSError) as err:
         parser.exit(2, f"sy-trace: {err}\n")

@@ -1,0 +1,189 @@
+#include "runtime/metrics_server.h"
+
+#include <array>
+#include <string_view>
+#include <thread>
+#include <utility>
+
+#include <boost/asio.hpp>
+#include <fmt/format.h>
+
+#include "runtime/error.h"
+
+namespace switchyard {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+struct detail::MetricsServerState {
+  MetricsServerState(const Metrics& m, MetricsServerOptions o) : metrics(m), options(std::move(o)) {}
+  void accept_next();
+
+  const Metrics& metrics;
+  const MetricsServerOptions options;
+  int active = 0;  // open connections; touched only on the server thread
+  // Declared after `active`: destroying the io_context destroys pending handlers, and with them
+  // connections, which decrement it.
+  asio::io_context io;
+  tcp::acceptor acceptor{io};
+  std::thread thread;
+};
+
+namespace {
+
+struct Answer {
+  int status;
+  const char* reason;
+};
+
+// The answer to a request whose head (request line and headers) arrived whole.
+Answer classify(std::string_view head) {
+  const std::string_view line = head.substr(0, head.find("\r\n"));
+  const size_t sp1 = line.find(' ');
+  const size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+    return {400, "Bad Request"};
+  }
+  const std::string_view method = line.substr(0, sp1);
+  const std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  const std::string_view version = line.substr(sp2 + 1);
+  const bool token = !method.empty() && method.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
+                                            std::string_view::npos;
+  if (!token || target.empty() || target.front() != '/' ||
+      (version != "HTTP/1.0" && version != "HTTP/1.1")) {
+    return {400, "Bad Request"};
+  }
+  if (method != "GET") return {405, "Method Not Allowed"};
+  if (target.substr(0, target.find('?')) != "/metrics") return {404, "Not Found"};
+  return {200, "OK"};
+}
+
+// One client: read the request head under a deadline, answer, close. Owned by its pending handlers.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(detail::MetricsServerState& server, tcp::socket socket)
+      : server_(server),
+        socket_(std::move(socket)),
+        deadline_(server.io),
+        request_(server.options.max_request_bytes) {
+    ++server_.active;
+  }
+  ~Connection() { --server_.active; }
+
+  void start() {
+    // One deadline for the whole exchange (request in, answer out, lingering close): a client that
+    // stalls anywhere holds a connection slot for at most read_timeout.
+    deadline_.expires_after(server_.options.read_timeout);
+    deadline_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->socket_.close(ec);
+    });
+    asio::async_read_until(socket_, request_, "\r\n\r\n",
+                           [self = shared_from_this()](error_code ec, size_t) {
+                             self->on_request(ec);
+                           });
+  }
+
+ private:
+  void on_request(error_code ec) {
+    if (ec == asio::error::not_found) {  // the buffer filled before the head ended
+      return answer({413, "Payload Too Large"}, "request larger than the limit\n");
+    }
+    if (ec) return close();  // timed out, reset or closed before a whole request arrived
+    const auto data = request_.data();
+    const std::string head(asio::buffers_begin(data), asio::buffers_end(data));
+    const Answer a = classify(head);
+    if (a.status != 200) return answer(a, fmt::format("{} {}\n", a.status, a.reason));
+    answer(a, render_prometheus(server_.metrics, server_.options.rank));
+  }
+
+  void answer(Answer a, std::string body) {
+    response_ = fmt::format(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+        a.status, a.reason,
+        a.status == 200 ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain; charset=utf-8",
+        body.size(), a.status == 405 ? "Allow: GET\r\n" : "");
+    response_ += body;
+    asio::async_write(socket_, asio::buffer(response_),
+                      [self = shared_from_this()](error_code ec, size_t) {
+                        if (ec) return self->close();
+                        // Closing with unread request bytes would reset the connection and could
+                        // discard the answer before the client reads it: half-close, then drain.
+                        self->socket_.shutdown(tcp::socket::shutdown_send, ec);
+                        self->drain();
+                      });
+  }
+
+  void drain() {
+    socket_.async_read_some(asio::buffer(discard_),
+                            [self = shared_from_this()](error_code ec, size_t) {
+                              if (ec) return self->close();
+                              self->drain();
+                            });
+  }
+
+  void close() {
+    error_code ignored;
+    socket_.close(ignored);
+    deadline_.cancel();
+  }
+
+  detail::MetricsServerState& server_;
+  tcp::socket socket_;
+  asio::steady_timer deadline_;
+  asio::streambuf request_;
+  std::string response_;
+  std::array<char, 1024> discard_;
+};
+
+}  // namespace
+
+void detail::MetricsServerState::accept_next() {
+  acceptor.async_accept([this](error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;  // stopping
+    if (!ec) {
+      if (active < options.max_connections) {
+        std::make_shared<Connection>(*this, std::move(socket))->start();
+      } else {
+        socket.close(ec);  // over the limit: refuse at once rather than queue behind stalled ones
+      }
+    }
+    accept_next();
+  });
+}
+
+MetricsServer::MetricsServer(const Metrics& metrics, MetricsServerOptions options)
+    : impl_(std::make_unique<detail::MetricsServerState>(metrics, std::move(options))) {
+  detail::MetricsServerState& s = *impl_;
+  error_code ec;
+  const auto address = asio::ip::make_address(s.options.address, ec);
+  if (!ec) {
+    const tcp::endpoint endpoint(address, s.options.port);
+    s.acceptor.open(endpoint.protocol(), ec);
+    if (!ec) s.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) s.acceptor.bind(endpoint, ec);
+    if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    throw Error(ErrorCode::invalid_argument,
+                fmt::format("metrics endpoint: cannot listen on {} port {}: {}; pick another port "
+                            "(0 picks a free one) or address",
+                            s.options.address, s.options.port, ec.message()));
+  }
+  port_ = s.acceptor.local_endpoint().port();
+  s.accept_next();
+  s.thread = std::thread([&s] { s.io.run(); });
+}
+
+MetricsServer::~MetricsServer() { stop(); }
+
+uint16_t MetricsServer::port() const { return port_; }
+
+void MetricsServer::stop() {
+  if (!impl_) return;
+  impl_->io.stop();  // run() returns after the handler in progress, if any
+  impl_->thread.join();
+  impl_.reset();  // destroys the pending handlers, and with them the connections and their sockets
+}
+
+}  // namespace switchyard
