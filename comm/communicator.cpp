@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -11,6 +12,7 @@
 #include "comm/error.h"
 #include "comm/mpi_error.h"
 #include "comm/routed_transport.h"
+#include "comm/ucx_transport.h"
 
 namespace switchyard::comm {
 
@@ -41,7 +43,53 @@ std::string choose(const std::string& option, const char* env, const std::string
   return value != nullptr && *value != '\0' ? std::string(value) : fallback;
 }
 
+// Store mode's all-reduce and barrier messages; apart from the all-to-all's tags.
+constexpr int kCollectiveTag = 0x5359;
+
+std::string hostname() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) {
+    throw CommError(ErrorCode::internal, "gethostname failed; cannot tell which ranks share a node");
+  }
+  return name;
+}
+
 }  // namespace
+
+Communicator::Communicator(const StoreOptions& store, CommOptions options)
+    : options_(std::move(options)) {
+  if (options_.timeout.count() <= 0) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("CommOptions::timeout is {} ms; it must be positive",
+                                options_.timeout.count()));
+  }
+  for (const auto& [option, env] : {std::pair{&options_.intra_transport, "SWITCHYARD_INTRA"},
+                                    std::pair{&options_.inter_transport, "SWITCHYARD_INTER"}}) {
+    const std::string name = choose(*option, env, "ucx");
+    if (name != "ucx") {
+      throw CommError(ErrorCode::invalid_argument,
+                      fmt::format("transport '{}' (CommOptions or {}) needs MPI; a context made "
+                                  "without MPI moves data over ucx only",
+                                  name, env));
+    }
+  }
+  store_ = std::make_unique<StoreGroup>(store);
+  const std::string host = hostname();
+  std::vector<std::string> hosts;
+  for (const auto& bytes : store_->allgather("hostnames", std::as_bytes(std::span(host)))) {
+    hosts.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  }
+  topology_ = Topology::from_hostnames(store_->rank(), hosts);
+  // A launcher's LOCAL_RANK must agree with the hostnames, or ranks would disagree on the nodes.
+  if (store.local_rank >= 0 && store.local_rank != topology_.local_rank) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("rank {}: LOCAL_RANK is {} but the hostnames make it local rank "
+                                "{} of host {} (ranks of a node must have consecutive RANKs, "
+                                "numbered as LOCAL_RANK)",
+                                topology_.rank, store.local_rank, topology_.local_rank, host));
+  }
+  transport_ = std::make_unique<UcxTransport>(*store_);
+}
 
 Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::move(options)) {
   if (options_.timeout.count() <= 0) {
@@ -69,8 +117,8 @@ Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::m
 }
 
 Communicator::~Communicator() {
-  transport_.reset();  // frees the transport's own duplicate first
-  MPI_Comm_free(&comm_);
+  transport_.reset();  // frees the transport's own duplicate (or store barrier) first
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
 
 std::string Communicator::describe() const {
@@ -90,22 +138,60 @@ void Communicator::override_topology(const Topology& topology) {
   topology_ = topology;
 }
 
+template <typename T>
+void Communicator::allreduce_over_transport(T* data, size_t count) {
+  if (count > 0 && data == nullptr) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("allreduce_sum: null data for {} elements", count));
+  }
+  const size_t bytes = count * sizeof(T);
+  std::vector<Request> requests;
+  if (rank() == 0) {
+    std::vector<T> others(count * static_cast<size_t>(size() - 1));
+    for (int r = 1; r < size(); ++r) {
+      requests.push_back(transport_->irecv(r, others.data() + (r - 1) * count, bytes,
+                                           kCollectiveTag));
+    }
+    wait_all(*transport_, requests, options_.timeout, "allreduce_sum (gather on rank 0)");
+    // Rank order, whatever order the messages came in: the result is deterministic.
+    for (int r = 1; r < size(); ++r) {
+      const T* from = others.data() + (r - 1) * count;
+      for (size_t i = 0; i < count; ++i) data[i] += from[i];
+    }
+    requests.clear();
+    for (int r = 1; r < size(); ++r) {
+      requests.push_back(transport_->isend(r, data, bytes, kCollectiveTag));
+    }
+    wait_all(*transport_, requests, options_.timeout, "allreduce_sum (result from rank 0)");
+  } else {
+    // A copy to send from, as the result lands in data.
+    const std::vector<T> mine(data, data + count);
+    requests.push_back(transport_->isend(0, mine.data(), bytes, kCollectiveTag));
+    requests.push_back(transport_->irecv(0, data, bytes, kCollectiveTag));
+    wait_all(*transport_, requests, options_.timeout, "allreduce_sum (via rank 0)");
+  }
+}
+
 void Communicator::allreduce_sum(double* data, size_t count) {
+  if (store_) return allreduce_over_transport(data, count);
   allreduce_in_pieces(data, count, MPI_DOUBLE, comm_,
                       [&](MPI_Request& r) { wait(r, "allreduce_sum"); });
 }
 
 void Communicator::allreduce_sum(float* data, size_t count) {
+  if (store_) return allreduce_over_transport(data, count);
   allreduce_in_pieces(data, count, MPI_FLOAT, comm_,
                       [&](MPI_Request& r) { wait(r, "allreduce_sum"); });
 }
 
 void Communicator::allreduce_sum(int64_t* data, size_t count) {
+  if (store_) return allreduce_over_transport(data, count);
   allreduce_in_pieces(data, count, MPI_INT64_T, comm_,
                       [&](MPI_Request& r) { wait(r, "allreduce_sum"); });
 }
 
 void Communicator::barrier() {
+  if (store_) return allreduce_over_transport(static_cast<int64_t*>(nullptr), 0);
   MPI_Request request = MPI_REQUEST_NULL;
   check_mpi(MPI_Ibarrier(comm_, &request), "MPI_Ibarrier");
   wait(request, "barrier");

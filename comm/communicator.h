@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "comm/store_bootstrap.h"
 #include "comm/topology.h"
 #include "comm/transport.h"
 
@@ -29,6 +30,11 @@ class Communicator {
  public:
   // Duplicates comm, so switchyard's traffic never matches the caller's messages.
   explicit Communicator(MPI_Comm comm, CommOptions options = {});
+  // Without MPI (torchrun-style launch): meets the other ranks at the TCP store (store: resolved
+  // StoreOptions), takes the topology from their hostnames, and moves every message, the
+  // all-reduce and barrier included, over the ucx transport. options.transport is not used; a
+  // link class may only name "ucx".
+  Communicator(const StoreOptions& store, CommOptions options);
   ~Communicator();
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
@@ -45,7 +51,8 @@ class Communicator {
   // any traffic: the topology also decides which link class, hence transport, a peer uses.
   void override_topology(const Topology& topology);
 
-  // In-place sum over all ranks (MPI_Iallreduce polled against the timeout).
+  // In-place sum over all ranks (MPI_Iallreduce polled against the timeout; without MPI, summed
+  // on rank 0 in rank order and sent back, so every rank gets the same bits).
   void allreduce_sum(double* data, size_t count);
   void allreduce_sum(float* data, size_t count);
   void allreduce_sum(int64_t* data, size_t count);
@@ -53,8 +60,11 @@ class Communicator {
 
  private:
   void wait(MPI_Request& request, const char* what);
+  template <typename T>
+  void allreduce_over_transport(T* data, size_t count);
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Comm comm_ = MPI_COMM_NULL;        // MPI mode
+  std::unique_ptr<StoreGroup> store_;    // store mode; outlives transport_
   CommOptions options_;
   Topology topology_;
   std::unique_ptr<Transport> transport_;

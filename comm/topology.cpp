@@ -42,6 +42,31 @@ Topology Topology::from_mpi(MPI_Comm comm) {
   return t;
 }
 
+Topology Topology::from_hostnames(int rank, const std::vector<std::string>& hostnames) {
+  const int size = static_cast<int>(hostnames.size());
+  if (rank < 0 || rank >= size) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("Topology::from_hostnames: rank {} outside [0, {})", rank, size));
+  }
+  Topology t;
+  t.rank = rank;
+  t.size = size;
+  t.node_of_rank.resize(hostnames.size());
+  std::vector<std::string> seen;  // hosts in order of their lowest rank
+  for (size_t r = 0; r < hostnames.size(); ++r) {
+    const auto it = std::find(seen.begin(), seen.end(), hostnames[r]);
+    t.node_of_rank[r] = static_cast<int>(it - seen.begin());
+    if (it == seen.end()) seen.push_back(hostnames[r]);
+  }
+  t.num_nodes = static_cast<int>(seen.size());
+  t.node = t.node_of_rank[static_cast<size_t>(rank)];
+  t.local_rank = static_cast<int>(std::count(t.node_of_rank.begin(),
+                                             t.node_of_rank.begin() + rank, t.node));
+  t.local_size = static_cast<int>(std::count(t.node_of_rank.begin(), t.node_of_rank.end(),
+                                             t.node));
+  return t;
+}
+
 Topology Topology::blocked(int rank, int size, int ranks_per_node) {
   if (size < 1 || rank < 0 || rank >= size || ranks_per_node < 1) {
     throw CommError(ErrorCode::invalid_argument,

@@ -19,6 +19,9 @@ struct Topology {
 
   // From the launcher: ranks that share memory (MPI_Comm_split_type SHARED) form a node.
   static Topology from_mpi(MPI_Comm comm);
+  // Without MPI: ranks with the same hostname form a node (hostnames[r] is rank r's), numbered
+  // in order of each node's lowest rank, as from_mpi does.
+  static Topology from_hostnames(int rank, const std::vector<std::string>& hostnames);
   // For tests: ranks_per_node consecutive ranks per node (the last node may hold fewer).
   static Topology blocked(int rank, int size, int ranks_per_node);
 

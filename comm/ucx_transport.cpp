@@ -40,6 +40,42 @@ UcxTransport::UcxTransport(MPI_Comm comm) {
   comm = comm_;
   MPI_Comm_rank(comm, &rank_);
   MPI_Comm_size(comm, &size_);
+  connect([&](const ucp_address_t* address, size_t address_length) {
+    // Every rank's worker address, gathered over MPI (the only use of MPI on this transport).
+    int my_length = static_cast<int>(address_length);
+    std::vector<int> lengths(size_), offsets(size_ + 1, 0);
+    check_mpi_rc(MPI_Allgather(&my_length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm),
+                 "MPI_Allgather of address lengths");
+    for (int r = 0; r < size_; ++r) offsets[r + 1] = offsets[r] + lengths[r];
+    std::vector<char> addresses(offsets[size_]);
+    check_mpi_rc(MPI_Allgatherv(address, my_length, MPI_BYTE, addresses.data(), lengths.data(),
+                                offsets.data(), MPI_BYTE, comm),
+                 "MPI_Allgatherv of worker addresses");
+    std::vector<std::vector<char>> all(size_);
+    for (int r = 0; r < size_; ++r) {
+      all[r].assign(addresses.begin() + offsets[r], addresses.begin() + offsets[r + 1]);
+    }
+    return all;
+  });
+}
+
+UcxTransport::UcxTransport(StoreGroup& group) : group_(&group) {
+  rank_ = group.rank();
+  size_ = group.size();
+  connect([&](const ucp_address_t* address, size_t address_length) {
+    const auto gathered = group.allgather(
+        "ucx/addresses", std::span(reinterpret_cast<const std::byte*>(address), address_length));
+    std::vector<std::vector<char>> all(size_);
+    for (int r = 0; r < size_; ++r) {
+      const auto& bytes = gathered[r];
+      all[r].assign(reinterpret_cast<const char*>(bytes.data()),
+                    reinterpret_cast<const char*>(bytes.data()) + bytes.size());
+    }
+    return all;
+  });
+}
+
+void UcxTransport::connect(const AddressGather& gather) {
   try {
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
@@ -54,23 +90,20 @@ UcxTransport::UcxTransport(MPI_Comm comm) {
     size_t address_length = 0;
     check_ucs(ucp_worker_get_address(worker_, &address, &address_length),
               "ucp_worker_get_address");
-    // Every rank's worker address, gathered over MPI (the only use of MPI on this transport).
-    int my_length = static_cast<int>(address_length);
-    std::vector<int> lengths(size_), offsets(size_ + 1, 0);
-    check_mpi_rc(MPI_Allgather(&my_length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm),
-                 "MPI_Allgather of address lengths");
-    for (int r = 0; r < size_; ++r) offsets[r + 1] = offsets[r] + lengths[r];
-    std::vector<char> addresses(offsets[size_]);
-    const int rc = MPI_Allgatherv(address, my_length, MPI_BYTE, addresses.data(), lengths.data(),
-                                  offsets.data(), MPI_BYTE, comm);
+    std::vector<std::vector<char>> addresses;
+    try {
+      addresses = gather(address, address_length);
+    } catch (...) {
+      ucp_worker_release_address(worker_, address);
+      throw;
+    }
     ucp_worker_release_address(worker_, address);
-    check_mpi_rc(rc, "MPI_Allgatherv of worker addresses");
 
     endpoints_.assign(size_, nullptr);
     for (int r = 0; r < size_; ++r) {
       ucp_ep_params_t ep_params{};
       ep_params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
-      ep_params.address = reinterpret_cast<const ucp_address_t*>(addresses.data() + offsets[r]);
+      ep_params.address = reinterpret_cast<const ucp_address_t*>(addresses[r].data());
       check_ucs(ucp_ep_create(worker_, &ep_params, &endpoints_[r]), "ucp_ep_create");
     }
     synchronize("start-up");
@@ -90,6 +123,13 @@ UcxTransport::~UcxTransport() {
 }
 
 void UcxTransport::synchronize(const char* what) {
+  if (group_ != nullptr) {
+    // The store's barrier (bounded by the group's timeout), progressing UCX while it waits.
+    group_->barrier(fmt::format("ucx/{}", what), [this] {
+      if (worker_ != nullptr) ucp_worker_progress(worker_);
+    });
+    return;
+  }
   constexpr double kLimitSeconds = 30;
   MPI_Request barrier = MPI_REQUEST_NULL;
   check_mpi_rc(MPI_Ibarrier(comm_, &barrier), "MPI_Ibarrier");
@@ -108,7 +148,7 @@ void UcxTransport::synchronize(const char* what) {
 }
 
 void UcxTransport::teardown() {
-  if (comm_ != MPI_COMM_NULL && worker_ != nullptr) {
+  if ((comm_ != MPI_COMM_NULL || group_ != nullptr) && worker_ != nullptr) {
     try {
       synchronize("teardown");
     } catch (const CommError&) {

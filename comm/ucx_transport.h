@@ -1,13 +1,16 @@
 // Private: the "ucx" Transport, UCP tagged messages over whatever transports UCX selects (shared
-// memory, TCP, InfiniBand, ...). Peers' worker addresses are exchanged once over MPI at start-up;
-// after that, data moves through UCX alone.
+// memory, TCP, InfiniBand, ...). Peers' worker addresses are exchanged once at start-up, over MPI
+// or, for ranks launched without MPI, through the TCP store (StoreGroup); after that, data moves
+// through UCX alone.
 #pragma once
 
 #include <mpi.h>
 #include <ucp/api/ucp.h>
 
+#include <functional>
 #include <vector>
 
+#include "comm/store_bootstrap.h"
 #include "comm/transport.h"
 
 namespace switchyard::comm {
@@ -15,6 +18,9 @@ namespace switchyard::comm {
 class UcxTransport final : public Transport {
  public:
   explicit UcxTransport(MPI_Comm comm);
+  // Without MPI: addresses and the start-up/teardown barriers go through group, which must
+  // outlive the transport.
+  explicit UcxTransport(StoreGroup& group);
   ~UcxTransport() override;
   UcxTransport(const UcxTransport&) = delete;
   UcxTransport& operator=(const UcxTransport&) = delete;
@@ -31,9 +37,14 @@ class UcxTransport final : public Transport {
   // Waits, bounded, until every rank reaches this point, progressing UCX meanwhile: peers must not
   // destroy a worker that others are still wiring up to or sending to.
   void synchronize(const char* what);
+  // Creates the worker and connects to every rank; gather returns every rank's worker address.
+  using AddressGather =
+      std::function<std::vector<std::vector<char>>(const ucp_address_t*, size_t)>;
+  void connect(const AddressGather& gather);
   void teardown();
 
   MPI_Comm comm_ = MPI_COMM_NULL;  // own duplicate, for start-up and teardown only
+  StoreGroup* group_ = nullptr;    // instead of comm_, without MPI
   int rank_ = 0;
   int size_ = 0;
   ucp_context_h context_ = nullptr;

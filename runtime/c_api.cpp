@@ -253,6 +253,34 @@ sy_status_t sy_context_create_mpi(int64_t mpi_fortran_comm, const sy_context_par
   });
 }
 
+sy_status_t sy_context_create_store(const sy_store_params_t* params, sy_context_t* context) {
+  return guarded(creation_error, [&] {
+    require_arg(context != nullptr, "sy_context_create_store: context (the output) is NULL");
+    *context = nullptr;
+    require_arg(params != nullptr, "sy_context_create_store: params is NULL; pass a "
+                                   "sy_store_params_t initialised with SY_STORE_PARAMS_INIT");
+    require_struct_size(params->size, sizeof(sy_store_params_t), "sy_store_params_t",
+                        "SY_STORE_PARAMS_INIT");
+    require_arg(params->timeout_ms >= 0,
+                fmt::format("sy_store_params_t.timeout_ms must be >= 0, got {}",
+                            params->timeout_ms));
+    sy::comm::CommOptions options;
+    if (params->timeout_ms > 0) options.timeout = std::chrono::milliseconds(params->timeout_ms);
+    sy::comm::StoreOptions store;
+    if (params->master_addr != nullptr) store.master_addr = params->master_addr;
+    store.master_port = params->master_port;
+    store.rank = params->rank;
+    store.world_size = params->world_size;
+    store.local_rank = params->local_rank;
+    if (params->secret != nullptr) store.secret = params->secret;
+    store.timeout = options.timeout;
+    auto ctx = std::make_unique<sy_context>();
+    if (params->alltoall != nullptr) ctx->alltoall = params->alltoall;
+    ctx->comm = std::make_unique<sy::comm::Communicator>(store.resolved(), options);
+    *context = ctx.release();
+  });
+}
+
 sy_status_t sy_context_rank(sy_context_t context, int* rank) {
   return on_context(context, [&](sy_context& c) {
     require_arg(rank != nullptr, "sy_context_rank: rank is NULL");

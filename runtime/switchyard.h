@@ -69,6 +69,28 @@ typedef struct {
  * initialised. Collective over the communicator. */
 SY_API sy_status_t sy_context_create_mpi(int64_t mpi_fortran_comm, const sy_context_params_t* params,
                                   sy_context_t* context);
+/* Without MPI (torchrun-style launch): rank 0 hosts a TCP rendezvous store at master_addr:
+ * master_port, every rank meets the others there (peers prove they hold the job secret by
+ * HMAC-SHA256 challenge-response; the secret never crosses the wire), ranks with one hostname
+ * form a node, and all traffic then moves over UCX. Unset fields come from the environment:
+ * MASTER_ADDR, SWITCHYARD_MASTER_PORT or else MASTER_PORT (torchrun's own store already holds
+ * MASTER_PORT, so under torchrun set SWITCHYARD_MASTER_PORT), RANK, WORLD_SIZE, LOCAL_RANK and
+ * SWITCHYARD_JOB_SECRET (required, the same on every rank). Collective over the WORLD_SIZE ranks. */
+typedef struct {
+  size_t size;             /* sizeof(sy_store_params_t), set by SY_STORE_PARAMS_INIT */
+  int64_t timeout_ms;      /* bound on every wait for a peer, rendezvous included; 0 = 120000 */
+  const char* alltoall;    /* all-to-all algorithm name; NULL = "flat" */
+  const char* master_addr; /* rank 0's address; NULL = $MASTER_ADDR */
+  int master_port;         /* -1 = $SWITCHYARD_MASTER_PORT, else $MASTER_PORT */
+  int rank;                /* -1 = $RANK */
+  int world_size;          /* -1 = $WORLD_SIZE */
+  int local_rank;          /* -1 = $LOCAL_RANK if set (checked against the hostnames) */
+  const char* secret;      /* NULL = $SWITCHYARD_JOB_SECRET */
+} sy_store_params_t;
+
+#define SY_STORE_PARAMS_INIT {sizeof(sy_store_params_t), 0, NULL, NULL, -1, -1, -1, -1, NULL}
+
+SY_API sy_status_t sy_context_create_store(const sy_store_params_t* params, sy_context_t* context);
 SY_API sy_status_t sy_context_rank(sy_context_t context, int* rank);
 SY_API sy_status_t sy_context_size(sy_context_t context, int* size);
 /* Node id, number of nodes, rank inside the node and ranks on the node. */

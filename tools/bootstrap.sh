@@ -11,7 +11,7 @@ build_dir="$root/build/$preset"
 
 packages=(build-essential cmake ninja-build pkg-config git
           openmpi-bin libopenmpi-dev libucx-dev libboost-dev libfmt-dev nlohmann-json3-dev
-          libcli11-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev
+          libcli11-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
           python3 python3-torch python3-mpi4py python3-numpy python3-pytest)
 
 install_dependencies() {

@@ -13,6 +13,14 @@ here with mpi4py.
 
 (as root, OpenMPI also needs OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). The
 library comes from $SWITCHYARD_LIB or build/release/runtime/libswitchyard.so.
+
+Without MPI, launched torchrun-style (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK):
+
+    SWITCHYARD_JOB_SECRET=$(openssl rand -hex 16) SWITCHYARD_MASTER_PORT=29501 \
+        torchrun --nproc-per-node 2 examples/torch_plugin/train.py --launcher env
+
+The layer meets its peers at switchyard's own store (SWITCHYARD_MASTER_PORT: torchrun's store
+holds MASTER_PORT) and the replicated parameters are all-reduced with torch.distributed (gloo).
 """
 
 import argparse
@@ -21,7 +29,6 @@ import sys
 from pathlib import Path
 
 import torch
-from mpi4py import MPI
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "python"))  # run from a checkout
@@ -52,17 +59,60 @@ def batch(successors, generator, size):
     return tokens, successors[second.long(), tokens]
 
 
-def train(steps=80, tokens_per_rank=128, lr=1e-2, comm=MPI.COMM_WORLD):
-    """Trains and returns the loss of every step (the same on every rank)."""
-    rank = comm.Get_rank()
+class MpiGroup:
+    """Sums over the ranks of an mpi4py communicator (COMM_WORLD when None)."""
+
+    def __init__(self, comm=None):
+        from mpi4py import MPI
+
+        self.mpi, self.comm = MPI, comm if comm is not None else MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+
+    def context(self):
+        return switchyard.Context(self.comm)
+
+    def sum(self, value):
+        return self.comm.allreduce(value)
+
+    def sum_(self, tensor):
+        self.comm.Allreduce(self.mpi.IN_PLACE, tensor.numpy(), op=self.mpi.SUM)
+
+
+class EnvGroup:
+    """Sums over torchrun-launched ranks with torch.distributed (gloo); no MPI."""
+
+    def __init__(self):
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        self.dist, self.rank = dist, dist.get_rank()
+
+    def context(self):
+        return switchyard.Context.from_env()
+
+    def sum(self, value):
+        t = torch.tensor([value], dtype=torch.float64)
+        self.dist.all_reduce(t)
+        return t.item()
+
+    def sum_(self, tensor):
+        self.dist.all_reduce(tensor)
+
+
+def train(steps=80, tokens_per_rank=128, lr=1e-2, comm=None, group=None):
+    """Trains and returns the loss of every step (the same on every rank). group: MpiGroup (the
+    default, over comm) or EnvGroup."""
+    group = group if group is not None else MpiGroup(comm)
+    rank = group.rank
     torch.manual_seed(0)  # the same task and the same replicated initial weights on every rank
     successors = torch.stack([torch.randperm(VOCAB), torch.randperm(VOCAB)])
-    with switchyard.Context(comm) as context:
+    with group.context() as context:
         model = Model(context)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         replicated = [p for name, p in model.named_parameters() if not name.startswith("moe.")]
         generator = torch.Generator().manual_seed(1000 + rank)  # each rank its own batches
-        global_tokens = comm.allreduce(tokens_per_rank)
+        global_tokens = group.sum(tokens_per_rank)
         losses = []
         for step in range(steps):
             tokens, targets = batch(successors, generator, tokens_per_rank)
@@ -70,9 +120,9 @@ def train(steps=80, tokens_per_rank=128, lr=1e-2, comm=MPI.COMM_WORLD):
             loss = nn.functional.cross_entropy(model(tokens), targets, reduction="sum")
             (loss / global_tokens).backward()
             for p in replicated:
-                comm.Allreduce(MPI.IN_PLACE, p.grad.numpy(), op=MPI.SUM)
+                group.sum_(p.grad)
             optimizer.step()
-            losses.append(comm.allreduce(loss.item()) / global_tokens)
+            losses.append(group.sum(loss.item()) / global_tokens)
             if rank == 0:
                 aux = model.moe.last_aux
                 print(f"step {step + 1:3d}/{steps}  loss {losses[-1]:.4f}  aux expert "
@@ -87,12 +137,15 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--require-loss-drop", type=float, metavar="F",
                         help="exit 1 unless the last loss <= F x the first")
+    parser.add_argument("--launcher", choices=["mpi", "env"], default="mpi",
+                        help="mpi: mpirun (mpi4py); env: torchrun-style environment, no MPI")
     args = parser.parse_args(argv)
-    losses = train(args.steps, args.tokens_per_rank, args.lr)
-    if MPI.COMM_WORLD.Get_rank() == 0:
+    group = EnvGroup() if args.launcher == "env" else MpiGroup()
+    losses = train(args.steps, args.tokens_per_rank, args.lr, group=group)
+    if group.rank == 0:
         print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} (ln V = {math.log(VOCAB):.4f})")
     if args.require_loss_drop is not None and losses[-1] > args.require_loss_drop * losses[0]:
-        if MPI.COMM_WORLD.Get_rank() == 0:
+        if group.rank == 0:
             print(f"the loss did not fall to {args.require_loss_drop} x the first", file=sys.stderr)
         return 1
     return 0

@@ -54,6 +54,21 @@ class SyContextParams(ctypes.Structure):
         super().__init__(size=ctypes.sizeof(SyContextParams), **fields)
 
 
+class SyStoreParams(ctypes.Structure):
+    """sy_store_params_t (context without MPI); `size` is set as SY_STORE_PARAMS_INIT does, and
+    the fields left out keep their "read the environment" value (-1 / NULL)."""
+
+    _fields_ = [("size", ctypes.c_size_t), ("timeout_ms", ctypes.c_int64),
+                ("alltoall", ctypes.c_char_p), ("master_addr", ctypes.c_char_p),
+                ("master_port", ctypes.c_int), ("rank", ctypes.c_int),
+                ("world_size", ctypes.c_int), ("local_rank", ctypes.c_int),
+                ("secret", ctypes.c_char_p)]
+
+    def __init__(self, **fields):
+        unset = dict(master_port=-1, rank=-1, world_size=-1, local_rank=-1)
+        super().__init__(size=ctypes.sizeof(SyStoreParams), **{**unset, **fields})
+
+
 class SyLayerConfig(ctypes.Structure):
     """sy_layer_config_t; `size` is set by the constructor (MoEConfig supplies the other fields)."""
 
@@ -99,6 +114,8 @@ _PROTOTYPES = {
     "sy_version": (ctypes.c_int, []),
     "sy_context_create_mpi": (_status, [ctypes.c_int64, ctypes.POINTER(SyContextParams),
                                         ctypes.POINTER(_handle)]),
+    "sy_context_create_store": (_status, [ctypes.POINTER(SyStoreParams),
+                                          ctypes.POINTER(_handle)]),
     "sy_context_rank": (_status, [_handle, _int_p]),
     "sy_context_size": (_status, [_handle, _int_p]),
     "sy_context_topology": (_status, [_handle, _int_p, _int_p, _int_p, _int_p]),

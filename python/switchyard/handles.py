@@ -46,7 +46,8 @@ def _float_arg(tensor, what):
 
 
 class Context:
-    """The runtime over an MPI communicator: topology, transports, the bound on every wait.
+    """The runtime over an MPI communicator (or, with from_env, over a TCP rendezvous store
+    without MPI): topology, transports, the bound on every wait.
 
     comm: an mpi4py communicator, its Fortran handle (int), or None for MPI.COMM_WORLD (which
     imports mpi4py and so initialises MPI). Collective over the communicator.
@@ -65,6 +66,31 @@ class Context:
                                         ctypes.byref(handle)),
               lambda: lib.sy_context_last_error(None))
         self._handle = handle
+
+    @classmethod
+    def from_env(cls, timeout_ms=0, alltoall=None, master_addr=None, master_port=-1, rank=-1,
+                 world_size=-1, local_rank=-1, secret=None):
+        """A context without MPI, for processes launched torchrun-style (mpi4py is not imported).
+
+        Rank 0 hosts a TCP rendezvous store; every rank meets the others there and the data then
+        moves over UCX. Arguments left unset come from the environment: MASTER_ADDR,
+        SWITCHYARD_MASTER_PORT or else MASTER_PORT (torchrun's own store holds MASTER_PORT, so
+        under torchrun set SWITCHYARD_MASTER_PORT), RANK, WORLD_SIZE, LOCAL_RANK, and
+        SWITCHYARD_JOB_SECRET (required: the same secret on every rank; it never crosses the
+        wire). Collective over the WORLD_SIZE ranks.
+        """
+        self = cls.__new__(cls)
+        self._layers = weakref.WeakSet()
+        encode = lambda text: text.encode() if text else None  # noqa: E731
+        params = _capi.SyStoreParams(timeout_ms=timeout_ms, alltoall=encode(alltoall),
+                                     master_addr=encode(master_addr), master_port=master_port,
+                                     rank=rank, world_size=world_size, local_rank=local_rank,
+                                     secret=encode(secret))
+        handle = ctypes.c_void_p()
+        check(lib.sy_context_create_store(ctypes.byref(params), ctypes.byref(handle)),
+              lambda: lib.sy_context_last_error(None))
+        self._handle = handle
+        return self
 
     @property
     def handle(self):

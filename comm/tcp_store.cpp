@@ -1,0 +1,636 @@
+#include "comm/tcp_store.h"
+
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "comm/error.h"
+
+namespace switchyard::comm {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using Bytes = std::vector<std::byte>;
+
+namespace {
+
+constexpr size_t kNonce = 32;
+constexpr size_t kMac = 32;
+enum Op : uint8_t { kSet = 1, kGet = 2, kAdd = 3 };
+enum Status : uint8_t { kOk = 0, kMissing = 1, kRefused = 2 };
+
+using Digest = std::array<unsigned char, kMac>;
+
+Digest hmac(const std::string& secret, std::string_view label, std::span<const std::byte> a,
+            std::span<const std::byte> b) {
+  Bytes message(label.size() + a.size() + b.size());
+  std::memcpy(message.data(), label.data(), label.size());
+  std::memcpy(message.data() + label.size(), a.data(), a.size());
+  std::memcpy(message.data() + label.size() + a.size(), b.data(), b.size());
+  Digest out{};
+  unsigned int length = 0;
+  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+           reinterpret_cast<const unsigned char*>(message.data()), message.size(), out.data(),
+           &length) == nullptr) {
+    throw CommError(ErrorCode::internal, "tcp store: HMAC-SHA256 failed (OpenSSL)");
+  }
+  return out;
+}
+
+bool same_digest(const Digest& want, std::span<const std::byte> got) {
+  return got.size() == want.size() && CRYPTO_memcmp(want.data(), got.data(), want.size()) == 0;
+}
+
+Bytes random_nonce() {
+  Bytes nonce(kNonce);
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), kNonce) != 1) {
+    throw CommError(ErrorCode::internal, "tcp store: RAND_bytes failed (OpenSSL)");
+  }
+  return nonce;
+}
+
+void put_u32(Bytes& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::byte>(v >> (8 * i)));
+}
+uint32_t get_u32(const std::byte* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
+  return v;
+}
+void put_i64(Bytes& out, int64_t v) {
+  for (int i = 0; i < 8; ++i) {
+    out.push_back(static_cast<std::byte>(static_cast<uint64_t>(v) >> (8 * i)));
+  }
+}
+int64_t get_i64(const std::byte* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
+  return static_cast<int64_t>(v);
+}
+void append(Bytes& out, std::span<const std::byte> bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
+std::span<const std::byte> as_bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
+
+Bytes framed(std::span<const std::byte> payload) {
+  Bytes out;
+  out.reserve(4 + payload.size());
+  put_u32(out, static_cast<uint32_t>(payload.size()));
+  append(out, payload);
+  return out;
+}
+
+Bytes reply(Status status, std::span<const std::byte> body = {}) {
+  Bytes payload{static_cast<std::byte>(status)};
+  append(payload, body);
+  return framed(payload);
+}
+
+}  // namespace
+
+// ---- server ----------------------------------------------------------------------------------
+
+class Session;
+
+struct TcpStoreServer::Impl : std::enable_shared_from_this<TcpStoreServer::Impl> {
+  Impl(std::string s, StoreLimits l) : secret(std::move(s)), limits(l), acceptor(io) {}
+
+  void accept();
+  void reject(const std::string& why);
+  // Answers the sessions parked on key (io thread only).
+  void wake(const std::string& key);
+
+  std::string secret;
+  StoreLimits limits;
+  asio::io_context io;
+  tcp::acceptor acceptor;
+  std::thread thread;
+  std::atomic<int> open{0};
+  std::atomic<int> authenticated{0};
+  std::chrono::milliseconds drain_timeout{10000};
+  // Store state: touched only on the io thread.
+  std::unordered_map<std::string, Bytes> data;
+  size_t total = 0;
+  std::unordered_map<std::string, std::vector<std::weak_ptr<Session>>> waiters;
+  std::vector<std::weak_ptr<Session>> sessions;
+  mutable std::mutex rejected_mutex;
+  std::deque<std::string> rejected;
+};
+
+// One client connection. Strictly request then reply, so at most one read or one write is in
+// flight; `deadline` bounds the handshake and any frame once its first byte arrived.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(std::shared_ptr<TcpStoreServer::Impl> server, tcp::socket socket)
+      : server_(std::move(server)), socket_(std::move(socket)), deadline_(server_->io),
+        wait_timer_(server_->io) {
+    ++server_->open;
+  }
+  ~Session() {
+    --server_->open;
+    if (authenticated_) --server_->authenticated;
+  }
+
+  void start() {
+    peer_ = describe_peer();
+    nonce_ = random_nonce();
+    arm_deadline("handshake");
+    write(reply(kOk, nonce_), [self = shared_from_this()] { self->read_frame(true); });
+  }
+
+  // Key a parked get waits on; answered by the server when the key is set.
+  const std::string& waiting_for() const { return waiting_; }
+  // Closes the connection; pending reads and timers end with operation_aborted.
+  void shutdown() {
+    boost::system::error_code ignored;
+    cancel_deadline();
+    ++wait_generation_;
+    wait_timer_.cancel();
+    socket_.close(ignored);
+  }
+
+  void answer_wait() {
+    waiting_.clear();
+    ++wait_generation_;
+    wait_timer_.cancel();
+    const Bytes& value = server_->data.at(key_);
+    write(reply(kOk, value), [self = shared_from_this()] { self->read_frame(false); });
+  }
+
+ private:
+  std::string describe_peer() {
+    boost::system::error_code ec;
+    const auto ep = socket_.remote_endpoint(ec);
+    return ec ? std::string("unknown peer") : fmt::format("{}:{}", ep.address().to_string(),
+                                                          ep.port());
+  }
+
+  // The generation tells a timer that fired just as it was cancelled that it is stale.
+  void arm_deadline(const char* what) {
+    deadline_.expires_after(server_->limits.read_deadline);
+    deadline_.async_wait([self = shared_from_this(), what, generation = ++deadline_generation_](
+                             boost::system::error_code ec) {
+      if (ec || generation != self->deadline_generation_) return;  // finished in time
+      self->refuse(fmt::format("{} not completed within {} ms", what,
+                               self->server_->limits.read_deadline.count()));
+    });
+  }
+  void cancel_deadline() {
+    ++deadline_generation_;
+    deadline_.cancel();
+  }
+
+  // Reads one frame; before authentication the handshake deadline already runs, after it the
+  // deadline starts with the length prefix (an idle authenticated client is fine).
+  void read_frame(bool in_handshake) {
+    asio::async_read(socket_, asio::buffer(header_),
+                     [self = shared_from_this(), in_handshake](boost::system::error_code ec,
+                                                               size_t got) {
+                       if (ec) return self->closed(ec, "a length prefix", got);
+                       const uint32_t length = get_u32(self->header_.data());
+                       const uint32_t cap = self->server_->limits.max_frame;
+                       if (length == 0 || length > cap) {
+                         return self->refuse(fmt::format(
+                             "frame length {} outside [1, {}] (oversized or malformed)", length,
+                             cap));
+                       }
+                       if (!in_handshake) self->arm_deadline("frame");
+                       self->body_.resize(length);
+                       self->read_body();
+                     });
+  }
+
+  void read_body() {
+    asio::async_read(socket_, asio::buffer(body_),
+                     [self = shared_from_this()](boost::system::error_code ec, size_t got) {
+                       self->cancel_deadline();
+                       if (ec) return self->closed(ec, "a frame", got);
+                       if (self->authenticated_) {
+                         self->handle_request();
+                       } else {
+                         self->handle_handshake();
+                       }
+                     });
+  }
+
+  // A read ended early: the peer went away (mid-frame is a truncated message) or refuse() closed
+  // the socket on a deadline.
+  void closed(boost::system::error_code ec, const char* what, size_t got) {
+    if (ec == asio::error::operation_aborted || !socket_.is_open()) return;
+    if (authenticated_ && got == 0 && std::string_view(what) == "a length prefix") {
+      return shutdown();  // a clean disconnect between requests
+    }
+    server_->reject(fmt::format("{}: connection ended after {} bytes of {} ({}): truncated "
+                                "message{}",
+                                peer_, got, what, ec.message(),
+                                authenticated_ ? "" : " during the handshake"));
+    shutdown();
+  }
+
+  void handle_handshake() {
+    const auto& s = server_->secret;
+    if (body_.size() != kNonce + kMac) {
+      return refuse(fmt::format("handshake of {} bytes, expected {}", body_.size(),
+                                kNonce + kMac));
+    }
+    const std::span<const std::byte> client_nonce(body_.data(), kNonce);
+    if (!same_digest(hmac(s, "sy-client", nonce_, client_nonce),
+                     std::span(body_).subspan(kNonce))) {
+      return refuse("authentication failed: the peer does not hold this job's secret "
+                    "(SWITCHYARD_JOB_SECRET)");
+    }
+    cancel_deadline();
+    authenticated_ = true;
+    ++server_->authenticated;
+    const Digest proof = hmac(s, "sy-server", client_nonce, nonce_);
+    write(reply(kOk, std::as_bytes(std::span(proof))),
+          [self = shared_from_this()] { self->read_frame(false); });
+  }
+
+  void handle_request() {
+    if (body_.size() < 5) return refuse("request shorter than its header");
+    const auto op = static_cast<uint8_t>(body_[0]);
+    const uint32_t key_length = get_u32(body_.data() + 1);
+    if (key_length > server_->limits.max_key || key_length > body_.size() - 5) {
+      return refuse(fmt::format("key of {} bytes (at most {}, and within the frame)", key_length,
+                                server_->limits.max_key));
+    }
+    key_.assign(reinterpret_cast<const char*>(body_.data() + 5), key_length);
+    const std::span<const std::byte> arg = std::span(body_).subspan(5 + key_length);
+    auto next = [self = shared_from_this()] { self->read_frame(false); };
+    auto& data = server_->data;
+    switch (op) {
+      case kSet: {
+        const auto it = data.find(key_);
+        const size_t old = it == data.end() ? 0 : key_.size() + it->second.size();
+        if (server_->total - old + key_.size() + arg.size() > server_->limits.max_total) {
+          return refuse(fmt::format("set '{}' would exceed the store's {} bytes", key_,
+                                    server_->limits.max_total));
+        }
+        server_->total = server_->total - old + key_.size() + arg.size();
+        data[key_] = Bytes(arg.begin(), arg.end());
+        write(reply(kOk), next);
+        server_->wake(key_);
+        return;
+      }
+      case kGet: {
+        if (arg.size() != 4) return refuse("get without its 4-byte wait");
+        if (data.contains(key_)) return write(reply(kOk, data[key_]), next);
+        const auto wait = std::min(std::chrono::milliseconds(get_u32(arg.data())),
+                                   server_->limits.max_wait);
+        waiting_ = key_;
+        server_->waiters[key_].push_back(weak_from_this());
+        wait_timer_.expires_after(wait);
+        wait_timer_.async_wait([self = shared_from_this(), generation = ++wait_generation_](
+                                   boost::system::error_code ec) {
+          if (ec || generation != self->wait_generation_) return;  // answered by a set
+          self->waiting_.clear();
+          self->write(reply(kMissing), [self] { self->read_frame(false); });
+        });
+        return;
+      }
+      case kAdd: {
+        if (arg.size() != 8) return refuse("add without its 8-byte delta");
+        Bytes& value = data[key_];
+        if (value.size() != 8 && !value.empty()) {
+          return refuse(fmt::format("add on '{}', which does not hold an integer", key_));
+        }
+        if (value.empty()) server_->total += key_.size() + 8;
+        const int64_t sum = (value.empty() ? 0 : get_i64(value.data())) + get_i64(arg.data());
+        value.clear();
+        put_i64(value, sum);
+        write(reply(kOk, value), next);
+        server_->wake(key_);
+        return;
+      }
+      default:
+        return refuse(fmt::format("unknown operation {}", op));
+    }
+  }
+
+  // Bounded too: a peer that stops reading its replies cannot park a write forever.
+  template <typename Then>
+  void write(Bytes message, Then then) {
+    auto owned = std::make_shared<Bytes>(std::move(message));
+    if (authenticated_) arm_deadline("writing a reply");
+    asio::async_write(socket_, asio::buffer(*owned),
+                      [self = shared_from_this(), owned, then](boost::system::error_code ec,
+                                                               size_t) {
+                        if (self->authenticated_) self->cancel_deadline();
+                        if (ec) return self->shutdown();
+                        then();
+                      });
+  }
+
+  // Records why, tells the peer (best effort), and closes.
+  void refuse(const std::string& why) {
+    if (!socket_.is_open()) return;
+    server_->reject(fmt::format("{}: {}", peer_, why));
+    const std::string message = "refused: " + why;
+    const Bytes refusal = reply(kRefused, as_bytes(message));
+    // Non-blocking and closed right after: a peer that does not read cannot stall the server.
+    boost::system::error_code ignored;
+    socket_.non_blocking(true, ignored);
+    asio::write(socket_, asio::buffer(refusal), ignored);
+    shutdown();
+  }
+
+  std::shared_ptr<TcpStoreServer::Impl> server_;
+  tcp::socket socket_;
+  asio::steady_timer deadline_;
+  asio::steady_timer wait_timer_;
+  std::string peer_;
+  Bytes nonce_;
+  bool authenticated_ = false;
+  std::array<std::byte, 4> header_{};
+  Bytes body_;
+  std::string key_;
+  std::string waiting_;
+  uint64_t deadline_generation_ = 0;
+  uint64_t wait_generation_ = 0;
+};
+
+void TcpStoreServer::Impl::accept() {
+  acceptor.async_accept([self = shared_from_this()](boost::system::error_code ec,
+                                                    tcp::socket socket) {
+    if (ec == asio::error::operation_aborted) return;  // shutting down
+    if (!ec) {
+      if (self->open.load() >= self->limits.max_connections) {
+        self->reject(fmt::format("more than {} connections open", self->limits.max_connections));
+      } else {
+        auto session = std::make_shared<Session>(self, std::move(socket));
+        std::erase_if(self->sessions, [](const auto& weak) { return weak.expired(); });
+        self->sessions.push_back(session);
+        session->start();
+      }
+    }
+    self->accept();
+  });
+}
+
+void TcpStoreServer::Impl::reject(const std::string& why) {
+  std::lock_guard lock(rejected_mutex);
+  rejected.push_back(why);
+  if (rejected.size() > 64) rejected.pop_front();
+}
+
+void TcpStoreServer::Impl::wake(const std::string& key) {
+  const auto it = waiters.find(key);
+  if (it == waiters.end()) return;
+  auto parked = std::move(it->second);
+  waiters.erase(it);
+  for (auto& weak : parked) {
+    if (auto session = weak.lock(); session && session->waiting_for() == key) {
+      session->answer_wait();
+    }
+  }
+}
+
+TcpStoreServer::TcpStoreServer(const std::string& host, uint16_t port, std::string secret,
+                               StoreLimits limits)
+    : impl_(std::make_shared<Impl>(std::move(secret), limits)) {
+  if (impl_->secret.empty()) {
+    throw CommError(ErrorCode::invalid_argument,
+                    "tcp store: empty job secret; give every rank the same secret "
+                    "(SWITCHYARD_JOB_SECRET)");
+  }
+  try {
+    tcp::resolver resolver(impl_->io);
+    const auto endpoint = resolver.resolve(host, std::to_string(port))->endpoint();
+    impl_->acceptor.open(endpoint.protocol());
+    impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
+    impl_->acceptor.bind(endpoint);
+    impl_->acceptor.listen();
+  } catch (const boost::system::system_error& e) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("tcp store: cannot listen on {}:{}: {}. The address must be one "
+                                "of rank 0's own; if the port is taken (torchrun's own store "
+                                "holds MASTER_PORT) give another one, e.g. SWITCHYARD_MASTER_PORT",
+                                host, port, e.code().message()));
+  }
+  impl_->accept();
+  impl_->thread = std::thread([impl = impl_] { impl->io.run(); });
+}
+
+TcpStoreServer::~TcpStoreServer() {
+  asio::post(impl_->io, [impl = impl_] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  const auto until = std::chrono::steady_clock::now() + impl_->drain_timeout;
+  while (impl_->authenticated.load() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  impl_->io.stop();
+  impl_->thread.join();
+  // Pending handlers own their sessions, which own a reference to impl_: close every socket and
+  // let the aborted handlers run here, so nothing stays open (or leaks) after this returns.
+  for (auto& weak : impl_->sessions) {
+    if (auto session = weak.lock()) session->shutdown();
+  }
+  impl_->io.restart();
+  impl_->io.run();
+}
+
+uint16_t TcpStoreServer::port() const { return impl_->acceptor.local_endpoint().port(); }
+
+std::vector<std::string> TcpStoreServer::rejections() const {
+  std::lock_guard lock(impl_->rejected_mutex);
+  return {impl_->rejected.begin(), impl_->rejected.end()};
+}
+
+void TcpStoreServer::set_drain_timeout(std::chrono::milliseconds timeout) {
+  impl_->drain_timeout = timeout;
+}
+
+// ---- client ----------------------------------------------------------------------------------
+
+struct TcpStoreClient::Impl {
+  Impl(std::string s, std::chrono::milliseconds t) : secret(std::move(s)), timeout(t) {}
+
+  using Clock = std::chrono::steady_clock;
+
+  // Runs one asynchronous operation to completion or the deadline (then closes the socket).
+  template <typename Start>
+  boost::system::error_code run(Start start, Clock::time_point deadline) {
+    boost::system::error_code result = asio::error::would_block;
+    start([&result](boost::system::error_code ec, auto&&...) { result = ec; });
+    io.restart();
+    io.run_until(deadline);
+    if (result == asio::error::would_block) {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      io.restart();
+      io.run();  // lets the aborted operation finish before its captures go away
+      return asio::error::timed_out;
+    }
+    return result;
+  }
+
+  [[noreturn]] void fail(boost::system::error_code ec, const std::string& what) {
+    if (ec == asio::error::timed_out) {
+      throw CommError(ErrorCode::timeout,
+                      fmt::format("tcp store {}: {} timed out after {} ms", where, what,
+                                  timeout.count()));
+    }
+    throw CommError(ErrorCode::peer_failure,
+                    fmt::format("tcp store {}: {} failed: {}", where, what, ec.message()));
+  }
+
+  void send(std::span<const std::byte> payload, Clock::time_point deadline, const char* what) {
+    const Bytes frame = framed(payload);
+    if (auto ec = run([&](auto h) { asio::async_write(socket, asio::buffer(frame), h); },
+                      deadline)) {
+      fail(ec, what);
+    }
+  }
+
+  // A reply: its status, then its body; a refusal becomes CommError with the server's reason.
+  Bytes receive(Clock::time_point deadline, const char* what) {
+    std::array<std::byte, 4> header{};
+    if (auto ec = run([&](auto h) { asio::async_read(socket, asio::buffer(header), h); },
+                      deadline)) {
+      fail(ec, what);
+    }
+    const uint32_t length = get_u32(header.data());
+    if (length == 0 || length > StoreLimits{}.max_frame) {
+      fail(asio::error::message_size, what);
+    }
+    Bytes body(length);
+    if (auto ec = run([&](auto h) { asio::async_read(socket, asio::buffer(body), h); },
+                      deadline)) {
+      fail(ec, what);
+    }
+    if (static_cast<uint8_t>(body[0]) == kRefused) {
+      throw CommError(ErrorCode::peer_failure,
+                      fmt::format("tcp store {}: {}: the server {}", where, what,
+                                  std::string(reinterpret_cast<const char*>(body.data() + 1),
+                                              body.size() - 1)));
+    }
+    return body;
+  }
+
+  Bytes request(Op op, std::string_view key, std::span<const std::byte> arg,
+                Clock::time_point deadline, const char* what) {
+    Bytes payload{static_cast<std::byte>(op)};
+    put_u32(payload, static_cast<uint32_t>(key.size()));
+    append(payload, as_bytes(key));
+    append(payload, arg);
+    send(payload, deadline, what);
+    return receive(deadline, what);
+  }
+
+  std::string secret;
+  std::chrono::milliseconds timeout;
+  std::string where;
+  asio::io_context io;
+  tcp::socket socket{io};
+};
+
+TcpStoreClient::TcpStoreClient(const std::string& host, uint16_t port, std::string secret,
+                               std::chrono::milliseconds timeout)
+    : impl_(std::make_unique<Impl>(std::move(secret), timeout)) {
+  Impl& c = *impl_;
+  c.where = fmt::format("at {}:{}", host, port);
+  if (c.secret.empty()) {
+    throw CommError(ErrorCode::invalid_argument,
+                    "tcp store: empty job secret; give every rank the same secret "
+                    "(SWITCHYARD_JOB_SECRET)");
+  }
+  const auto deadline = Impl::Clock::now() + timeout;
+  tcp::resolver resolver(c.io);
+  boost::system::error_code ec;
+  const auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  if (ec) c.fail(ec, "resolving the address");
+  // Rank 0 may not listen yet: retry refused connections until the deadline.
+  while (true) {
+    ec = c.run([&](auto h) { asio::async_connect(c.socket, endpoints, h); }, deadline);
+    if (!ec) break;
+    if (Impl::Clock::now() + std::chrono::milliseconds(50) >= deadline) {
+      c.fail(asio::error::timed_out,
+             "connecting (is rank 0 running, and are MASTER_ADDR/MASTER_PORT right?)");
+    }
+    boost::system::error_code ignored;
+    c.socket.close(ignored);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  c.socket.set_option(tcp::no_delay(true));
+
+  const Bytes hello = c.receive(deadline, "handshake");
+  if (hello.size() != 1 + kNonce) c.fail(asio::error::invalid_argument, "handshake");
+  const Bytes server_nonce(hello.begin() + 1, hello.end());
+  const Bytes client_nonce = random_nonce();
+  const Digest mine = hmac(c.secret, "sy-client", server_nonce, client_nonce);
+  Bytes answer = client_nonce;
+  append(answer, std::as_bytes(std::span(mine)));
+  c.send(answer, deadline, "handshake");
+  const Bytes proof = c.receive(deadline, "authentication");
+  if (!same_digest(hmac(c.secret, "sy-server", client_nonce, server_nonce),
+                   std::span(proof).subspan(1))) {
+    throw CommError(ErrorCode::peer_failure,
+                    fmt::format("tcp store {}: the server could not prove it holds this job's "
+                                "secret; is MASTER_ADDR/MASTER_PORT this job's store?",
+                                c.where));
+  }
+}
+
+TcpStoreClient::~TcpStoreClient() = default;
+
+void TcpStoreClient::set(std::string_view key, std::span<const std::byte> value) {
+  impl_->request(kSet, key, value, Impl::Clock::now() + impl_->timeout, "set");
+}
+
+std::vector<std::byte> TcpStoreClient::get(std::string_view key,
+                                           std::chrono::milliseconds timeout,
+                                           const std::function<void()>& idle) {
+  const auto deadline = Impl::Clock::now() + timeout;
+  // Waits in slices: short ones when the caller has work to do meanwhile.
+  const std::chrono::milliseconds slice(idle ? 10 : 1000);
+  while (true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - Impl::Clock::now());
+    const auto wait = std::clamp(left, std::chrono::milliseconds(0), slice);
+    Bytes wait_arg;
+    put_u32(wait_arg, static_cast<uint32_t>(wait.count()));
+    Bytes body = impl_->request(kGet, key, wait_arg,
+                                Impl::Clock::now() + wait + impl_->timeout, "get");
+    if (static_cast<uint8_t>(body[0]) == kOk) return Bytes(body.begin() + 1, body.end());
+    if (Impl::Clock::now() >= deadline) {
+      throw CommError(ErrorCode::timeout,
+                      fmt::format("tcp store {}: key '{}' did not appear within {} ms; the rank "
+                                  "that sets it may have failed or not started",
+                                  impl_->where, key, timeout.count()));
+    }
+    if (idle) idle();
+  }
+}
+
+int64_t TcpStoreClient::add(std::string_view key, int64_t delta) {
+  Bytes arg;
+  put_i64(arg, delta);
+  const Bytes body = impl_->request(kAdd, key, arg, Impl::Clock::now() + impl_->timeout, "add");
+  if (body.size() != 9) impl_->fail(asio::error::invalid_argument, "add");
+  return get_i64(body.data() + 1);
+}
+
+}  // namespace switchyard::comm
