@@ -2,9 +2,13 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 
@@ -19,6 +23,10 @@ namespace {
 struct alignas(64) Control {
   std::atomic<uint64_t> head{0};              // pieces the producer has published
   alignas(64) std::atomic<uint64_t> tail{0};  // pieces the consumer has taken
+  // Single-copy descriptors the consumer has finished reading (written by the consumer only).
+  alignas(64) std::atomic<uint64_t> read{0};
+  // Single-copy descriptors up to this number were cancelled by the producer: not to be trusted.
+  alignas(64) std::atomic<uint64_t> revoked{0};
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free,
               "shm channels need lock-free 64-bit atomics to work across processes");
@@ -29,8 +37,41 @@ struct SlotHeader {
   uint32_t piece_bytes;
 };
 
+// piece_bytes of a slot that carries a single-copy descriptor instead of a piece.
+constexpr uint32_t kDescriptor = UINT32_MAX;
+struct Descriptor {
+  uint64_t address;  // of the message in the sender's memory
+  uint64_t seq;      // 1, 2, ... per channel
+};
+
+// Copies bytes from another process's memory (itself: memcpy); returns the error text or "".
+std::string read_remote(int pid, std::byte* to, uint64_t address, size_t bytes) {
+  if (pid == getpid()) {
+    std::memcpy(to, reinterpret_cast<const void*>(address), bytes);
+    return {};
+  }
+  size_t done = 0;
+  while (done < bytes) {
+    iovec local{to + done, bytes - done};
+    iovec remote{reinterpret_cast<void*>(address + done), bytes - done};
+    const ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return fmt::format("process_vm_readv of {} bytes from pid {}: {}", bytes - done, pid,
+                         n < 0 ? std::strerror(errno) : "no progress");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return {};
+}
+
 constexpr size_t kLine = 64;
 size_t round_up(size_t n) { return (n + kLine - 1) / kLine * kLine; }
+
+Control& control_of(void* base, size_t ranks, int from, int to) {
+  return reinterpret_cast<Control*>(base)[static_cast<size_t>(from) * ranks +
+                                          static_cast<size_t>(to)];
+}
 
 void init_controls(void* base, const void* context) {
   const size_t channels = *static_cast<const size_t*>(context);
@@ -40,10 +81,11 @@ void init_controls(void* base, const void* context) {
 }  // namespace
 
 ShmTransport::ShmTransport(MPI_Comm comm, ShmOptions options) : options_(options) {
-  if (options_.slot_bytes == 0 || options_.slot_bytes > UINT32_MAX || options_.slots == 0) {
+  if (options_.slot_bytes < sizeof(Descriptor) || options_.slot_bytes >= UINT32_MAX ||
+      options_.slots == 0) {
     throw CommError(ErrorCode::invalid_argument,
                     fmt::format("shm transport: {} slots of {} bytes; need at least one slot of "
-                                "1 byte to 4 GiB",
+                                "16 bytes to 4 GiB",
                                 options_.slots, options_.slot_bytes));
   }
   int rank = 0;
@@ -67,6 +109,7 @@ ShmTransport::ShmTransport(MPI_Comm comm, ShmOptions options) : options_(options
     slot_stride_ = round_up(sizeof(SlotHeader) + options_.slot_bytes);
     const size_t bytes = channels * sizeof(Control) + channels * options_.slots * slot_stride_;
     segment_ = std::make_unique<ShmSegment>(node, bytes, init_controls, &channels);
+    probe_single_copy(node);
   } catch (...) {
     MPI_Comm_free(&node);
     throw;
@@ -77,10 +120,61 @@ ShmTransport::ShmTransport(MPI_Comm comm, ShmOptions options) : options_(options
 
 ShmTransport::~ShmTransport() = default;
 
+// Every rank reads a known word of every other rank of the node with process_vm_readv; single copy
+// is on only if that worked everywhere (and nobody turned it off), so all ranks agree.
+void ShmTransport::probe_single_copy(MPI_Comm node) {
+  const size_t local_size = rank_of_local_.size();
+  const int pid = getpid();
+  probe_ = 0x73776974636879ULL ^ static_cast<uint64_t>(pid);
+  struct Entry {
+    int64_t pid;
+    uint64_t address;
+  };
+  const Entry mine{pid, reinterpret_cast<uint64_t>(&probe_)};
+  std::vector<Entry> all(local_size);
+  check_mpi(MPI_Allgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, node),
+            "MPI_Allgather(shm pids)");
+  pid_of_local_.resize(local_size);
+  for (size_t l = 0; l < local_size; ++l) pid_of_local_[l] = static_cast<int>(all[l].pid);
+  std::string why;
+  const char* env = std::getenv("SWITCHYARD_SHM_SINGLE_COPY");
+  if (options_.single_copy_bytes == 0) {
+    why = "off (ShmOptions::single_copy_bytes is 0)";
+  } else if (env != nullptr && std::string(env) == "0") {
+    why = "off (SWITCHYARD_SHM_SINGLE_COPY=0)";
+  } else {
+    for (size_t l = 0; l < local_size && why.empty(); ++l) {
+      if (static_cast<int>(l) == me_) continue;
+      uint64_t word = 0;
+      const std::string error =
+          read_remote(pid_of_local_[l], reinterpret_cast<std::byte*>(&word), all[l].address,
+                      sizeof word);
+      if (!error.empty()) {
+        why = fmt::format("off (cross-memory attach not permitted here: {})", error);
+      } else if (word != (0x73776974636879ULL ^ static_cast<uint64_t>(all[l].pid))) {
+        why = fmt::format("off (pid {} of local rank {} is another process from here: separate "
+                          "pid namespaces?)",
+                          all[l].pid, l);
+      }
+    }
+  }
+  int ok = why.empty() ? 1 : 0;
+  int all_ok = 0;
+  check_mpi(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, node), "MPI_Allreduce(shm probe)");
+  single_copy_ = all_ok == 1;
+  if (single_copy_) {
+    single_copy_status_ = fmt::format("single copy (CMA) from {} bytes", options_.single_copy_bytes);
+  } else {
+    single_copy_status_ = why.empty() ? "off (another rank of the node cannot use it)" : why;
+    single_copy_status_ = "single copy " + single_copy_status_;
+  }
+}
+
 std::string ShmTransport::describe() const {
-  return fmt::format("shm ({} ranks on this node, {} slots of {} bytes per pair, {} KiB segment)",
-                     rank_of_local_.size(), options_.slots, options_.slot_bytes,
-                     segment_->bytes() / 1024);
+  return fmt::format(
+      "shm ({} ranks on this node, {} slots of {} bytes per pair, {} KiB segment, {})",
+      rank_of_local_.size(), options_.slots, options_.slot_bytes, segment_->bytes() / 1024,
+      single_copy_status_);
 }
 
 int ShmTransport::local_of(int peer, const char* what) const {
@@ -143,6 +237,7 @@ Request ShmTransport::isend(int peer, const void* data, size_t bytes, int tag) {
   // Only read: the const is restored by never writing through it.
   op.data = static_cast<std::byte*>(const_cast<void*>(data));
   op.bytes = bytes;
+  op.single = single_copy_ && bytes > 0 && bytes >= options_.single_copy_bytes;
   peers_[static_cast<size_t>(local)].sends.push_back(handle);
   push(local);  // eager: a message that fits in the ring completes at once
   return Request{peer, true, bytes, handle};
@@ -178,6 +273,7 @@ Request ShmTransport::irecv(int peer, void* data, size_t bytes, int tag) {
   } else {
     if (parked->done > 0) std::memcpy(op.data, parked->data.data(), parked->done);
     op.done = parked->done;
+    op.error = parked->error;
     if (arriving) {
       in.to_parked = false;
       in.op = handle;
@@ -216,6 +312,16 @@ void ShmTransport::cancel(Request& req) {
   Peer& peer = peers_[static_cast<size_t>(op.peer)];
   if (op.complete) {
     free_op(req.handle);
+  } else if (op.is_send && op.single && op.started) {
+    // The receiver may still read the caller's buffer, which goes away: revoke the descriptor (a
+    // later read of it fails there) and keep the op until the receiver has counted it.
+    Control& control = control_of(segment_->base(), peers_.size(), me_, op.peer);
+    uint64_t revoked = control.revoked.load(std::memory_order_relaxed);
+    while (revoked < op.seq_no &&
+           !control.revoked.compare_exchange_weak(revoked, op.seq_no, std::memory_order_seq_cst)) {
+    }
+    op.data = nullptr;
+    op.released = true;
   } else if (op.is_send && op.started) {
     // Part of it is in the ring and the receiver expects the rest: finish it from a private copy,
     // since the caller's buffer goes away.
@@ -240,6 +346,26 @@ void ShmTransport::progress() {
   for (size_t p = 0; p < peers_.size(); ++p) {
     push(static_cast<int>(p));
     drain(static_cast<int>(p));
+    reap(static_cast<int>(p));
+  }
+}
+
+// Completes the single-copy sends the peer has read, in order.
+void ShmTransport::reap(int peer) {
+  Peer& to = peers_[static_cast<size_t>(peer)];
+  if (to.unread.empty()) return;
+  Control& control = control_of(segment_->base(), peers_.size(), me_, peer);
+  const uint64_t read = control.read.load(std::memory_order_acquire);
+  while (to.reaped < read && !to.unread.empty()) {
+    const int handle = to.unread.front();
+    to.unread.pop_front();
+    ++to.reaped;
+    Op& op = ops_[static_cast<size_t>(handle)];
+    if (op.released) {
+      free_op(handle);
+    } else {
+      op.complete = true;
+    }
   }
 }
 
@@ -262,8 +388,20 @@ void ShmTransport::push(int peer) {
     }
     const int handle = to.sends.front();
     Op& op = ops_[static_cast<size_t>(handle)];
-    const size_t piece = std::min(options_.slot_bytes, op.bytes - op.done);
     std::byte* slot = ring + (head % options_.slots) * slot_stride_;
+    if (op.single) {
+      op.seq_no = ++to.descriptors;
+      const SlotHeader header{op.bytes, op.tag, kDescriptor};
+      const Descriptor descriptor{reinterpret_cast<uint64_t>(op.data), op.seq_no};
+      std::memcpy(slot, &header, sizeof header);
+      std::memcpy(slot + sizeof header, &descriptor, sizeof descriptor);
+      op.started = true;
+      control.head.store(++head, std::memory_order_release);
+      to.sends.pop_front();
+      to.unread.push_back(handle);
+      continue;
+    }
+    const size_t piece = std::min(options_.slot_bytes, op.bytes - op.done);
     const SlotHeader header{op.bytes, op.tag, static_cast<uint32_t>(piece)};
     std::memcpy(slot, &header, sizeof header);
     if (piece > 0) std::memcpy(slot + sizeof header, op.data + op.done, piece);
@@ -293,6 +431,18 @@ void ShmTransport::drain(int peer) {
     const std::byte* slot = ring + (tail % options_.slots) * slot_stride_;
     SlotHeader header;
     std::memcpy(&header, slot, sizeof header);
+    if (header.piece_bytes == kDescriptor) {
+      Descriptor descriptor;
+      std::memcpy(&descriptor, slot + sizeof header, sizeof descriptor);
+      if (from.incoming.active) {
+        throw CommError(ErrorCode::internal,
+                        "shm transport: a single-copy descriptor inside a streamed message; the "
+                        "segment is corrupt");
+      }
+      start_incoming(peer, header.tag, header.message_bytes);
+      read_single_copy(peer, descriptor.address, descriptor.seq);
+      continue;
+    }
     if (!from.incoming.active) start_incoming(peer, header.tag, header.message_bytes);
     deliver(from.incoming, slot + sizeof header, header.piece_bytes);
   }
@@ -318,9 +468,46 @@ void ShmTransport::start_incoming(int peer, int tag, size_t bytes) {
     }
     return;
   }
-  from.parked.push_back(Parked{tag, std::vector<std::byte>(bytes), 0});
+  from.parked.push_back(Parked{tag, std::vector<std::byte>(bytes), 0, {}});
   in.to_parked = true;
   in.parked = std::prev(from.parked.end());
+}
+
+// The message a descriptor names, straight into its posted receive (or its parked buffer, or
+// nowhere when its receive was cancelled or did not fit), then counted as read for the sender.
+void ShmTransport::read_single_copy(int peer, uint64_t address, uint64_t seq) {
+  Incoming& in = peers_[static_cast<size_t>(peer)].incoming;
+  std::byte* target = nullptr;
+  if (in.to_parked) {
+    target = in.parked->data.data();
+  } else if (in.op >= 0) {
+    target = ops_[static_cast<size_t>(in.op)].data;
+  }
+  std::string error;
+  if (target != nullptr && in.bytes > 0) {
+    error = read_remote(pid_of_local_[static_cast<size_t>(peer)], target, address, in.bytes);
+  }
+  const Control& forward = control_of(segment_->base(), peers_.size(), peer, me_);
+  if (forward.revoked.load(std::memory_order_seq_cst) >= seq) {
+    error = "the sender cancelled it while it was being read";
+  }
+  if (!error.empty()) {
+    error = fmt::format("shm transport: single-copy message from rank {}: {}",
+                        rank_of_local_[static_cast<size_t>(peer)], error);
+  }
+  Control& control = control_of(segment_->base(), peers_.size(), peer, me_);
+  control.read.store(control.read.load(std::memory_order_relaxed) + 1,
+                     std::memory_order_release);
+  if (in.to_parked) {
+    in.parked->done = in.bytes;
+    in.parked->error = error;
+  } else if (in.op >= 0) {
+    Op& op = ops_[static_cast<size_t>(in.op)];
+    op.done = in.bytes;
+    finish_recv(op, in.bytes);
+    if (!error.empty()) op.error = error;
+  }
+  in = Incoming{};
 }
 
 void ShmTransport::deliver(Incoming& in, const std::byte* piece, size_t bytes) {
