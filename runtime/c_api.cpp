@@ -454,6 +454,17 @@ sy_status_t sy_layer_expert_load(sy_layer_t layer, double* load, int num_experts
   });
 }
 
+sy_status_t sy_layer_apply_placement(sy_layer_t layer, const int* phy2log, int num_slots) {
+  return on_layer(layer, [&](sy_layer& l) {
+    require_arg(phy2log != nullptr && num_slots > 0,
+                "sy_layer_apply_placement: phy2log must hold num_slots > 0 entries");
+    const auto next = sy::planner::ExpertPlacement::from_slots(
+        std::span<const int>(phy2log, static_cast<size_t>(num_slots)),
+        l.layer->config().num_experts, l.context->comm->size());
+    l.layer->apply_placement(next);
+  });
+}
+
 sy_status_t sy_layer_update_selection_bias(sy_layer_t layer) {
   return on_layer(layer, [&](sy_layer& l) { l.layer->update_selection_bias(); });
 }

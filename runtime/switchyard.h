@@ -180,6 +180,15 @@ SY_API sy_status_t sy_layer_expert_load(sy_layer_t layer, double* load, int num_
 /* Aux-loss-free balancing step from the last forward's loads. */
 SY_API sy_status_t sy_layer_update_selection_bias(sy_layer_t layer);
 
+/* Applies an expert placement in the moe-placement/v1 convention (what sy-plan and DeepSeek's EPLB
+ * write for one layer): phy2log[j] is the expert in slot j, slot j on rank j / (num_slots / size).
+ * Every expert at least once, never twice on one rank. Experts a rank newly holds arrive with their
+ * weights from their current holder; tokens of a replicated expert are split over its replicas and
+ * the replicas' gradients are summed, so they stay identical. Gradients are reset to zero; the
+ * caller's optimizer state for moved experts is the caller's to move. Collective; every rank passes
+ * the same placement. On failure nothing changes. */
+SY_API sy_status_t sy_layer_apply_placement(sy_layer_t layer, const int* phy2log, int num_slots);
+
 #ifdef __cplusplus
 }
 #endif

@@ -315,6 +315,35 @@ static void test_forward_backward(sy_context_t ctx, sy_layer_t layer, int size) 
   (void)size;
 }
 
+/* Moving every expert to the next rank (slot layout of moe-placement/v1) carries its weights along,
+ * and a malformed placement is refused without changing anything. */
+static void test_apply_placement(sy_layer_t layer, int size) {
+  int phy2log[2 * 8], slots = 0;
+  for (int r = 0; r < size; ++r) {
+    for (int s = 0; s < 2; ++s) phy2log[slots++] = (r + 1 + s) % E; /* 2 slots per rank */
+  }
+  int before = -1;
+  sy_layer_local_experts(layer, NULL, 0, &before);
+  const int bad[2] = {0, 0};
+  CHECK(sy_layer_apply_placement(layer, bad, size == 1 ? 2 : 1) == SY_INVALID_ARGUMENT,
+        "a placement missing expert 1 accepted");
+  CHECK(sy_layer_apply_placement(layer, NULL, 4) == SY_INVALID_ARGUMENT, "NULL placement");
+  int held_now = -1;
+  sy_layer_local_experts(layer, NULL, 0, &held_now);
+  CHECK(held_now == before, "a refused placement changed the experts held");
+  CHECK(sy_layer_apply_placement(layer, phy2log, slots) == SY_OK, "%s", sy_layer_last_error(layer));
+  int ids[E], held = -1;
+  CHECK(sy_layer_local_experts(layer, ids, E, &held) == SY_OK && held == E, "held %d", held);
+  for (int i = 0; i < held; ++i) {
+    float got[I * H], want[I * H];
+    char name[64];
+    snprintf(name, sizeof name, "experts.%d.up_proj.weight", ids[i]);
+    fill(want, 10 + 3 * ids[i] + 1, I * H);
+    CHECK(sy_layer_get_param(layer, name, got, I * H) == SY_OK && memcmp(got, want, sizeof got) == 0,
+          "expert %d's weights did not arrive intact", ids[i]);
+  }
+}
+
 static void test_abort(sy_context_t ctx, sy_layer_t layer) {
   CHECK(sy_context_abort(ctx) == SY_OK, "abort");
   float x[H] = {0}, y[H];
@@ -339,6 +368,7 @@ int main(int argc, char** argv) {
   CHECK(sy_layer_create(ctx, &c, &layer) == SY_OK, "%s", sy_context_last_error(ctx));
   test_params(layer, size);
   test_forward_backward(ctx, layer, size);
+  test_apply_placement(layer, size);
   test_abort(ctx, layer);
 
   int counts[2] = {passed, failed};
