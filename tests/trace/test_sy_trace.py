@@ -110,6 +110,19 @@ class TraceFile(unittest.TestCase):
         self.assertEqual(sent, sum(matrix[r][p] for r in range(2) for p in range(2) if r != p))
         self.assertEqual(report["problems"], [])
 
+    def test_bandwidth_against_a_measured_capacity(self):
+        rep = sy_trace("report", self.path, "--capacity", "intra-node=0.01")
+        self.assertEqual(rep.returncode, 0, rep.stdout + rep.stderr)
+        row = [l for l in rep.stdout.splitlines() if l.strip().startswith("intra-node")][0].split()
+        achieved, capacity, percent = float(row[-3]), float(row[-2]), float(row[-1])
+        self.assertEqual(capacity, 0.01)
+        self.assertGreater(achieved, 0)
+        # Both printed rounded: GB/s to 0.01, the percentage to 0.1.
+        self.assertAlmostEqual(percent, 100 * achieved / capacity, delta=0.5 / capacity + 0.1)
+        bad = sy_trace("report", self.path, "--capacity", "intra-node=fast")
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("CLASS=GBPS", bad.stderr)
+
     def test_not_a_trace_is_refused(self):
         bad = os.path.join(self.tmp.name, "bad.json")
         with open(bad, "w") as f:

@@ -26,6 +26,21 @@ def _matrix_rows(matrix, fmt):
     return [[f"{i}"] + [fmt(v) for v in row] for i, row in enumerate(matrix)]
 
 
+def _capacities(pairs):
+    """{link class: GB/s} from CLASS=GBPS arguments (a link's measured capacity, e.g. from sy-bench
+    on the same machine, or a simulated cluster's shaped rate: 1 Gbit/s = 0.125 GB/s)."""
+    out = {}
+    for pair in pairs or []:
+        name, _, value = pair.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise SystemExit(f"sy-trace: --capacity takes CLASS=GBPS (e.g. inter-node=0.125), got '{pair}'")
+        if out[name] <= 0:
+            raise SystemExit(f"sy-trace: --capacity {name} must be positive")
+    return out
+
+
 def report(args):
     t = tr.load(args.trace)
     problems = tr.check(t)
@@ -46,8 +61,12 @@ def report(args):
     bw = tr.bandwidth(t)
     print("\n== bytes sent and achieved bandwidth per link class ==")
     print("(bytes over the time inside the calls that sent them, waiting included)")
-    print(_table(["class", "bytes", "seconds", "GB/s"],
-                 [[c, _bytes(b), f"{s:.3f}", f"{g:.2f}"] for c, (b, s, g) in sorted(bw.items())]))
+    capacity = _capacities(args.capacity)
+    print(_table(["class", "bytes", "seconds", "GB/s", "capacity GB/s", "% of capacity"],
+                 [[c, _bytes(b), f"{s:.3f}", f"{g:.2f}",
+                   f"{capacity[c]:.3f}" if c in capacity else "-",
+                   f"{100 * g / capacity[c]:.1f}" if c in capacity else "-"]
+                  for c, (b, s, g) in sorted(bw.items())]))
 
     ov = tr.overlap(t)
     print("\n== communication overlapped with compute ==")
@@ -140,6 +159,9 @@ def main(argv):
     p.add_argument("--plots", help="write SVG heatmaps and a one-step timeline to this folder")
     p.add_argument("--step", type=int, help="step of the timeline (default: the middle one)")
     p.add_argument("--json", help="write the report's figures as JSON to this file")
+    p.add_argument("--capacity", action="append", metavar="CLASS=GBPS",
+                   help="a link class's measured capacity, to report achieved bandwidth against "
+                        "(repeatable; classes: intra-node, inter-node)")
     p.set_defaults(run=report)
     p = sub.add_parser("check", help="validate: per-track timestamps in order, fields present")
     p.add_argument("trace")
