@@ -27,11 +27,7 @@ using Params = std::tuple<std::string, std::string, int>;
 class AllToAllMatrix : public testing::TestWithParam<Params> {
  protected:
   void SetUp() override {
-    CommOptions options = test::test_options();
-    options.intra_transport = std::get<1>(GetParam());
-    comm_ = std::make_unique<Communicator>(MPI_COMM_WORLD, options);
-    const int per_node = std::get<2>(GetParam()) == 0 ? comm_->size() : std::get<2>(GetParam());
-    comm_->override_topology(Topology::blocked(comm_->rank(), comm_->size(), per_node));
+    comm_ = test::simulated_communicator(std::get<1>(GetParam()), std::get<2>(GetParam()));
     a2a_ = make_alltoall(std::get<0>(GetParam()), *comm_);
   }
 

@@ -12,41 +12,16 @@
 #include "comm/error.h"
 #include "comm/shm_transport.h"
 #include "tests/comm/comm_test_util.h"
+#include "tests/comm/pattern_exchange.h"
 
 namespace switchyard::comm {
 namespace {
 
-uint8_t pattern(int src, int dst, size_t size, size_t j) {
-  return static_cast<uint8_t>(src * 29 + dst * 13 + size * 3 + j * 11 + 7);
-}
-
-// Every rank sends every rank (itself included) messages from empty to many slots long.
+// Messages from empty to many slots long, sent before their receives are posted.
 void exchange_with_every_peer(Transport& transport, int rank, int size,
                               std::chrono::milliseconds timeout) {
-  const std::vector<size_t> sizes = {0, 1, 999, 1000, 1001, 4096, 200000};
-  constexpr int kTag = 3;
-  std::vector<std::vector<uint8_t>> sent;
-  std::vector<std::vector<uint8_t>> received;
-  std::vector<Request> requests;
-  for (int peer = 0; peer < size; ++peer) {
-    for (size_t bytes : sizes) {
-      auto& out = sent.emplace_back(bytes);
-      for (size_t j = 0; j < bytes; ++j) out[j] = pattern(rank, peer, bytes, j);
-      requests.push_back(transport.isend(peer, out.data(), bytes, kTag));
-      auto& in = received.emplace_back(bytes, 0);
-      requests.push_back(transport.irecv(peer, in.data(), bytes, kTag));
-    }
-  }
-  wait_all(transport, requests, timeout, "shm pattern exchange");
-  size_t k = 0;
-  for (int peer = 0; peer < size; ++peer) {
-    for (size_t bytes : sizes) {
-      const auto& in = received[k++];
-      size_t wrong = 0;
-      for (size_t j = 0; j < bytes; ++j) wrong += in[j] != pattern(peer, rank, bytes, j);
-      EXPECT_EQ(wrong, 0u) << bytes << "-byte message from rank " << peer;
-    }
-  }
+  test::exchange_patterns(transport, rank, size, timeout, {0, 1, 999, 1000, 1001, 4096, 200000},
+                          3, test::PostOrder::sends_first);
 }
 
 TEST(ShmTransport, StreamsMessagesLongerThanTheRing) {
