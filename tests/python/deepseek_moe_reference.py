@@ -80,3 +80,18 @@ def forward(cfg, weights, x, device_of_expert):
         y = y.index_add(0, rows, routing_weights[rows, slots, None] * out)
     aux = aux_losses(cfg, logits, scores, idx, device_of_expert) if x.shape[0] > 0 else None
     return y, aux
+
+
+def gradients(cfg, weights, x, grad_y, device_of_expert):
+    """Backward of the global objective sum(y * grad_y) + the weighted aux losses, in float64.
+
+    Returns (y, aux, x64, weights64): x64.grad and every weights64[name].grad hold the gradients."""
+    weights64 = {k: v.double().requires_grad_() for k, v in weights.items()}
+    x64 = x.double().requires_grad_()
+    y, aux = forward(cfg, weights64, x64, device_of_expert)
+    loss = (y * grad_y.double()).sum()
+    if aux is not None:
+        alphas = (cfg.aux_expert_alpha, cfg.aux_device_alpha, cfg.z_loss_alpha)
+        loss = loss + sum(a * term for a, term in zip(alphas, aux))
+    loss.backward()
+    return y.detach(), aux, x64, weights64
