@@ -12,7 +12,11 @@ NodeTraffic::NodeTraffic(const Workload& workload, int layer, const Topology& to
       token_offset_(workload.num_experts + 1, 0),
       tokens_(static_cast<std::size_t>(workload.tokens_per_layer) * workload.top_k),
       replica_nodes_(std::move(replica_nodes)),
+      replica_on_(static_cast<std::size_t>(workload.num_experts) * topo.num_nodes, 0),
       served_(static_cast<std::size_t>(workload.tokens_per_layer) * topo.num_nodes, 0) {
+  for (int e = 0; e < workload.num_experts; ++e) {
+    for (int n : replica_nodes_[e]) replica_on_[static_cast<std::size_t>(e) * num_nodes_ + n] = 1;
+  }
   for (int t = 0; t < num_tokens_; ++t) {
     home_[t] = topo.node_of_device(t % topo.num_devices());
     const std::uint16_t* ids = workload.token_experts(layer, t);
@@ -27,24 +31,26 @@ NodeTraffic::NodeTraffic(const Workload& workload, int layer, const Topology& to
   for (int e = 0; e < workload.num_experts; ++e) {
     for (int i = token_offset_[e]; i < token_offset_[e + 1]; ++i) {
       const int t = tokens_[i];
-      const int node = serving_node(replica_nodes_[e], t);
+      const int node = serving_node(replica_nodes_[e], on_nodes(e), t);
       if (served(t, node)++ == 0 && node != home_[t]) ++total_remote_;
     }
   }
 }
 
-int NodeTraffic::serving_node(const std::vector<int>& nodes, int token) const {
-  if (std::binary_search(nodes.begin(), nodes.end(), home_[token])) return home_[token];
-  return nodes[token % nodes.size()];
+std::vector<char> NodeTraffic::membership(const std::vector<int>& nodes) const {
+  std::vector<char> on(num_nodes_, 0);
+  for (int n : nodes) on[n] = 1;
+  return on;
 }
 
 std::int64_t NodeTraffic::delta_if(int expert, const std::vector<int>& nodes) const {
   const std::vector<int>& current = replica_nodes_[expert];
+  const std::vector<char> to_on = membership(nodes);
   std::int64_t delta = 0;
   for (int i = token_offset_[expert]; i < token_offset_[expert + 1]; ++i) {
     const int t = tokens_[i];
-    const int from = serving_node(current, t);
-    const int to = serving_node(nodes, t);
+    const int from = serving_node(current, on_nodes(expert), t);
+    const int to = serving_node(nodes, to_on.data(), t);
     if (from == to) continue;
     if (from != home_[t] && served(t, from) == 1) --delta;
     if (to != home_[t] && served(t, to) == 0) ++delta;
@@ -52,17 +58,45 @@ std::int64_t NodeTraffic::delta_if(int expert, const std::vector<int>& nodes) co
   return delta;
 }
 
+void NodeTraffic::move_deltas(int expert, int from, std::vector<std::int64_t>& out) const {
+  const std::vector<int>& current = replica_nodes_[expert];
+  out.assign(num_nodes_, kNoMove);
+  if (current.size() == 1) {
+    // One replica serves every token: a single sweep prices all targets.
+    std::fill(out.begin(), out.end(), 0);
+    for (int i = token_offset_[expert]; i < token_offset_[expert + 1]; ++i) {
+      const int t = tokens_[i];
+      const int saved = (from != home_[t] && served(t, from) == 1) ? 1 : 0;
+      for (int q = 0; q < num_nodes_; ++q) {
+        out[q] += (q != home_[t] && served(t, q) == 0 ? 1 : 0) - saved;
+      }
+    }
+    out[from] = kNoMove;
+    return;
+  }
+  for (int q = 0; q < num_nodes_; ++q) {
+    if (on_nodes(expert)[q]) continue;
+    std::vector<int> nodes = current;
+    nodes.erase(std::find(nodes.begin(), nodes.end(), from));
+    nodes.insert(std::upper_bound(nodes.begin(), nodes.end(), q), q);
+    out[q] = delta_if(expert, nodes);
+  }
+}
+
 std::int64_t NodeTraffic::apply(int expert, const std::vector<int>& nodes) {
+  const std::vector<char> to_on = membership(nodes);
   std::int64_t delta = 0;
   for (int i = token_offset_[expert]; i < token_offset_[expert + 1]; ++i) {
     const int t = tokens_[i];
-    const int from = serving_node(replica_nodes_[expert], t);
-    const int to = serving_node(nodes, t);
+    const int from = serving_node(replica_nodes_[expert], on_nodes(expert), t);
+    const int to = serving_node(nodes, to_on.data(), t);
     if (from == to) continue;
     if (--served(t, from) == 0 && from != home_[t]) --delta;
     if (served(t, to)++ == 0 && to != home_[t]) ++delta;
   }
   replica_nodes_[expert] = nodes;
+  std::copy(to_on.begin(), to_on.end(),
+            replica_on_.begin() + static_cast<std::ptrdiff_t>(expert) * num_nodes_);
   total_remote_ += delta;
   return delta;
 }
