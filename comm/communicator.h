@@ -4,6 +4,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -58,6 +59,15 @@ class Communicator {
   void allreduce_sum(int64_t* data, size_t count);
   void barrier();
 
+  // Makes every all-to-all wait in progress or started later give up at once with
+  // CommError(aborted), cancelling its transfers, until clear_interrupt(). Safe from any thread: a
+  // pipelined layer calls it to stop its communication thread when the step fails. The peers of an
+  // interrupted exchange are left waiting for it and time out; the communicator should not carry
+  // further collective traffic.
+  void interrupt() { interrupted_.store(true, std::memory_order_relaxed); }
+  void clear_interrupt() { interrupted_.store(false, std::memory_order_relaxed); }
+  const std::atomic<bool>& interrupted() const { return interrupted_; }
+
  private:
   void wait(MPI_Request& request, const char* what);
   template <typename T>
@@ -68,6 +78,7 @@ class Communicator {
   CommOptions options_;
   Topology topology_;
   std::unique_ptr<Transport> transport_;
+  std::atomic<bool> interrupted_{false};
 };
 
 }  // namespace switchyard::comm

@@ -7,7 +7,8 @@
 
 namespace switchyard::comm {
 
-enum class ErrorCode { invalid_argument, timeout, peer_failure, internal };
+// aborted: Communicator::interrupt() stopped a wait (e.g. a pipelined step shutting down).
+enum class ErrorCode { invalid_argument, timeout, peer_failure, internal, aborted };
 
 class CommError : public std::runtime_error {
  public:

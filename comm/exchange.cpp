@@ -59,10 +59,12 @@ void Exchange::wait_for(std::span<const size_t> which) {
     for (size_t i : which) all = all && done_[i];
     if (all) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
+    if (comm_.interrupted().load(std::memory_order_relaxed)) break;
     // Ranks usually oversubscribe the cores; a busy poll would starve the peers we wait on.
     sched_yield();
   }
-  // wait_all with no time left cancels the ones still pending and names their peers.
+  // wait_all with no time left cancels the ones still pending and names their peers (or reports
+  // the interrupt).
   std::vector<Request> pending;
   std::vector<size_t> index;
   for (size_t i : which) {
@@ -71,7 +73,8 @@ void Exchange::wait_for(std::span<const size_t> which) {
     index.push_back(i);
   }
   try {
-    wait_all(comm_.transport(), pending, std::chrono::milliseconds(0), what_);
+    wait_all(comm_.transport(), pending, std::chrono::milliseconds(0), what_,
+             &comm_.interrupted());
   } catch (...) {
     for (size_t k = 0; k < index.size(); ++k) requests_[index[k]] = pending[k];
     throw;
@@ -93,7 +96,7 @@ void Exchange::wait() {
       index.push_back(i);
     }
     try {
-      wait_all(comm_.transport(), pending, comm_.timeout(), what_);
+      wait_all(comm_.transport(), pending, comm_.timeout(), what_, &comm_.interrupted());
     } catch (...) {
       for (size_t k = 0; k < index.size(); ++k) requests_[index[k]] = pending[k];
       throw;

@@ -41,7 +41,7 @@ std::string timeout_message(std::span<const Request> pending, std::chrono::milli
 }  // namespace
 
 void wait_all(Transport& transport, std::span<Request> requests, std::chrono::milliseconds timeout,
-              std::string_view what) {
+              std::string_view what, const std::atomic<bool>* interrupt) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<bool> done(requests.size(), false);
   size_t remaining = requests.size();
@@ -54,6 +54,7 @@ void wait_all(Transport& transport, std::span<Request> requests, std::chrono::mi
     }
     if (remaining == 0) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
+    if (interrupt != nullptr && interrupt->load(std::memory_order_relaxed)) break;
     // Ranks usually oversubscribe the cores; a busy poll would starve the peers we wait on.
     sched_yield();
   }
@@ -63,6 +64,12 @@ void wait_all(Transport& transport, std::span<Request> requests, std::chrono::mi
     pending.push_back(requests[i]);
     // The caller's buffers go away as the exception unwinds: nothing may write them later.
     transport.cancel(requests[i]);
+  }
+  if (interrupt != nullptr && interrupt->load(std::memory_order_relaxed)) {
+    throw CommError(ErrorCode::aborted,
+                    fmt::format("{}: interrupted with {} transfer(s) pending (the caller is "
+                                "shutting the operation down; an earlier error says why)",
+                                what, pending.size()));
   }
   throw CommError(ErrorCode::timeout, timeout_message(pending, timeout, what));
 }

@@ -4,6 +4,7 @@
 
 #include <mpi.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <memory>
@@ -40,9 +41,10 @@ class Transport {
 
 // Waits until every request completes. Waits are bounded: past `timeout` it cancels the requests
 // still pending and throws CommError(timeout) naming `what` and the peers whose transfers did not
-// complete.
+// complete. When `interrupt` is given and becomes true, it cancels them the same way and throws
+// CommError(aborted).
 void wait_all(Transport& transport, std::span<Request> requests, std::chrono::milliseconds timeout,
-              std::string_view what);
+              std::string_view what, const std::atomic<bool>* interrupt = nullptr);
 
 // "mpi": MPI_Isend / MPI_Irecv on a duplicate of comm. "shm": a shared-memory segment per node
 // (shm_transport.h), reaching only ranks of this rank's node; collective over comm. Throws

@@ -83,7 +83,8 @@ void UcxTransport::connect(const AddressGather& gather) {
     check_ucs(ucp_init(&params, nullptr, &context_), "ucp_init");
     ucp_worker_params_t worker_params{};
     worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
+    // A pipelined MoE step moves data from a communication thread, one thread at a time.
+    worker_params.thread_mode = UCS_THREAD_MODE_SERIALIZED;
     check_ucs(ucp_worker_create(context_, &worker_params, &worker_), "ucp_worker_create");
 
     ucp_address_t* address = nullptr;

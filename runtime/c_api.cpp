@@ -60,6 +60,7 @@ sy_status_t status_of(sy::comm::ErrorCode code) {
     case sy::comm::ErrorCode::timeout: return SY_TIMEOUT;
     case sy::comm::ErrorCode::peer_failure: return SY_PEER_FAILURE;
     case sy::comm::ErrorCode::internal: return SY_INTERNAL;
+    case sy::comm::ErrorCode::aborted: return SY_ABORTED;
   }
   return SY_INTERNAL;
 }
