@@ -1,8 +1,8 @@
 #include "comm/exchange.h"
 
-#include <sched.h>
-
 #include <chrono>
+
+#include "comm/poll_pause.h"
 
 namespace switchyard::comm {
 
@@ -60,8 +60,7 @@ void Exchange::wait_for(std::span<const size_t> which) {
     if (all) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
     if (comm_.interrupted().load(std::memory_order_relaxed)) break;
-    // Ranks usually oversubscribe the cores; a busy poll would starve the peers we wait on.
-    sched_yield();
+    poll_pause();
   }
   // wait_all with no time left cancels the ones still pending and names their peers (or reports
   // the interrupt).

@@ -2,13 +2,13 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "comm/error.h"
 #include "comm/mpi_transport.h"
+#include "comm/poll_pause.h"
 #include "comm/shm_transport.h"
 #include "comm/ucx_transport.h"
 
@@ -55,8 +55,7 @@ void wait_all(Transport& transport, std::span<Request> requests, std::chrono::mi
     if (remaining == 0) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
     if (interrupt != nullptr && interrupt->load(std::memory_order_relaxed)) break;
-    // Ranks usually oversubscribe the cores; a busy poll would starve the peers we wait on.
-    sched_yield();
+    poll_pause();
   }
   std::vector<Request> pending;
   for (size_t i = 0; i < requests.size(); ++i) {
