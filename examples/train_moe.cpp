@@ -507,7 +507,9 @@ int main(int argc, char** argv) {
   o.trace = sy::Tracer::path_from_env();
   CLI11_PARSE(app, argc, argv);
 
-  MPI_Init(&argc, &argv);
+  // A pipelined MoE layer (overlap on) moves data from a communication thread.
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
   int rc = 0;
   try {
     int steps = 0;

@@ -27,9 +27,22 @@ template <typename T>
 void swiglu_forward(const SwigluWeights<T>& w, const T* x, int64_t n, T* gate_pre, T* up_pre,
                     T* y);
 
-// grad_x: [n, hidden] (overwritten); weight gradients accumulated into grads.
+// grad_x: [n, hidden] (overwritten); weight gradients accumulated into grads. The same as
+// swiglu_backward_data followed by swiglu_backward_weights.
 template <typename T>
 void swiglu_backward(const SwigluWeights<T>& w, const T* x, int64_t n, const T* gate_pre,
                      const T* up_pre, const T* grad_y, T* grad_x, const SwigluGrads<T>& grads);
+
+// The two halves of swiglu_backward, so that a pipeline can send grad_x on its way before it
+// spends time on the weight gradients. The data half writes grad_x and the pre-activation
+// gradients grad_gate_pre, grad_up_pre ([n, inter] each, overwritten), which the weight half reads.
+template <typename T>
+void swiglu_backward_data(const SwigluWeights<T>& w, int64_t n, const T* gate_pre,
+                          const T* up_pre, const T* grad_y, T* grad_x, T* grad_gate_pre,
+                          T* grad_up_pre);
+template <typename T>
+void swiglu_backward_weights(const SwigluWeights<T>& w, const T* x, int64_t n, const T* gate_pre,
+                             const T* up_pre, const T* grad_y, const T* grad_gate_pre,
+                             const T* grad_up_pre, const SwigluGrads<T>& grads);
 
 }  // namespace switchyard::kernels

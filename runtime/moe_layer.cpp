@@ -1,6 +1,7 @@
 #include "runtime/moe_layer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <initializer_list>
 #include <optional>
 
@@ -31,8 +32,13 @@ void add_into(T* dst, const T* src, int64_t n) {
 
 template <typename T>
 MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
-                      planner::ExpertPlacement placement, const std::string& alltoall)
-    : config_(config), comm_(comm), placement_(std::move(placement)) {
+                      planner::ExpertPlacement placement, const std::string& alltoall,
+                      const OverlapOptions& overlap)
+    : config_(config),
+      comm_(comm),
+      placement_(std::move(placement)),
+      overlap_(overlap, comm_thread_allowed()),
+      thread_allowed_(comm_thread_allowed()) {
   config_.validate();
   require(placement_.num_experts() == config_.num_experts,
           fmt::format("the placement places {} experts but MoeConfig.num_experts is {}",
@@ -50,15 +56,37 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
 }
 
 template <typename T>
+MoeLayer<T>::~MoeLayer() = default;
+
+template <typename T>
+void MoeLayer<T>::set_overlap(const OverlapOptions& overlap) {
+  overlap_ = OverlapController(overlap, thread_allowed_);
+  step_ = {};
+}
+
+template <typename T>
+CommQueue& MoeLayer<T>::queue_for(bool pipelined, std::optional<CommQueue>& inline_queue) {
+  if (!pipelined) return inline_queue.emplace(comm_, CommQueue::Mode::inline_on_caller);
+  if (!comm_thread_) {
+    comm_thread_ = std::make_unique<CommQueue>(comm_, CommQueue::Mode::background_thread);
+  }
+  return *comm_thread_;
+}
+
+template <typename T>
 MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T* y) {
   require(hidden == config_.hidden,
           fmt::format("forward: the input's hidden size {} does not match MoeConfig.hidden = {}",
                       hidden, config_.hidden));
   require(tokens >= 0, fmt::format("forward: token count must be >= 0, got {}", tokens));
+  const auto call_start = std::chrono::steady_clock::now();
+  const double waited_before = times_.dispatch + times_.combine;
+  const double busy_before = times_.comm_busy;
   const int64_t H = config_.hidden;
   const int E = config_.num_experts;
   const int K = config_.top_k;
   const kernels::RouterOptions router = config_.router_options();
+  const CallSchedule schedule = overlap_.next_forward();
 
   MoeForward<T> result;
   result.saved = std::make_unique<MoeSaved<T>>();
@@ -89,64 +117,114 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
     s.global_stats = std::move(stats);
   }
 
-  std::vector<T> recv_x;
-  std::vector<std::byte> recv_side;
-  {
-    ScopedPhase phase(times_.dispatch);
-    TraceSpan trace(tracer_, TracePhase::dispatch);
-    LatencyTimer latency(metrics_, &Metrics::dispatch_forward);
-    TokenRoutes<T> routes = build_token_routes(s.idx.data(), weights.data(), tokens, K,
-                                               placement_, comm_.rank(), node_of_rank_);
-    alltoall_->exchange_counts(routes.layout);
-    const int64_t rows = routes.layout.num_recv_rows();
-    recv_x.resize(rows * H);
-    recv_side.resize(rows * routes.side_bytes);
-    alltoall_->dispatch(routes.layout, x, H * sizeof(T), routes.side.data(), routes.side_bytes,
-                        recv_x.data(), recv_side.data());
-    count_traffic(alltoall_->stats().dispatch);
-    trace.all_to_all(routes.layout, true, H * sizeof(T) + routes.side_bytes,
-                     alltoall_->stats().dispatch);
-    s.layout = std::move(routes.layout);
+  // Chunk c holds tokens [T c / C, T (c + 1) / C): chunks may be empty, and are on some ranks
+  // whenever C exceeds their token count.
+  const int C = schedule.chunks;
+  s.chunks.resize(C);
+  std::vector<TokenRoutes<T>> routes(C);
+  for (int c = 0; c < C; ++c) {
+    MoeChunk<T>& chunk = s.chunks[c];
+    chunk.begin = tokens * c / C;
+    chunk.end = tokens * (c + 1) / C;
+    routes[c] = build_token_routes(s.idx.data() + chunk.begin * K, weights.data() + chunk.begin * K,
+                                   chunk.end - chunk.begin, K, placement_, comm_.rank(),
+                                   node_of_rank_, chunk.begin);
+    chunk.layout = std::move(routes[c].layout);
   }
+  last_local_pairs_ = 0;
 
-  std::vector<T> recv_y;
-  {
-    ScopedPhase phase(times_.experts);
-    TraceSpan trace(tracer_, TracePhase::experts);
-    experts_forward(s, recv_side, recv_x, recv_y);
-  }
-  {
+  std::vector<std::vector<T>> recv_x(C), recv_y(C);
+  std::vector<std::vector<std::byte>> recv_side(C);
+  std::vector<comm::PhaseStats> dispatch_stats(C), combine_stats(C);
+  std::vector<uint64_t> dispatched(C);
+  std::vector<T> shared_y;
+  std::optional<CommQueue> inline_queue;
+  CommQueue& queue = queue_for(schedule.pipelined, inline_queue);
+  try {
+    for (int c = 0; c < C; ++c) {
+      ScopedPhase phase(times_.dispatch);
+      dispatched[c] = queue.submit([&, c] {
+        MoeChunk<T>& chunk = s.chunks[c];
+        ScopedPhase busy(times_.comm_busy);
+        TraceSpan trace(tracer_, TracePhase::dispatch);
+        LatencyTimer latency(metrics_, &Metrics::dispatch_forward);
+        {
+          ScopedPhase round(step_.round_seconds);
+          alltoall_->exchange_counts(chunk.layout);
+        }
+        ++step_.rounds;
+        const int64_t rows = chunk.layout.num_recv_rows();
+        recv_x[c].resize(rows * H);
+        recv_side[c].resize(rows * routes[c].side_bytes);
+        alltoall_->dispatch(chunk.layout, x + chunk.begin * H, H * sizeof(T),
+                            routes[c].side.data(), routes[c].side_bytes, recv_x[c].data(),
+                            recv_side[c].data());
+        dispatch_stats[c] = alltoall_->stats().dispatch;
+        trace.all_to_all(chunk.layout, true, H * sizeof(T) + routes[c].side_bytes,
+                         dispatch_stats[c]);
+      });
+    }
+    // The shared experts need no communication: they run while the dispatch is in flight.
+    if (config_.num_shared > 0) {
+      ScopedPhase phase(times_.shared);
+      TraceSpan trace(tracer_, TracePhase::shared);
+      const int64_t I = params_.shared.inter;
+      s.shared_gate_pre.resize(tokens * I);
+      s.shared_up_pre.resize(tokens * I);
+      shared_y.resize(tokens * H);
+      kernels::swiglu_forward(params_.shared.weights(), x, tokens, s.shared_gate_pre.data(),
+                              s.shared_up_pre.data(), shared_y.data());
+    }
+    for (int c = 0; c < C; ++c) {
+      {
+        ScopedPhase phase(times_.dispatch);
+        queue.wait(dispatched[c]);
+      }
+      count_traffic(dispatch_stats[c]);
+      {
+        ScopedPhase phase(times_.experts);
+        TraceSpan trace(tracer_, TracePhase::experts);
+        experts_forward(s.chunks[c], recv_side[c], recv_x[c], recv_y[c]);
+      }
+      ScopedPhase phase(times_.combine);
+      queue.submit([&, c] {
+        const MoeChunk<T>& chunk = s.chunks[c];
+        ScopedPhase busy(times_.comm_busy);
+        TraceSpan trace(tracer_, TracePhase::combine);
+        LatencyTimer latency(metrics_, &Metrics::combine_forward);
+        alltoall_->combine(chunk.layout, dtype_of<T>(), recv_y[c].data(), H, y + chunk.begin * H);
+        combine_stats[c] = alltoall_->stats().combine;
+        trace.all_to_all(chunk.layout, false, H * sizeof(T), combine_stats[c]);
+      });
+    }
     ScopedPhase phase(times_.combine);
-    TraceSpan trace(tracer_, TracePhase::combine);
-    LatencyTimer latency(metrics_, &Metrics::combine_forward);
-    alltoall_->combine(s.layout, dtype_of<T>(), recv_y.data(), H, y);
-    count_traffic(alltoall_->stats().combine);
-    trace.all_to_all(s.layout, false, H * sizeof(T), alltoall_->stats().combine);
+    queue.wait_all();
+  } catch (...) {
+    queue.cancel();
+    throw;
   }
-  if (config_.num_shared > 0) {
-    ScopedPhase phase(times_.shared);
-    TraceSpan trace(tracer_, TracePhase::shared);
-    const int64_t I = params_.shared.inter;
-    s.shared_gate_pre.resize(tokens * I);
-    s.shared_up_pre.resize(tokens * I);
-    std::vector<T> shared_y(tokens * H);
-    kernels::swiglu_forward(params_.shared.weights(), x, tokens, s.shared_gate_pre.data(),
-                            s.shared_up_pre.data(), shared_y.data());
-    add_into(y, shared_y.data(), tokens * H);
-  }
+  for (int c = 0; c < C; ++c) count_traffic(combine_stats[c]);
+  if (config_.num_shared > 0) add_into(y, shared_y.data(), tokens * H);
+
+  const double elapsed =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start).count();
+  step_.seconds += elapsed;
+  step_.comm_seconds += times_.comm_busy - busy_before;
+  step_.compute_seconds += elapsed - (times_.dispatch + times_.combine - waited_before);
+  step_.pipelined = step_.pipelined || schedule.pipelined;
   return result;
 }
 
 template <typename T>
-void MoeLayer<T>::experts_forward(MoeSaved<T>& s, const std::vector<std::byte>& recv_side,
+void MoeLayer<T>::experts_forward(MoeChunk<T>& chunk, const std::vector<std::byte>& recv_side,
                                   const std::vector<T>& recv_x, std::vector<T>& recv_y) {
   const int64_t H = config_.hidden;
   const int64_t I = config_.intermediate;
-  const int64_t rows = s.layout.num_recv_rows();
+  const int64_t rows = chunk.layout.num_recv_rows();
   const auto pairs = decode_expert_pairs<T>(recv_side.data(), rows, config_.top_k);
   const int64_t num_pairs = static_cast<int64_t>(pairs.size());
   const int num_local = static_cast<int>(params_.experts.size());
-  last_local_pairs_ = num_pairs;
+  last_local_pairs_ += num_pairs;
 
   std::vector<int32_t> local_expert(num_pairs);
   for (int64_t p = 0; p < num_pairs; ++p) {
@@ -159,121 +237,202 @@ void MoeLayer<T>::experts_forward(MoeSaved<T>& s, const std::vector<std::byte>& 
     }
   }
   std::vector<int64_t> order(num_pairs);
-  s.expert_offsets.assign(num_local + 1, 0);
+  chunk.expert_offsets.assign(num_local + 1, 0);
   if (num_local > 0) {
     kernels::group_by_key(local_expert.data(), num_pairs, num_local, order.data(),
-                          s.expert_offsets.data());
+                          chunk.expert_offsets.data());
   }
-  s.pair_rows.resize(num_pairs);
-  s.pair_slots.resize(num_pairs);
-  s.pair_weights.resize(num_pairs);
+  chunk.pair_rows.resize(num_pairs);
+  chunk.pair_slots.resize(num_pairs);
+  chunk.pair_weights.resize(num_pairs);
   for (int64_t j = 0; j < num_pairs; ++j) {
     const auto& p = pairs[order[j]];
-    s.pair_rows[j] = p.row;
-    s.pair_slots[j] = p.slot;
-    s.pair_weights[j] = p.weight;
+    chunk.pair_rows[j] = p.row;
+    chunk.pair_slots[j] = p.slot;
+    chunk.pair_weights[j] = p.weight;
   }
 
-  s.expert_x.resize(num_pairs * H);
-  kernels::permute_rows(recv_x.data(), H, s.pair_rows.data(), num_pairs, s.expert_x.data());
-  s.expert_gate_pre.resize(num_pairs * I);
-  s.expert_up_pre.resize(num_pairs * I);
-  s.expert_out.resize(num_pairs * H);
+  chunk.expert_x.resize(num_pairs * H);
+  kernels::permute_rows(recv_x.data(), H, chunk.pair_rows.data(), num_pairs,
+                        chunk.expert_x.data());
+  chunk.expert_gate_pre.resize(num_pairs * I);
+  chunk.expert_up_pre.resize(num_pairs * I);
+  chunk.expert_out.resize(num_pairs * H);
   for (int e = 0; e < num_local; ++e) {
-    const int64_t begin = s.expert_offsets[e];
-    const int64_t n = s.expert_offsets[e + 1] - begin;
+    const int64_t begin = chunk.expert_offsets[e];
+    const int64_t n = chunk.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
-    kernels::swiglu_forward(params_.experts[e].weights(), s.expert_x.data() + begin * H, n,
-                            s.expert_gate_pre.data() + begin * I,
-                            s.expert_up_pre.data() + begin * I, s.expert_out.data() + begin * H);
+    kernels::swiglu_forward(params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
+                            chunk.expert_gate_pre.data() + begin * I,
+                            chunk.expert_up_pre.data() + begin * I,
+                            chunk.expert_out.data() + begin * H);
   }
   recv_y.assign(rows * H, T(0));
-  kernels::unpermute_rows(s.expert_out.data(), H, s.pair_rows.data(), s.pair_weights.data(),
-                          num_pairs, recv_y.data());
+  kernels::unpermute_rows(chunk.expert_out.data(), H, chunk.pair_rows.data(),
+                          chunk.pair_weights.data(), num_pairs, recv_y.data());
+}
+
+template <typename T>
+void MoeLayer<T>::experts_backward_data(const MoeChunk<T>& chunk,
+                                        const std::vector<T>& grad_recv,
+                                        std::vector<T>& grad_out, std::vector<T>& grad_gate_pre,
+                                        std::vector<T>& grad_up_pre, std::vector<T>& back_rows) {
+  const int64_t H = config_.hidden;
+  const int64_t I = config_.intermediate;
+  const int K = config_.top_k;
+  const int64_t rows = chunk.layout.num_recv_rows();
+  // The output gradient of pair j is weight_j * grad_recv[row_j]; the weight's own gradient is
+  // dot(expert_out_j, grad_recv[row_j]).
+  const int64_t num_pairs = static_cast<int64_t>(chunk.pair_rows.size());
+  grad_out.resize(num_pairs * H);
+  kernels::permute_rows(grad_recv.data(), H, chunk.pair_rows.data(), num_pairs, grad_out.data());
+  std::vector<T> grad_pair_weight(num_pairs);
+  kernels::gathered_row_dots(chunk.expert_out.data(), grad_recv.data(), H, chunk.pair_rows.data(),
+                             num_pairs, grad_pair_weight.data());
+  for (int64_t j = 0; j < num_pairs; ++j) {
+    for (int64_t h = 0; h < H; ++h) grad_out[j * H + h] *= chunk.pair_weights[j];
+  }
+  std::vector<T> grad_expert_x(num_pairs * H);
+  grad_gate_pre.resize(num_pairs * I);
+  grad_up_pre.resize(num_pairs * I);
+  for (size_t e = 0; e + 1 < chunk.expert_offsets.size(); ++e) {
+    const int64_t begin = chunk.expert_offsets[e];
+    const int64_t n = chunk.expert_offsets[e + 1] - begin;
+    if (n == 0) continue;
+    kernels::swiglu_backward_data(params_.experts[e].weights(), n,
+                                  chunk.expert_gate_pre.data() + begin * I,
+                                  chunk.expert_up_pre.data() + begin * I,
+                                  grad_out.data() + begin * H, grad_expert_x.data() + begin * H,
+                                  grad_gate_pre.data() + begin * I,
+                                  grad_up_pre.data() + begin * I);
+  }
+  // Each row goes back as [grad_x (H) | grad_weight per slot (K)]; a slot is served by one rank,
+  // so summing rows over ranks assembles every slot's gradient.
+  const int64_t width = H + K;
+  back_rows.assign(rows * width, T(0));
+  for (int64_t j = 0; j < num_pairs; ++j) {
+    T* row = back_rows.data() + chunk.pair_rows[j] * width;
+    add_into(row, grad_expert_x.data() + j * H, H);
+    row[H + chunk.pair_slots[j]] += grad_pair_weight[j];
+  }
+}
+
+template <typename T>
+void MoeLayer<T>::experts_backward_weights(const MoeChunk<T>& chunk, const std::vector<T>& grad_out,
+                                           const std::vector<T>& grad_gate_pre,
+                                           const std::vector<T>& grad_up_pre,
+                                           std::vector<SwigluParams<T>>& replica_grads) {
+  const int64_t H = config_.hidden;
+  const int64_t I = config_.intermediate;
+  for (size_t e = 0; e + 1 < chunk.expert_offsets.size(); ++e) {
+    const int64_t begin = chunk.expert_offsets[e];
+    const int64_t n = chunk.expert_offsets[e + 1] - begin;
+    if (n == 0) continue;
+    auto target = replicated(static_cast<int>(e)) ? replica_grads[e].grads()
+                                                   : grads_.experts[e].grads();
+    kernels::swiglu_backward_weights(params_.experts[e].weights(), chunk.expert_x.data() + begin * H,
+                                     n, chunk.expert_gate_pre.data() + begin * I,
+                                     chunk.expert_up_pre.data() + begin * I,
+                                     grad_out.data() + begin * H, grad_gate_pre.data() + begin * I,
+                                     grad_up_pre.data() + begin * I, target);
+  }
 }
 
 template <typename T>
 void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   ScopedPhase total(times_.backward);
+  const auto call_start = std::chrono::steady_clock::now();
+  const double busy_before = times_.comm_busy;
   const int64_t H = config_.hidden;
-  const int64_t I = config_.intermediate;
   const int E = config_.num_experts;
   const int K = config_.top_k;
   const int64_t tokens = s.tokens;
+  const int C = static_cast<int>(s.chunks.size());
+  const bool pipelined = overlap_.backward_pipelined();
   std::fill(grad_x, grad_x + tokens * H, T(0));
 
   // This rank's contributions to the replicated gradients (gate, shared experts), packed so that
   // one all-reduce sums them over ranks.
   MoeParams<T> replicated_grad(config_, {});
-
-  if (config_.num_shared > 0) {
-    TraceSpan trace(tracer_, TracePhase::shared_bwd);
-    std::vector<T> shared_grad_x(tokens * H);
-    kernels::swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
-                             s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
-                             shared_grad_x.data(), replicated_grad.shared.grads());
-    add_into(grad_x, shared_grad_x.data(), tokens * H);
-  }
-
-  // Combine backward is a dispatch of the output gradient to the ranks that computed each token.
-  const int64_t rows = s.layout.num_recv_rows();
-  std::vector<T> grad_recv(rows * H);
-  {
-    TraceSpan trace(tracer_, TracePhase::combine_bwd);
-    LatencyTimer latency(metrics_, &Metrics::dispatch_backward);
-    alltoall_->dispatch(s.layout, grad_y, H * sizeof(T), nullptr, 0, grad_recv.data(), nullptr);
-    count_traffic(alltoall_->stats().dispatch);
-    trace.all_to_all(s.layout, true, H * sizeof(T), alltoall_->stats().dispatch);
-  }
-
-  // Expert backward: the output gradient of pair j is weight_j * grad_recv[row_j]; the weight's own
-  // gradient is dot(expert_out_j, grad_recv[row_j]).
-  // An optional, so that the span ends where the expert work does rather than at scope end.
-  std::optional<TraceSpan> experts_trace(std::in_place, tracer_, TracePhase::experts_bwd);
-  const int64_t num_pairs = static_cast<int64_t>(s.pair_rows.size());
-  std::vector<T> grad_out(num_pairs * H);
-  kernels::permute_rows(grad_recv.data(), H, s.pair_rows.data(), num_pairs, grad_out.data());
-  std::vector<T> grad_pair_weight(num_pairs);
-  kernels::gathered_row_dots(s.expert_out.data(), grad_recv.data(), H, s.pair_rows.data(),
-                             num_pairs, grad_pair_weight.data());
-  for (int64_t j = 0; j < num_pairs; ++j) {
-    for (int64_t h = 0; h < H; ++h) grad_out[j * H + h] *= s.pair_weights[j];
-  }
-  std::vector<T> grad_expert_x(num_pairs * H);
   // A replicated expert's gradient of this batch is kept apart until it is summed over its
   // replicas; the others accumulate directly.
   std::vector<SwigluParams<T>> replica_grads(params_.experts.size());
-  for (size_t e = 0; e + 1 < s.expert_offsets.size(); ++e) {
-    if (replicated(static_cast<int>(e))) replica_grads[e] = SwigluParams<T>(H, I);
-    const int64_t begin = s.expert_offsets[e];
-    const int64_t n = s.expert_offsets[e + 1] - begin;
-    if (n == 0) continue;
-    auto target = replicated(static_cast<int>(e)) ? replica_grads[e].grads()
-                                                   : grads_.experts[e].grads();
-    kernels::swiglu_backward(params_.experts[e].weights(), s.expert_x.data() + begin * H, n,
-                             s.expert_gate_pre.data() + begin * I,
-                             s.expert_up_pre.data() + begin * I, grad_out.data() + begin * H,
-                             grad_expert_x.data() + begin * H, target);
+  for (size_t e = 0; e < replica_grads.size(); ++e) {
+    if (replicated(static_cast<int>(e))) {
+      replica_grads[e] = SwigluParams<T>(H, config_.intermediate);
+    }
   }
 
-  // Dispatch backward is a combine. Each row returns [grad_x (H) | grad_weight per slot (K)]; a
-  // slot is served by one rank, so summing rows over ranks assembles every slot's gradient.
+  // Combine backward is a dispatch of the output gradient to the ranks that computed each token;
+  // dispatch backward is a combine of [grad_x | grad_weight per slot] rows.
   const int64_t width = H + K;
-  std::vector<T> back_rows(rows * width, T(0));
-  for (int64_t j = 0; j < num_pairs; ++j) {
-    T* row = back_rows.data() + s.pair_rows[j] * width;
-    add_into(row, grad_expert_x.data() + j * H, H);
-    row[H + s.pair_slots[j]] += grad_pair_weight[j];
-  }
-  experts_trace.reset();
+  std::vector<std::vector<T>> grad_recv(C), back_rows(C);
   std::vector<T> back_tokens(tokens * width);
-  {
-    TraceSpan trace(tracer_, TracePhase::dispatch_bwd);
-    LatencyTimer latency(metrics_, &Metrics::combine_backward);
-    alltoall_->combine(s.layout, dtype_of<T>(), back_rows.data(), width, back_tokens.data());
-    count_traffic(alltoall_->stats().combine);
-    trace.all_to_all(s.layout, false, width * sizeof(T), alltoall_->stats().combine);
+  std::vector<comm::PhaseStats> dispatch_stats(C), combine_stats(C);
+  std::vector<uint64_t> dispatched(C);
+  double waited = 0;  // for the caller's communication
+  std::optional<CommQueue> inline_queue;
+  CommQueue& queue = queue_for(pipelined, inline_queue);
+  try {
+    for (int c = 0; c < C; ++c) {
+      ScopedPhase wait(waited);
+      dispatched[c] = queue.submit([&, c] {
+        const MoeChunk<T>& chunk = s.chunks[c];
+        ScopedPhase busy(times_.comm_busy);
+        TraceSpan trace(tracer_, TracePhase::combine_bwd);
+        LatencyTimer latency(metrics_, &Metrics::dispatch_backward);
+        grad_recv[c].resize(chunk.layout.num_recv_rows() * H);
+        alltoall_->dispatch(chunk.layout, grad_y + chunk.begin * H, H * sizeof(T), nullptr, 0,
+                            grad_recv[c].data(), nullptr);
+        dispatch_stats[c] = alltoall_->stats().dispatch;
+        trace.all_to_all(chunk.layout, true, H * sizeof(T), dispatch_stats[c]);
+      });
+    }
+    if (config_.num_shared > 0) {
+      TraceSpan trace(tracer_, TracePhase::shared_bwd);
+      std::vector<T> shared_grad_x(tokens * H);
+      kernels::swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
+                               s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
+                               shared_grad_x.data(), replicated_grad.shared.grads());
+      add_into(grad_x, shared_grad_x.data(), tokens * H);
+    }
+    std::vector<T> grad_out, grad_gate_pre, grad_up_pre;
+    for (int c = 0; c < C; ++c) {
+      {
+        ScopedPhase wait(waited);
+        queue.wait(dispatched[c]);
+      }
+      count_traffic(dispatch_stats[c]);
+      {
+        TraceSpan trace(tracer_, TracePhase::experts_bwd);
+        experts_backward_data(s.chunks[c], grad_recv[c], grad_out, grad_gate_pre, grad_up_pre,
+                              back_rows[c]);
+      }
+      {
+        ScopedPhase wait(waited);
+        queue.submit([&, c] {
+          const MoeChunk<T>& chunk = s.chunks[c];
+          ScopedPhase busy(times_.comm_busy);
+          TraceSpan trace(tracer_, TracePhase::dispatch_bwd);
+          LatencyTimer latency(metrics_, &Metrics::combine_backward);
+          alltoall_->combine(chunk.layout, dtype_of<T>(), back_rows[c].data(), width,
+                             back_tokens.data() + chunk.begin * width);
+          combine_stats[c] = alltoall_->stats().combine;
+          trace.all_to_all(chunk.layout, false, width * sizeof(T), combine_stats[c]);
+        });
+      }
+      // The weight gradients fill the time the rows above spend on the wire.
+      TraceSpan trace(tracer_, TracePhase::experts_bwd);
+      experts_backward_weights(s.chunks[c], grad_out, grad_gate_pre, grad_up_pre, replica_grads);
+    }
+    ScopedPhase wait(waited);
+    queue.wait_all();
+  } catch (...) {
+    queue.cancel();
+    throw;
   }
+  for (int c = 0; c < C; ++c) count_traffic(combine_stats[c]);
+
   std::optional<TraceSpan> gate_trace(std::in_place, tracer_, TracePhase::gate_bwd);
   std::vector<T> grad_weights(tokens * K);
   for (int64_t t = 0; t < tokens; ++t) {
@@ -305,6 +464,8 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
                    replicated_grad.gate_weight.data(), H);
   gate_trace.reset();
 
+  const double compute_end =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start).count();
   {
     ScopedPhase phase(times_.grad_reduce);
     TraceSpan trace(tracer_, TracePhase::grad_reduce);
@@ -332,6 +493,14 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       add_into(total_grad.down_proj.data(), sum.down_proj.data(), sum.down_proj.size());
     }
   }
+  // The step's timing for the overlap decision; the gradient reduction cannot be overlapped and
+  // is left out of it.
+  step_.seconds += compute_end;
+  step_.comm_seconds += times_.comm_busy - busy_before;
+  step_.compute_seconds += compute_end - waited;
+  step_.pipelined = step_.pipelined || pipelined;
+  overlap_.end_step(comm_, step_);
+  step_ = {};
 }
 
 template <typename T>

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,21 +15,20 @@
 #include "planner/placement.h"
 #include "runtime/metrics.h"
 #include "runtime/moe_config.h"
+#include "runtime/comm_queue.h"
 #include "runtime/moe_params.h"
+#include "runtime/overlap.h"
 #include "runtime/phase_times.h"
 #include "runtime/trace.h"
 
 namespace switchyard {
 
-// Everything backward needs from one forward call. Independent of the layer's later calls, so
-// several forwards may be outstanding (e.g. gradient accumulation).
+// What backward needs of one token chunk of a forward call (a call has one chunk unless it is
+// pipelined or chunked, see overlap.h).
 template <typename T>
-struct MoeSaved {
-  int64_t tokens = 0;
-  std::vector<T> x;        // [tokens, H] input
-  std::vector<T> logits;   // [tokens, E]
-  std::vector<T> scores;   // [tokens, E] unbiased
-  std::vector<int32_t> idx;  // [tokens, K]
+struct MoeChunk {
+  int64_t begin = 0;  // the chunk's tokens are [begin, end) of the call's
+  int64_t end = 0;
   comm::RouteLayout layout;
   // Received (row, slot) pairs for this rank's experts, grouped by local expert.
   std::vector<int64_t> pair_rows;
@@ -39,6 +39,18 @@ struct MoeSaved {
   std::vector<T> expert_gate_pre;       // [pairs, I]
   std::vector<T> expert_up_pre;         // [pairs, I]
   std::vector<T> expert_out;            // [pairs, H] before weighting
+};
+
+// Everything backward needs from one forward call. Independent of the layer's later calls, so
+// several forwards may be outstanding (e.g. gradient accumulation).
+template <typename T>
+struct MoeSaved {
+  int64_t tokens = 0;
+  std::vector<T> x;        // [tokens, H] input
+  std::vector<T> logits;   // [tokens, E]
+  std::vector<T> scores;   // [tokens, E] unbiased
+  std::vector<int32_t> idx;  // [tokens, K]
+  std::vector<MoeChunk<T>> chunks;
   std::vector<T> shared_gate_pre;       // [tokens, S*I]
   std::vector<T> shared_up_pre;         // [tokens, S*I]
   kernels::RouterStats global_stats{0};
@@ -54,8 +66,11 @@ template <typename T>
 class MoeLayer {
  public:
   // Validates config; throws Error(invalid_argument) naming a bad field. Parameters start at zero.
+  // overlap: whether forward and backward pipeline their all-to-all with expert compute
+  // (overlap.h); Error(unsupported) for mode on when MPI's thread level does not allow it.
   MoeLayer(const MoeConfig& config, comm::Communicator& comm, planner::ExpertPlacement placement,
-           const std::string& alltoall = "flat");
+           const std::string& alltoall = "flat", const OverlapOptions& overlap = {});
+  ~MoeLayer();
 
   const MoeConfig& config() const { return config_; }
   const planner::ExpertPlacement& placement() const { return placement_; }
@@ -89,6 +104,14 @@ class MoeLayer {
   void apply_placement(const planner::ExpertPlacement& next,
                        const std::vector<MoeParams<T>*>& companions = {});
 
+  // Replaces the overlap options (the measurements of automatic mode start over). Every rank
+  // must make the same change between the same calls.
+  void set_overlap(const OverlapOptions& overlap);
+  // The overlap decisions so far, one line for logs.
+  const std::string& overlap_decision() const { return overlap_.decision(); }
+
+  // With overlap, dispatch and combine are the time the caller waited for them (what was not
+  // hidden); the full time of the all-to-all calls, waited for or not, is in comm_busy.
   PhaseTimes& times() { return times_; }
   TrafficCounters& traffic() { return traffic_; }
   // Records every phase of later calls into tracer (null: tracing off, the default). The tracer
@@ -99,8 +122,22 @@ class MoeLayer {
   void set_metrics(Metrics* metrics) { metrics_ = metrics; }
 
  private:
-  void experts_forward(MoeSaved<T>& saved, const std::vector<std::byte>& recv_side,
+  void experts_forward(MoeChunk<T>& chunk, const std::vector<std::byte>& recv_side,
                        const std::vector<T>& recv_x, std::vector<T>& recv_y);
+  // The expert backward of one chunk: from the output gradient rows it received, the rows to
+  // send back ([grad_x | grad_weight per slot] per received row) now, and the expert weight
+  // gradients (into grads_ or, for replicated experts, replica_grads) after back_rows is on its way
+  // (weights_later runs that part).
+  void experts_backward_data(const MoeChunk<T>& chunk, const std::vector<T>& grad_recv,
+                             std::vector<T>& grad_out, std::vector<T>& grad_gate_pre,
+                             std::vector<T>& grad_up_pre, std::vector<T>& back_rows);
+  void experts_backward_weights(const MoeChunk<T>& chunk, const std::vector<T>& grad_out,
+                                const std::vector<T>& grad_gate_pre,
+                                const std::vector<T>& grad_up_pre,
+                                std::vector<SwigluParams<T>>& replica_grads);
+  // The queue this call's all-to-all ops go through: the layer's communication thread when
+  // pipelined, else one that runs them at once.
+  CommQueue& queue_for(bool pipelined, std::optional<CommQueue>& inline_queue);
   // Sums, over the ranks holding each replicated expert, that expert's gradient of this backward
   // (grads[i] for params_.experts[i]; others are untouched), adding in ascending rank order on
   // every holder so that the replicas stay bit-identical.
@@ -123,6 +160,10 @@ class MoeLayer {
   TrafficCounters traffic_;
   Tracer* tracer_ = nullptr;
   Metrics* metrics_ = nullptr;
+  OverlapController overlap_;
+  bool thread_allowed_ = false;
+  std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
+  StepTiming step_;                          // of the step in progress, for overlap_
 };
 
 }  // namespace switchyard

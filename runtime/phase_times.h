@@ -14,6 +14,9 @@ struct PhaseTimes {
   double shared = 0;       // shared experts
   double backward = 0;     // the whole backward pass, gradient reduction included
   double grad_reduce = 0;  // all-reduce of replicated gradients (part of backward)
+  // Time inside all-to-all calls, forward and backward, whether the caller waited for them or
+  // they ran on the communication thread meanwhile (pipelined steps).
+  double comm_busy = 0;
 
   double forward() const { return gate + dispatch + experts + combine + shared; }
 };

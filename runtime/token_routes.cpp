@@ -33,7 +33,7 @@ int choose_replica(const planner::ExpertPlacement& placement, int expert, int ra
 template <typename T>
 TokenRoutes<T> build_token_routes(const int32_t* idx, const T* weights, int64_t tokens, int top_k,
                                   const planner::ExpertPlacement& placement, int rank,
-                                  std::span<const int> node_of_rank) {
+                                  std::span<const int> node_of_rank, int64_t first_token) {
   const int world = placement.num_devices();
   TokenRoutes<T> routes;
   routes.side_bytes = side_row_bytes<T>(top_k);
@@ -47,7 +47,8 @@ TokenRoutes<T> build_token_routes(const int32_t* idx, const T* weights, int64_t 
   std::vector<int> slot_dest(tokens * top_k);
   for (int64_t t = 0; t < tokens; ++t) {
     for (int k = 0; k < top_k; ++k) {
-      slot_dest[t * top_k + k] = choose_replica(placement, idx[t * top_k + k], rank, node_of_rank, t);
+      slot_dest[t * top_k + k] = choose_replica(placement, idx[t * top_k + k], rank, node_of_rank,
+                                              first_token + t);
     }
   }
   std::vector<int> dests;
@@ -105,10 +106,10 @@ std::vector<ExpertPair<T>> decode_expert_pairs(const std::byte* side, int64_t ro
 
 template TokenRoutes<float> build_token_routes(const int32_t*, const float*, int64_t, int,
                                                const planner::ExpertPlacement&, int,
-                                               std::span<const int>);
+                                               std::span<const int>, int64_t);
 template TokenRoutes<double> build_token_routes(const int32_t*, const double*, int64_t, int,
                                                 const planner::ExpertPlacement&, int,
-                                                std::span<const int>);
+                                                std::span<const int>, int64_t);
 template std::vector<ExpertPair<float>> decode_expert_pairs<float>(const std::byte*, int64_t, int);
 template std::vector<ExpertPair<double>> decode_expert_pairs<double>(const std::byte*, int64_t,
                                                                      int);

@@ -23,11 +23,13 @@ struct TokenRoutes {
 
 // Each (token, slot) goes to one replica of its expert: this rank's own if it holds one, else one
 // on this rank's node (token index mod their count), else replica (token index mod count) in
-// ascending device order. node_of_rank[r] is rank r's node.
+// ascending device order. node_of_rank[r] is rank r's node. idx and weights may be a slice of a
+// batch starting at token first_token: replicas are chosen by the token's index in the batch, so
+// that a chunked step sends every token where the whole batch would.
 template <typename T>
 TokenRoutes<T> build_token_routes(const int32_t* idx, const T* weights, int64_t tokens, int top_k,
                                   const planner::ExpertPlacement& placement, int rank,
-                                  std::span<const int> node_of_rank);
+                                  std::span<const int> node_of_rank, int64_t first_token = 0);
 
 // One (received row, top-k slot) that this rank's expert must compute.
 template <typename T>

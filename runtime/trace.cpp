@@ -220,22 +220,27 @@ TraceSpan::TraceSpan(Tracer* tracer, TracePhase phase) : tracer_(tracer) {
   if (!tracer_) return;
   event_.phase = phase;
   event_.step = tracer_->step_;
-  if (is_all_to_all(phase)) event_.call = tracer_->next_call_++;
+  if (is_all_to_all(phase)) {
+    std::lock_guard<std::mutex> lock(tracer_->mutex_);
+    event_.call = tracer_->next_call_++;
+  }
   event_.start_ns = now_ns();
 }
 
 TraceSpan::~TraceSpan() {
   if (!tracer_) return;
   event_.end_ns = now_ns();
+  std::lock_guard<std::mutex> lock(tracer_->mutex_);
+  if (!peers_.empty()) {
+    event_.peers_at = static_cast<int64_t>(tracer_->peer_bytes_.size());
+    tracer_->peer_bytes_.insert(tracer_->peer_bytes_.end(), peers_.begin(), peers_.end());
+  }
   tracer_->events_.push_back(event_);
 }
 
 int64_t* TraceSpan::peers() {
-  if (event_.peers_at < 0) {
-    event_.peers_at = static_cast<int64_t>(tracer_->peer_bytes_.size());
-    tracer_->peer_bytes_.resize(tracer_->peer_bytes_.size() + 2 * tracer_->world_, 0);
-  }
-  return tracer_->peer_bytes_.data() + event_.peers_at;
+  if (peers_.empty()) peers_.assign(2 * tracer_->world_, 0);
+  return peers_.data();
 }
 
 void TraceSpan::all_to_all(const comm::RouteLayout& layout, bool outbound, size_t row_bytes,

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,8 @@ struct ClockSync {
   int64_t origin_ns = 0;    // rank 0's clock when it started the alignment: trace time zero
 };
 
+// Spans may be recorded from several threads at once (a pipelined layer's communication thread);
+// events(), peer_bytes() and write() are for when no span is open.
 class Tracer {
  public:
   // Collective over comm: aligns this rank's clock against rank 0 with `rounds` ping-pongs per rank.
@@ -80,6 +83,7 @@ class Tracer {
   comm::Communicator& comm_;
   int world_;
   ClockSync clock_;
+  std::mutex mutex_;  // guards next_call_, events_, peer_bytes_ while spans are recorded
   int64_t step_ = 0;
   int64_t next_call_ = 0;
   std::vector<TraceEvent> events_;
@@ -110,6 +114,7 @@ class TraceSpan {
 
   Tracer* tracer_;
   TraceEvent event_;
+  std::vector<int64_t> peers_;  // [send per peer | recv per peer], copied to the tracer at the end
 };
 
 }  // namespace switchyard

@@ -1,0 +1,70 @@
+// Runs a layer's communication (all-to-all calls) in the order it was submitted, either on a
+// thread of its own, so that transfers keep moving while the caller computes (every transport
+// progresses only while it is polled), or at once on the caller's thread (overlap off).
+//
+// One thread uses the communicator at a time: between a submit and the wait that covers every
+// op submitted, the caller must not communicate itself. Every rank must submit the same ops in the
+// same order (they are collective).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "comm/communicator.h"
+
+namespace switchyard {
+
+class CommQueue {
+ public:
+  enum class Mode { inline_on_caller, background_thread };
+
+  // background_thread starts the thread at once; it sleeps between polls (comm::set_poll_pause)
+  // so that it takes little CPU from compute.
+  CommQueue(comm::Communicator& comm, Mode mode);
+  // Cancels whatever is still queued or running, then joins the thread.
+  ~CommQueue();
+  CommQueue(const CommQueue&) = delete;
+  CommQueue& operator=(const CommQueue&) = delete;
+
+  Mode mode() const { return mode_; }
+
+  // Queues op and returns its ticket (1, 2, ...). Inline: runs op before returning, and an
+  // exception from it propagates from here.
+  uint64_t submit(std::function<void()> op);
+  // Blocks until op `ticket` has run. If that op or an earlier one failed, rethrows the first
+  // failure: once an op fails, the later ones are skipped (they would wait on peers that have
+  // stopped) and report that failure too.
+  void wait(uint64_t ticket);
+  // wait() for every op submitted so far.
+  void wait_all();
+  // For unwinding after a failure on the caller's side: drops the queued ops, interrupts the
+  // running one (its transfers are cancelled, comm::Communicator::interrupt) and returns once the
+  // thread is idle, so that nothing writes the caller's buffers afterwards. Forgets the failure
+  // state: the queue accepts ops again (though the peers of an interrupted op are left behind, see
+  // Communicator::interrupt).
+  void cancel() noexcept;
+
+ private:
+  void run();
+
+  comm::Communicator& comm_;
+  const Mode mode_;
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  std::condition_variable work_done_;
+  std::deque<std::function<void()>> queue_;
+  uint64_t submitted_ = 0;
+  uint64_t completed_ = 0;  // ops run or skipped, in ticket order
+  bool running_ = false;
+  bool stop_ = false;
+  std::exception_ptr failure_;
+  uint64_t failed_ticket_ = 0;  // the op that failed first
+  std::thread thread_;
+};
+
+}  // namespace switchyard
