@@ -53,6 +53,7 @@ bool Exchange::done(size_t index) {
 
 void Exchange::wait_for(std::span<const size_t> which) {
   const auto deadline = std::chrono::steady_clock::now() + comm_.timeout();
+  poll_pause_restart();
   while (true) {
     poll();
     bool all = true;

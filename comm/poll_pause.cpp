@@ -2,24 +2,32 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <thread>
 
 namespace switchyard::comm {
 
 namespace {
-thread_local std::chrono::microseconds this_thread_pause{0};
+thread_local std::chrono::microseconds first_pause{0};
+thread_local std::chrono::microseconds longest_pause{0};
+thread_local std::chrono::microseconds next_pause{0};
 }  // namespace
 
-void set_poll_pause(std::chrono::microseconds pause) { this_thread_pause = pause; }
+void set_poll_pause(std::chrono::microseconds first, std::chrono::microseconds longest) {
+  first_pause = first;
+  longest_pause = std::max(first, longest);
+  next_pause = first;
+}
 
-std::chrono::microseconds poll_pause_of_this_thread() { return this_thread_pause; }
+void poll_pause_restart() { next_pause = first_pause; }
 
 void poll_pause() {
-  if (this_thread_pause.count() > 0) {
-    std::this_thread::sleep_for(this_thread_pause);
-  } else {
+  if (next_pause.count() == 0) {
     sched_yield();
+    return;
   }
+  std::this_thread::sleep_for(next_pause);
+  next_pause = std::min(2 * next_pause, longest_pause);
 }
 
 }  // namespace switchyard::comm

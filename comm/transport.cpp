@@ -45,6 +45,7 @@ void wait_all(Transport& transport, std::span<Request> requests, std::chrono::mi
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<bool> done(requests.size(), false);
   size_t remaining = requests.size();
+  poll_pause_restart();
   while (true) {
     for (size_t i = 0; i < requests.size(); ++i) {
       if (!done[i] && transport.test(requests[i])) {

@@ -30,6 +30,7 @@
 #include "runtime/metrics_server.h"
 #include "runtime/moe_layer.h"
 #include "runtime/replanner.h"
+#include "runtime/routing_skew.h"
 #include "runtime/trace.h"
 
 namespace sy = switchyard;
@@ -41,6 +42,8 @@ struct Options {
   std::string dtype = "fp32";
   std::string scoring;
   std::string alltoall = "flat";
+  std::string overlap = "auto";  // communication/compute overlap of the student: off, on, auto
+  std::string chunks = "auto";   // token chunks of a pipelined step, or auto
   int steps = 0;
   int64_t tokens_per_rank = 0;
   double lr = 0;
@@ -69,6 +72,20 @@ std::chrono::milliseconds test_delay_for(int rank) {
     return std::chrono::milliseconds(0);
   }
   return std::chrono::milliseconds(ms);
+}
+
+sy::OverlapOptions overlap_options(const Options& o) {
+  sy::OverlapOptions overlap{sy::parse_overlap_mode(o.overlap), 0};
+  if (o.chunks != "auto") {
+    try {
+      overlap.chunks = std::stoi(o.chunks);
+    } catch (const std::exception&) {
+      overlap.chunks = -1;
+    }
+    sy::require(overlap.chunks >= 1,
+                fmt::format("--chunks {}: give a count >= 1, or auto", o.chunks));
+  }
+  return overlap;
 }
 
 // Presets: a tiny layer that trains in about a minute on 2 cores, and DeepSeekMoE-16B's layer
@@ -159,42 +176,6 @@ std::string format_split(const Split& split, double per) {
   return out;
 }
 
-// Skewed routing for both teacher and student: every token gets a shared offset u (a fixed unit
-// direction) and expert e's gate row a component -skew * ln(1 + rank_e) along it, rank_e a fixed
-// random order of the experts, so an expert's routing score carries a popularity term that makes
-// the load roughly Zipf(skew)-distributed.
-template <typename T>
-struct RoutingSkew {
-  std::vector<T> direction;   // u, unit length, [H]
-  std::vector<double> bonus;  // [E]
-
-  RoutingSkew(double skew, int64_t hidden, int experts, uint64_t seed)
-      : direction(hidden), bonus(experts) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> normal(0.0, 1.0);
-    double norm = 0;
-    std::vector<double> u(hidden);
-    for (auto& v : u) {
-      v = normal(rng);
-      norm += v * v;
-    }
-    for (int64_t h = 0; h < hidden; ++h) direction[h] = static_cast<T>(u[h] / std::sqrt(norm));
-    std::vector<int> order(experts);
-    for (int e = 0; e < experts; ++e) order[e] = e;
-    std::shuffle(order.begin(), order.end(), rng);
-    for (int r = 0; r < experts; ++r) bonus[order[r]] = -skew * std::log(1.0 + r);
-  }
-  void apply_to_gate(std::vector<T>& gate, int64_t hidden) const {
-    for (size_t e = 0; e < bonus.size(); ++e) {
-      for (int64_t h = 0; h < hidden; ++h)
-        gate[e * hidden + h] += static_cast<T>(bonus[e]) * direction[h];
-    }
-  }
-  void apply_to_tokens(std::vector<T>& x, int64_t hidden) const {
-    for (size_t i = 0; i < x.size(); ++i) x[i] += direction[i % hidden];
-  }
-};
-
 double percentile(std::vector<double> v, double q) {
   std::sort(v.begin(), v.end());
   const double pos = q * double(v.size() - 1);
@@ -208,7 +189,8 @@ void write_summary(const std::string& path, const Options& o, const sy::MoeConfi
                    sy::comm::Communicator& comm, int64_t tokens, int steps,
                    const std::vector<double>& step_seconds,
                    const std::vector<double>& step_imbalance, const Split& split_sum,
-                   const double traffic[2], double first_loss, double last_loss) {
+                   const double traffic[2], double first_loss, double last_loss,
+                   const std::string& overlap_decision) {
   const double n = double(step_seconds.size());
   const double total_seconds = std::accumulate(step_seconds.begin(), step_seconds.end(), 0.0);
   const double global_tokens = double(tokens) * comm.size();
@@ -219,6 +201,8 @@ void write_summary(const std::string& path, const Options& o, const sy::MoeConfi
       {"preset", o.preset},
       {"dtype", o.dtype},
       {"alltoall", o.alltoall},
+      {"overlap", o.overlap},
+      {"overlap_decision", overlap_decision},
       {"ranks", comm.size()},
       {"nodes", comm.topology().num_nodes},
       {"ranks_per_node", comm.topology().local_size},
@@ -271,10 +255,10 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   sy::MoeConfig teacher_config = config;
   teacher_config.selection_bias = false;
   sy::MoeLayer<T> teacher(teacher_config, comm, placement, o.alltoall);
-  sy::MoeLayer<T> student(config, comm, placement, o.alltoall);
+  sy::MoeLayer<T> student(config, comm, placement, o.alltoall, overlap_options(o));
   sy::init_params(teacher.params(), o.seed * 1000 + 1);
   sy::init_params(student.params(), o.seed * 1000 + 2);
-  const RoutingSkew<T> skew(o.skew, config.hidden, config.num_experts, o.seed * 1000 + 3);
+  const sy::RoutingSkew<T> skew(o.skew, config.hidden, config.num_experts, o.seed * 1000 + 3);
   if (o.skew > 0) {
     skew.apply_to_gate(teacher.params().gate_weight, config.hidden);
     skew.apply_to_gate(student.params().gate_weight, config.hidden);
@@ -315,12 +299,12 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
                 o.dtype.c_str(), world, comm.topology().describe().c_str());
     std::printf(
         "layer: H %lld, %d routed experts (top-%d, %s scoring) + %d shared, I %lld; "
-        "%lld tokens/rank; all-to-all %s; Adam lr %g; %d steps\n"
+        "%lld tokens/rank; all-to-all %s; overlap %s (chunks %s); Adam lr %g; %d steps\n"
         "times are means over ranks in ms; backward includes grad-reduce\n",
         (long long)H, config.num_experts, config.top_k,
         config.scoring == sy::kernels::ScoreFunc::softmax ? "softmax" : "sigmoid",
         config.num_shared, (long long)config.intermediate, (long long)tokens, o.alltoall.c_str(),
-        lr, steps);
+        o.overlap.c_str(), o.chunks.c_str(), lr, steps);
     std::fflush(stdout);
   }
 
@@ -329,6 +313,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   double first_loss = 0, last_loss = 0, timed_seconds = 0, window_imbalance = 0;
   int timed_steps = 0, window_steps = 0;
   std::vector<double> step_seconds, step_imbalance;
+  std::string overlap_decision = student.overlap_decision();
   double traffic[2] = {0, 0};  // bytes over all timed steps and ranks: intra-node, inter-node
   Split timed{};
   for (int step = 1; step <= steps; ++step) {
@@ -401,6 +386,11 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       std::fflush(stdout);
     }
 
+    if (rank == 0 && student.overlap_decision() != overlap_decision) {
+      overlap_decision = student.overlap_decision();
+      std::printf("overlap after step %d: %s\n", step, overlap_decision.c_str());
+      std::fflush(stdout);
+    }
     replanner.record(load);
     if (replanner.due(step)) {
       sy::ReplanDecision decision;
@@ -453,7 +443,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   }
   if (rank == 0 && !o.json.empty() && timed_steps > 0) {
     write_summary(o.json, o, config, comm, tokens, steps, step_seconds, step_imbalance, timed,
-                  traffic, first_loss, last_loss);
+                  traffic, first_loss, last_loss, student.overlap_decision());
   }
   if (o.require_loss_drop > 0 && !(last_loss <= o.require_loss_drop * first_loss)) {
     if (rank == 0) {
@@ -474,6 +464,15 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", o.dtype, "fp32 | fp64")->capture_default_str();
   app.add_option("--scoring", o.scoring, "softmax | sigmoid (default softmax)");
   app.add_option("--alltoall", o.alltoall, "all-to-all algorithm")->capture_default_str();
+  app.add_option("--overlap", o.overlap,
+                 "hide the all-to-all behind expert compute: off, on, or auto (measures both on "
+                 "the first steps and keeps the faster)")
+      ->check(CLI::IsMember({"off", "on", "auto"}))
+      ->capture_default_str();
+  app.add_option("--chunks", o.chunks,
+                 "token chunks of a pipelined step: a count, or auto (from the measured "
+                 "communication and compute times)")
+      ->capture_default_str();
   app.add_option("--steps", o.steps, "training steps (default: the preset's)");
   app.add_option("--tokens-per-rank", o.tokens_per_rank, "tokens per rank (default: the preset's)");
   app.add_option("--lr", o.lr, "Adam learning rate (default: the preset's)");

@@ -7,9 +7,11 @@
 namespace switchyard {
 
 namespace {
-// Between polls of a background op: long enough to leave the cores to compute, short against the
-// time a socket buffer's worth of data takes on a link (~1 ms for 128 KiB at 1 Gbit/s).
-constexpr std::chrono::microseconds kBackgroundPollPause{50};
+// Between polls of a background op: from short (a reply that is nearly there) to long enough that
+// waking up costs the compute little, yet short against the time a socket buffer's worth of data
+// takes on a link (~1 ms for 128 KiB at 1 Gbit/s).
+constexpr std::chrono::microseconds kFirstPollPause{20};
+constexpr std::chrono::microseconds kLongestPollPause{500};
 }  // namespace
 
 CommQueue::CommQueue(comm::Communicator& comm, Mode mode) : comm_(comm), mode_(mode) {
@@ -68,7 +70,7 @@ void CommQueue::cancel() noexcept {
 }
 
 void CommQueue::run() {
-  comm::set_poll_pause(kBackgroundPollPause);
+  comm::set_poll_pause(kFirstPollPause, kLongestPollPause);
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
     work_ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });

@@ -26,6 +26,8 @@ TRAIN_MOE_OPTIONS = {
     "dtype": "--dtype",
     "scoring": "--scoring",
     "alltoall": "--alltoall",
+    "overlap": "--overlap",
+    "chunks": "--chunks",
     "tokens_per_rank": "--tokens-per-rank",
     "experts": "--experts",
     "top_k": "--top-k",
