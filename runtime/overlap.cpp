@@ -21,6 +21,9 @@ constexpr int kMinChunks = 2;
 constexpr int kMaxChunks = 16;
 // Probe steps of each kind in automatic mode; the fastest of each is compared.
 constexpr int kProbeSteps = 2;
+// Automatic mode pipelines only when that is clearly faster: a gain within timing noise is not
+// worth the risk of a slower layer.
+constexpr double kRequiredGain = 0.02;
 
 std::vector<double> mean_over_ranks(comm::Communicator& comm, std::vector<double> values) {
   comm.allreduce_sum(values.data(), values.size());
@@ -136,7 +139,7 @@ void OverlapController::end_step(comm::Communicator& comm, const StepTiming& ste
   }
   if (steps_ == serial_steps + kProbeSteps) {
     const auto mean = mean_over_ranks(comm, {best_serial_, best_pipelined_});
-    const bool on = rank0_value(comm, mean[1] < mean[0] ? 1 : 0) != 0;
+    const bool on = rank0_value(comm, mean[1] < (1 - kRequiredGain) * mean[0] ? 1 : 0) != 0;
     if (!on) schedule_ = {false, 1};
     decision_ += fmt::format("; pipelined step {:.1f} ms vs serial {:.1f} ms: {}", mean[1] * 1e3,
                              mean[0] * 1e3, on ? "on" : "off");

@@ -127,7 +127,8 @@ TYPED_TEST(Overlap, OnEqualsOffAtTheSameChunkCount) {
                                (setup.replicated ? ", replicated" : "") +
                                (setup.skewed ? ", skewed" : "");
       ASSERT_EQ(on.y.size(), off.y.size());
-      EXPECT_EQ(std::memcmp(on.y.data(), off.y.data(), on.y.size() * sizeof(T)), 0)
+      EXPECT_TRUE(on.y.empty() ||
+                  std::memcmp(on.y.data(), off.y.data(), on.y.size() * sizeof(T)) == 0)
           << "forward output not bit-identical, " << what;
       EXPECT_LE(rel_error<T>(on.grad_x, off.grad_x), tolerance<T>()) << "grad x, " << what;
       for (size_t i = 0; i < on.grads.size(); ++i) {
