@@ -1,7 +1,6 @@
 #include "comm/communicator.h"
 
 #include <fmt/format.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +10,7 @@
 
 #include "comm/error.h"
 #include "comm/mpi_error.h"
+#include "comm/poll_pause.h"
 #include "comm/routed_transport.h"
 #include "comm/ucx_transport.h"
 
@@ -199,12 +199,13 @@ void Communicator::barrier() {
 
 void Communicator::wait(MPI_Request& request, const char* what) {
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  poll_pause_restart();
   while (true) {
     int done = 0;
     check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
     if (done) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
-    sched_yield();  // ranks oversubscribe the cores: let the peers run
+    poll_pause();  // ranks oversubscribe the cores: let the peers run
   }
   // MPI cannot cancel a collective, so the request stays pending and this communicator cannot
   // take part in another collective: say so rather than let the next call mismatch.

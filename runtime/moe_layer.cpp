@@ -371,6 +371,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   std::vector<comm::PhaseStats> dispatch_stats(C), combine_stats(C);
   std::vector<uint64_t> dispatched(C);
   double waited = 0;  // for the caller's communication
+  std::vector<T> shared_sum;  // the shared experts' gradients, summed over ranks
   std::optional<CommQueue> inline_queue;
   CommQueue& queue = queue_for(pipelined, inline_queue);
   try {
@@ -389,12 +390,26 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       });
     }
     if (config_.num_shared > 0) {
-      TraceSpan trace(tracer_, TracePhase::shared_bwd);
-      std::vector<T> shared_grad_x(tokens * H);
-      kernels::swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
-                               s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
-                               shared_grad_x.data(), replicated_grad.shared.grads());
-      add_into(grad_x, shared_grad_x.data(), tokens * H);
+      {
+        TraceSpan trace(tracer_, TracePhase::shared_bwd);
+        std::vector<T> shared_grad_x(tokens * H);
+        kernels::swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
+                                 s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
+                                 shared_grad_x.data(), replicated_grad.shared.grads());
+        add_into(grad_x, shared_grad_x.data(), tokens * H);
+      }
+      // The shared experts' gradients are summed over ranks while the routed experts' backward
+      // runs (the gate's are known only at the end).
+      for (auto* t : {&replicated_grad.shared.gate_proj, &replicated_grad.shared.up_proj,
+                      &replicated_grad.shared.down_proj}) {
+        shared_sum.insert(shared_sum.end(), t->begin(), t->end());
+      }
+      ScopedPhase wait(waited);
+      queue.submit([&] {
+        TraceSpan trace(tracer_, TracePhase::grad_reduce);
+        comm_.allreduce_sum(shared_sum.data(), shared_sum.size());
+        trace.payload(static_cast<int64_t>(shared_sum.size() * sizeof(T)));
+      });
     }
     std::vector<T> grad_out, grad_gate_pre, grad_up_pre;
     for (int c = 0; c < C; ++c) {
@@ -469,20 +484,16 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   {
     ScopedPhase phase(times_.grad_reduce);
     TraceSpan trace(tracer_, TracePhase::grad_reduce);
-    auto local = replicated_grad.replicated_tensors();
-    auto total_grads = grads_.replicated_tensors();
-    size_t count = 0;
-    for (auto t : local) count += t.size();
-    std::vector<T> packed;
-    packed.reserve(count);
-    for (auto t : local) packed.insert(packed.end(), t.begin(), t.end());
-    comm_.allreduce_sum(packed.data(), packed.size());
-    trace.payload(static_cast<int64_t>(packed.size() * sizeof(T)));
+    std::vector<T>& gate = replicated_grad.gate_weight;
+    comm_.allreduce_sum(gate.data(), gate.size());
+    trace.payload(static_cast<int64_t>(gate.size() * sizeof(T)));
     sum_replica_grads(replica_grads);
+    add_into(grads_.gate_weight.data(), gate.data(), static_cast<int64_t>(gate.size()));
     size_t offset = 0;
-    for (auto t : total_grads) {
-      add_into(t.data(), packed.data() + offset, static_cast<int64_t>(t.size()));
-      offset += t.size();
+    for (auto* t : {&grads_.shared.gate_proj, &grads_.shared.up_proj, &grads_.shared.down_proj}) {
+      if (t->empty()) continue;
+      add_into(t->data(), shared_sum.data() + offset, static_cast<int64_t>(t->size()));
+      offset += t->size();
     }
     for (size_t e = 0; e < replica_grads.size(); ++e) {
       if (!replicated(static_cast<int>(e))) continue;

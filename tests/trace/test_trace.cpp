@@ -89,13 +89,15 @@ std::vector<int64_t> rows_times(const std::vector<int64_t>& offsets, int64_t row
 TEST(Trace, EveryPhaseIsRecordedInOrderWithItsStep) {
   TracedStep s;
   // Serial (overlap off): the shared experts follow the dispatch (they would run while it is in
-  // flight), and the expert backward records its data half before the dispatch backward and its
+  // flight), their gradients are reduced before the routed experts' backward (which it would
+  // overlap), and the expert backward records its data half before the dispatch backward and its
   // weight half after it (the weight gradients fill the time the rows spend on the wire).
   const std::vector<sy::TracePhase> expected = {
-      sy::TracePhase::gate,        sy::TracePhase::dispatch,     sy::TracePhase::shared,
-      sy::TracePhase::experts,     sy::TracePhase::combine,      sy::TracePhase::combine_bwd,
-      sy::TracePhase::shared_bwd,  sy::TracePhase::experts_bwd,  sy::TracePhase::dispatch_bwd,
-      sy::TracePhase::experts_bwd, sy::TracePhase::gate_bwd,     sy::TracePhase::grad_reduce};
+      sy::TracePhase::gate,         sy::TracePhase::dispatch,    sy::TracePhase::shared,
+      sy::TracePhase::experts,      sy::TracePhase::combine,     sy::TracePhase::combine_bwd,
+      sy::TracePhase::shared_bwd,   sy::TracePhase::grad_reduce, sy::TracePhase::experts_bwd,
+      sy::TracePhase::dispatch_bwd, sy::TracePhase::experts_bwd, sy::TracePhase::gate_bwd,
+      sy::TracePhase::grad_reduce};
   const auto& events = s.tracer->events();
   ASSERT_EQ(events.size(), expected.size());
   int64_t call = 0;
@@ -198,7 +200,7 @@ TEST(Trace, MergedFileHoldsEveryRankWithLinkClasses) {
   }
   for (int r = 0; r < n; ++r) {
     EXPECT_EQ(named[r], 1) << "rank " << r;
-    EXPECT_EQ(complete[r], 12) << "rank " << r;
+    EXPECT_EQ(complete[r], 13) << "rank " << r;
   }
   std::remove(path.c_str());
 }
