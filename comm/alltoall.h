@@ -13,7 +13,11 @@
 
 namespace switchyard::comm {
 
-enum class DataType { fp32, fp64 };
+// Element type of combine's rows. bf16 (comm/bf16.h: uint16_t bit patterns) is added in fp32 and
+// rounded to bf16 once per sum: flat rounds each token's total; hierarchical rounds each node's sum
+// before it crosses back (two bytes per element on the wire, as DeepEP) and then the total, so the
+// two may differ in the last bit where a node's sum is not exact in bf16.
+enum class DataType { fp32, fp64, bf16 };
 
 // Private to the algorithms that relay rows through other ranks (hierarchical): what each relay
 // must know about the rows it forwards, agreed on by exchange_counts.

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <utility>
 
+#include "comm/bf16.h"
 #include "comm/error.h"
 #include "comm/exchange.h"
 #include "comm/layout_check.h"
@@ -68,6 +69,20 @@ void sum_rows(const RouteLayout& layout, const T* rows, int64_t elems, T* out) {
   }
 }
 
+// bf16: each token's rows added in fp32 in the same order, then rounded once. acc: num_tokens *
+// elems floats of workspace.
+void sum_rows_bf16(const RouteLayout& layout, const uint16_t* rows, int64_t elems, uint16_t* out,
+                   float* acc) {
+  const auto n = static_cast<size_t>(layout.num_tokens * elems);
+  std::fill(acc, acc + n, 0.0f);
+  for (int64_t i = 0; i < layout.num_send_rows(); ++i) {
+    float* dst = acc + layout.send_tokens[static_cast<size_t>(i)] * elems;
+    const uint16_t* src = rows + i * elems;
+    for (int64_t e = 0; e < elems; ++e) dst[e] += bf16_to_float(src[e]);
+  }
+  for (size_t k = 0; k < n; ++k) out[k] = float_to_bf16(acc[k]);
+}
+
 }  // namespace
 
 void FlatAllToAll::exchange_counts(RouteLayout& layout) {
@@ -109,11 +124,12 @@ void FlatAllToAll::dispatch(const RouteLayout& layout, const void* tokens, size_
   const size_t row_bytes = token_bytes + side_bytes;
   const size_t send_rows = static_cast<size_t>(layout.num_send_rows());
   const size_t recv_rows = static_cast<size_t>(layout.num_recv_rows());
-  std::vector<std::byte> packed(send_rows * row_bytes);
+  scratch_.reset();
+  std::byte* packed = scratch_.take(send_rows * row_bytes).data();
   const auto* token_base = static_cast<const std::byte*>(tokens);
   const auto* side_base = static_cast<const std::byte*>(side);
   for (size_t i = 0; i < send_rows; ++i) {
-    std::byte* row = packed.data() + i * row_bytes;
+    std::byte* row = packed + i * row_bytes;
     const auto t = static_cast<size_t>(layout.send_tokens[i]);
     if (token_bytes > 0) std::memcpy(row, token_base + t * token_bytes, token_bytes);
     if (side_bytes > 0) std::memcpy(row + token_bytes, side_base + i * side_bytes, side_bytes);
@@ -122,17 +138,17 @@ void FlatAllToAll::dispatch(const RouteLayout& layout, const void* tokens, size_
   stats_.dispatch = {};
   // Without side data the wire rows are exactly recv_tokens' rows: receive in place.
   if (side_bytes == 0) {
-    exchange_blocks(comm_, packed.data(), layout.send_offsets, static_cast<std::byte*>(recv_tokens),
+    exchange_blocks(comm_, packed, layout.send_offsets, static_cast<std::byte*>(recv_tokens),
                     layout.recv_offsets, row_bytes, kDispatchTag, &stats_.dispatch, what);
     return;
   }
-  std::vector<std::byte> staging(recv_rows * row_bytes);
-  exchange_blocks(comm_, packed.data(), layout.send_offsets, staging.data(), layout.recv_offsets,
-                  row_bytes, kDispatchTag, &stats_.dispatch, what);
+  std::byte* staging = scratch_.take(recv_rows * row_bytes).data();
+  exchange_blocks(comm_, packed, layout.send_offsets, staging, layout.recv_offsets, row_bytes,
+                  kDispatchTag, &stats_.dispatch, what);
   auto* out_tokens = static_cast<std::byte*>(recv_tokens);
   auto* out_side = static_cast<std::byte*>(recv_side);
   for (size_t i = 0; i < recv_rows; ++i) {
-    const std::byte* row = staging.data() + i * row_bytes;
+    const std::byte* row = staging + i * row_bytes;
     if (token_bytes > 0) std::memcpy(out_tokens + i * token_bytes, row, token_bytes);
     std::memcpy(out_side + i * side_bytes, row + token_bytes, side_bytes);
   }
@@ -141,21 +157,25 @@ void FlatAllToAll::dispatch(const RouteLayout& layout, const void* tokens, size_
 void FlatAllToAll::combine(const RouteLayout& layout, DataType dtype, const void* rows,
                            int64_t elems, void* out) {
   const char* what = "flat combine";
-  const size_t row_bytes =
-      check_combine_args(layout, comm_.size(), dtype, rows, elems, out, what);
+  const size_t row_bytes = check_combine_args(layout, comm_.size(), dtype, rows, elems, out, what);
 
   // The reverse of dispatch: the rows received from s go back to s, and this rank gets back, in
   // send-row order, one result per row it sent.
   stats_.combine = {};
-  std::vector<std::byte> returned(static_cast<size_t>(layout.num_send_rows()) * row_bytes);
-  exchange_blocks(comm_, static_cast<const std::byte*>(rows), layout.recv_offsets, returned.data(),
+  scratch_.reset();
+  std::byte* returned =
+      scratch_.take(static_cast<size_t>(layout.num_send_rows()) * row_bytes).data();
+  exchange_blocks(comm_, static_cast<const std::byte*>(rows), layout.recv_offsets, returned,
                   layout.send_offsets, row_bytes, kCombineTag, &stats_.combine, what);
-  if (dtype == DataType::fp32) {
-    sum_rows(layout, reinterpret_cast<const float*>(returned.data()), elems,
-             static_cast<float*>(out));
+  if (dtype == DataType::bf16) {
+    auto* acc = reinterpret_cast<float*>(
+        scratch_.take(static_cast<size_t>(layout.num_tokens * elems) * sizeof(float)).data());
+    sum_rows_bf16(layout, reinterpret_cast<const uint16_t*>(returned), elems,
+                  static_cast<uint16_t*>(out), acc);
+  } else if (dtype == DataType::fp32) {
+    sum_rows(layout, reinterpret_cast<const float*>(returned), elems, static_cast<float*>(out));
   } else {
-    sum_rows(layout, reinterpret_cast<const double*>(returned.data()), elems,
-             static_cast<double*>(out));
+    sum_rows(layout, reinterpret_cast<const double*>(returned), elems, static_cast<double*>(out));
   }
 }
 

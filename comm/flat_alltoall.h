@@ -3,6 +3,7 @@
 #pragma once
 
 #include "comm/alltoall.h"
+#include "comm/scratch.h"
 
 namespace switchyard::comm {
 
@@ -19,6 +20,9 @@ class FlatAllToAll final : public AllToAll {
 
  private:
   Communicator& comm_;
+  // Wire buffers kept between calls: fresh ones would cost a page fault and a zeroing per page on
+  // every call, as much as the copies themselves at 64 KiB to 1 MiB per peer.
+  ScratchBuffers scratch_;
 };
 
 }  // namespace switchyard::comm

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "comm/bf16.h"
 #include "comm/error.h"
 #include "comm/exchange.h"
 #include "comm/hierarchical_tags.h"
@@ -21,12 +22,6 @@ namespace {
 
 int64_t rows_from(const std::vector<int64_t>& offsets, int rank) {
   return offsets[static_cast<size_t>(rank) + 1] - offsets[static_cast<size_t>(rank)];
-}
-
-int64_t rows_for(const std::vector<int>& sources, const std::vector<int64_t>& recv_offsets) {
-  int64_t rows = 0;
-  for (int s : sources) rows += rows_from(recv_offsets, s);
-  return rows;
 }
 
 // First row of piece c of n rows cut into `chunks` pieces.
@@ -58,6 +53,34 @@ void sum_rows(T* dst, const std::byte* const* rows, size_t count, int64_t elems)
   for (size_t r = 0; r < count; ++r) add_row(dst, reinterpret_cast<const T*>(rows[r]), elems);
 }
 
+// bf16 (alltoall.h): the same sums in the same order, added in fp32 and rounded to bf16 once.
+// acc: workspace of elems floats (sum_rows_bf16) or num_tokens * elems floats (sum_nodes_bf16).
+void sum_rows_bf16(uint16_t* dst, const std::byte* const* rows, size_t count, int64_t elems,
+                   float* acc) {
+  std::fill(acc, acc + elems, 0.0f);
+  for (size_t r = 0; r < count; ++r) {
+    const auto* src = reinterpret_cast<const uint16_t*>(rows[r]);
+    for (int64_t e = 0; e < elems; ++e) acc[e] += bf16_to_float(src[e]);
+  }
+  for (int64_t e = 0; e < elems; ++e) dst[e] = float_to_bf16(acc[e]);
+}
+
+void sum_nodes_bf16(const RelayPlan& plan, int64_t num_tokens,
+                    const std::vector<const std::byte*>& node_sums, int64_t elems, uint16_t* out,
+                    float* acc) {
+  std::fill(acc, acc + num_tokens * elems, 0.0f);
+  for (size_t node = 0; node < node_sums.size(); ++node) {
+    const auto* sums = reinterpret_cast<const uint16_t*>(node_sums[node]);
+    const auto& tokens = plan.unique_tokens[node];
+    for (size_t u = 0; u < tokens.size(); ++u) {
+      float* dst = acc + tokens[u] * elems;
+      const uint16_t* src = sums + static_cast<int64_t>(u) * elems;
+      for (int64_t e = 0; e < elems; ++e) dst[e] += bf16_to_float(src[e]);
+    }
+  }
+  for (int64_t k = 0; k < num_tokens * elems; ++k) out[k] = float_to_bf16(acc[k]);
+}
+
 // This source's rows for one node in the relay's form: each row's distinct-token index (in
 // plan.unique_tokens[node]) and the rows per rank of the node (by local index).
 RelayedRows own_rows_for(const RouteLayout& layout, const RelayPlan& plan,
@@ -73,7 +96,8 @@ RelayedRows own_rows_for(const RouteLayout& layout, const RelayPlan& plan,
   for (int d : dests) {
     for (int64_t i = layout.send_offsets[static_cast<size_t>(d)];
          i < layout.send_offsets[static_cast<size_t>(d) + 1]; ++i) {
-      rows.unique_of_row.push_back(index_of[static_cast<size_t>(layout.send_tokens[static_cast<size_t>(i)])]);
+      rows.unique_of_row.push_back(
+          index_of[static_cast<size_t>(layout.send_tokens[static_cast<size_t>(i)])]);
     }
     rows.dest_offsets.push_back(static_cast<int64_t>(rows.unique_of_row.size()));
   }
@@ -84,11 +108,11 @@ RelayedRows own_rows_for(const RouteLayout& layout, const RelayPlan& plan,
 // tokens first used by its rows (in order of first use), then the side data of its rows (ranks of
 // the node ascending, each one's piece c in send order).
 struct CrossingLayout {
-  std::vector<size_t> chunk_at;        // [chunks + 1]: byte offset of each chunk in the message
-  std::vector<int64_t> new_tokens;     // [chunks]: distinct tokens each chunk brings
-  std::vector<int64_t> token_order;    // distinct-token indices in message order
-  std::vector<size_t> token_at;        // [num_unique]: byte offset of each distinct token
-  std::vector<size_t> side_at;         // [chunks * dests]: byte offset of piece (c, j)'s side rows
+  std::vector<size_t> chunk_at;      // [chunks + 1]: byte offset of each chunk in the message
+  std::vector<int64_t> new_tokens;   // [chunks]: distinct tokens each chunk brings
+  std::vector<int64_t> token_order;  // distinct-token indices in message order
+  std::vector<size_t> token_at;      // [num_unique]: byte offset of each distinct token
+  std::vector<size_t> side_at;       // [chunks * dests]: byte offset of piece (c, j)'s side rows
 };
 
 CrossingLayout crossing_layout(const RelayedRows& rows, int chunks, size_t token_bytes,
@@ -203,7 +227,8 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
   // Second hop's receives first: from every rank of this node, chunk by chunk, the rows it relays
   // for this rank (per chunk: each source ascending, its piece).
   std::vector<std::vector<int>> sources_of(local_size);
-  std::vector<std::vector<std::byte>> forwarded_in(local_size);
+  scratch_.reset();
+  std::vector<std::span<std::byte>> forwarded_in(local_size);
   std::vector<std::vector<size_t>> forwarded_at(local_size);
   std::vector<std::vector<size_t>> forwarded_recv(local_size);  // request index, SIZE_MAX: none
   auto rows_from_source = [&](int s) { return rows_from(layout.recv_offsets, s); };
@@ -219,7 +244,7 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
       }
     }
     forwarded_at[j].push_back(at);
-    forwarded_in[j].resize(at);
+    forwarded_in[j] = scratch_.take(at);
     forwarded_recv[j].assign(static_cast<size_t>(C), SIZE_MAX);
     for (int c = 0; c < C; ++c) {
       const size_t bytes = forwarded_at[j][c + 1] - forwarded_at[j][c];
@@ -233,35 +258,34 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
   // As a relay: where each relayed source's rows will be, and the receives of its chunks.
   const size_t sources = plan.relayed.size();
   std::vector<CrossingLayout> crossing(sources);
-  std::vector<std::vector<std::byte>> crossing_in(sources);
+  std::vector<std::span<std::byte>> crossing_in(sources);
   std::vector<std::vector<size_t>> chunk_recvs(static_cast<size_t>(C));
   for (size_t k = 0; k < sources; ++k) {
     const RelayedRows& rows = plan.relayed[k];
     if (rows.source == me) continue;
     crossing[k] = crossing_layout(rows, C, token_bytes, side_bytes);
-    crossing_in[k].resize(crossing[k].chunk_at.back());
+    crossing_in[k] = scratch_.take(crossing[k].chunk_at.back());
     for (int c = 0; c < C; ++c) {
       const size_t bytes = crossing[k].chunk_at[c + 1] - crossing[k].chunk_at[c];
       if (bytes > 0) {
-        chunk_recvs[static_cast<size_t>(c)].push_back(ex.recv(
-            rows.source, crossing_in[k].data() + crossing[k].chunk_at[c], bytes,
-            kDispatchAcrossTag));
+        chunk_recvs[static_cast<size_t>(c)].push_back(
+            ex.recv(rows.source, crossing_in[k].data() + crossing[k].chunk_at[c], bytes,
+                    kDispatchAcrossTag));
       }
     }
   }
 
   // First hop: to each other node's relay, chunk by chunk.
   std::vector<int64_t> index_of(static_cast<size_t>(layout.num_tokens), -1);
-  std::vector<std::vector<std::byte>> crossing_out(static_cast<size_t>(nodes.num_nodes()));
+  std::vector<std::span<std::byte>> crossing_out(static_cast<size_t>(nodes.num_nodes()));
   for (int node = 0; node < nodes.num_nodes(); ++node) {
     const auto& dests = nodes.ranks(node);
     if (node == my_node) continue;
-    const RelayedRows rows =
-        own_rows_for(layout, plan, dests, static_cast<size_t>(node), index_of);
+    const RelayedRows rows = own_rows_for(layout, plan, dests, static_cast<size_t>(node), index_of);
     const auto& unique = plan.unique_tokens[static_cast<size_t>(node)];
     const CrossingLayout l = crossing_layout(rows, C, token_bytes, side_bytes);
     auto& message = crossing_out[static_cast<size_t>(node)];
-    message.resize(l.chunk_at.back());
+    message = scratch_.take(l.chunk_at.back());
     size_t next_token = 0;
     for (int c = 0; c < C; ++c) {
       // Packed chunk by chunk, so the first one leaves before the rest is packed.
@@ -297,8 +321,7 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
     const auto u = static_cast<size_t>(r.unique_of_row[static_cast<size_t>(row)]);
     if (r.source == me) {
       return token_base +
-             static_cast<size_t>(plan.unique_tokens[static_cast<size_t>(my_node)][u]) *
-                 token_bytes;
+             static_cast<size_t>(plan.unique_tokens[static_cast<size_t>(my_node)][u]) * token_bytes;
     }
     return crossing_in[k].data() + crossing[k].token_at[u];
   };
@@ -331,7 +354,7 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
     }
     return static_cast<size_t>(e - b);
   };
-  std::vector<std::vector<std::byte>> forwarded_out(local_size);
+  std::vector<std::span<std::byte>> forwarded_out(local_size);
   std::vector<std::vector<size_t>> forwarded_out_at(local_size);
   for (size_t j = 0; j < local_size; ++j) {
     if (node_ranks[j] == me) continue;
@@ -344,7 +367,7 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
       }
     }
     forwarded_out_at[j].push_back(at);
-    forwarded_out[j].resize(at);
+    forwarded_out[j] = scratch_.take(at);
   }
   // Unpacks chunk c of what relay j forwarded (per source ascending, its piece) into place, once
   // it has arrived: the earlier ones while later chunks still cross.
@@ -356,8 +379,8 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
     const std::byte* at = forwarded_in[j].data() + forwarded_at[j][static_cast<size_t>(c)];
     for (int s : sources_of[j]) {
       const int64_t n = rows_from_source(s);
-      const auto first = static_cast<size_t>(layout.recv_offsets[static_cast<size_t>(s)] +
-                                             piece_begin(n, c, C));
+      const auto first =
+          static_cast<size_t>(layout.recv_offsets[static_cast<size_t>(s)] + piece_begin(n, c, C));
       const auto count = static_cast<size_t>(piece_begin(n, c + 1, C) - piece_begin(n, c, C));
       for (size_t i = 0; i < count; ++i, at += row_bytes) {
         if (token_bytes > 0) std::memcpy(out_tokens + (first + i) * token_bytes, at, token_bytes);
@@ -386,8 +409,8 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
         for (size_t k = 0; k < sources; ++k) {
           const RelayedRows& r = plan.relayed[k];
           const int64_t n = r.dest_offsets[j + 1] - r.dest_offsets[j];
-          const auto at = static_cast<size_t>(
-              layout.recv_offsets[static_cast<size_t>(r.source)] + piece_begin(n, c, C));
+          const auto at = static_cast<size_t>(layout.recv_offsets[static_cast<size_t>(r.source)] +
+                                              piece_begin(n, c, C));
           copy_piece(k, j, c, out_tokens + at * token_bytes, out_side + at * side_bytes,
                      token_bytes, side_bytes);
         }
@@ -416,8 +439,7 @@ void HierarchicalAllToAll::dispatch(const RouteLayout& layout, const void* token
 void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, const void* rows,
                                    int64_t elems, void* out) {
   const char* what = "hierarchical combine";
-  const size_t row_bytes =
-      check_combine_args(layout, comm_.size(), dtype, rows, elems, out, what);
+  const size_t row_bytes = check_combine_args(layout, comm_.size(), dtype, rows, elems, out, what);
   const RelayPlan& plan = relay_plan_of(layout, comm_.topology(), what);
   const NodeMap nodes(comm_.topology());
   const int C = chunks_;
@@ -431,21 +453,23 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
 
   // Second hop's receives first: each other node's per-token sums from this rank's relay there,
   // chunk by chunk (the tokens each chunk finished, ascending), into a staging buffer.
-  std::vector<std::vector<std::byte>> node_sums_in(static_cast<size_t>(nodes.num_nodes()));
+  scratch_.reset();
+  std::vector<std::span<std::byte>> node_sums_in(static_cast<size_t>(nodes.num_nodes()));
   std::vector<std::vector<std::vector<int64_t>>> finished_in(node_sums_in.size());
-  std::vector<std::vector<std::byte>> staged(node_sums_in.size());
+  std::vector<std::span<std::byte>> staged(node_sums_in.size());
   std::vector<int64_t> index_of(static_cast<size_t>(layout.num_tokens), -1);
   for (int node = 0; node < nodes.num_nodes(); ++node) {
     const auto n = static_cast<size_t>(node);
-    node_sums_in[n].resize(plan.unique_tokens[n].size() * row_bytes);
+    node_sums_in[n] = scratch_.take(plan.unique_tokens[n].size() * row_bytes);
     if (node == my_node || node_sums_in[n].empty()) continue;
     finished_in[n] =
         finished_by_chunk(own_rows_for(layout, plan, nodes.ranks(node), n, index_of), C);
-    staged[n].resize(node_sums_in[n].size());
+    staged[n] = scratch_.take(node_sums_in[n].size());
     size_t at = 0;
     for (const auto& tokens : finished_in[n]) {
       const size_t bytes = tokens.size() * row_bytes;
-      if (bytes > 0) ex.recv(nodes.relay(me, node), staged[n].data() + at, bytes, kCombineAcrossTag);
+      if (bytes > 0)
+        ex.recv(nodes.relay(me, node), staged[n].data() + at, bytes, kCombineAcrossTag);
       at += bytes;
     }
   }
@@ -454,9 +478,9 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
   // chunk, each relayed source ascending, its piece), and for every source each distinct token's
   // rows in destination order.
   const size_t sources = plan.relayed.size();
-  std::vector<std::vector<std::byte>> returned_in(local_size);
+  std::vector<std::span<std::byte>> returned_in(local_size);
   std::vector<std::vector<size_t>> chunk_recvs(static_cast<size_t>(C));
-  std::vector<std::vector<int64_t>> first_of(sources);           // [num_unique + 1], CSR
+  std::vector<std::vector<int64_t>> first_of(sources);          // [num_unique + 1], CSR
   std::vector<std::vector<const std::byte*>> rows_of(sources);  // each token's rows
   {
     std::vector<std::vector<const std::byte*>> row_at(sources);  // every row of every source
@@ -473,28 +497,28 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
             total += static_cast<size_t>(piece_begin(n, c + 1, C) - piece_begin(n, c, C));
           }
         }
-        returned_in[j].resize(total * row_bytes);
+        returned_in[j] = scratch_.take(total * row_bytes);
       }
       size_t at = 0;
       for (int c = 0; c < C; ++c) {
-        const size_t chunk_start = at;
         for (size_t k = 0; k < sources; ++k) {
           const RelayedRows& r = plan.relayed[k];
           const int64_t n = r.dest_offsets[j + 1] - r.dest_offsets[j];
+          const size_t piece_start = at;
           for (int64_t i = piece_begin(n, c, C); i < piece_begin(n, c + 1, C); ++i) {
             const std::byte* p =
-                peer == me
-                    ? results + static_cast<size_t>(
-                                    layout.recv_offsets[static_cast<size_t>(r.source)] + i) *
-                                    row_bytes
-                    : returned_in[j].data() + at;
+                peer == me ? results + static_cast<size_t>(
+                                           layout.recv_offsets[static_cast<size_t>(r.source)] + i) *
+                                           row_bytes
+                           : returned_in[j].data() + at;
             row_at[k][static_cast<size_t>(r.dest_offsets[j] + i)] = p;
             at += row_bytes;
           }
-        }
-        if (peer != me && at > chunk_start) {
-          chunk_recvs[static_cast<size_t>(c)].push_back(ex.recv(
-              peer, returned_in[j].data() + chunk_start, at - chunk_start, kCombineInsideTag));
+          // One message per (chunk, source), as the rank sends them straight from its results.
+          if (peer != me && at > piece_start) {
+            chunk_recvs[static_cast<size_t>(c)].push_back(ex.recv(
+                peer, returned_in[j].data() + piece_start, at - piece_start, kCombineInsideTag));
+          }
         }
       }
     }
@@ -514,31 +538,25 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
     }
   }
 
-  // First hop: each result back to the relay of its source in this node, chunk by chunk.
-  std::vector<std::vector<std::byte>> returned_out(local_size);
+  // First hop: each result back to the relay of its source in this node, chunk by chunk: chunk c
+  // to every relay before chunk c + 1 to any, so that every relay can start summing early, and one
+  // message per (chunk, relayed source) sent straight from `rows` (each is a contiguous range of
+  // them), with no packing copy.
+  std::vector<std::vector<int>> relayed_of(local_size);
   for (size_t j = 0; j < local_size; ++j) {
-    const int peer = node_ranks[j];
-    if (peer == me) continue;
-    const std::vector<int> relayed = nodes.relayed_by(peer);
-    auto& message = returned_out[j];
-    message.resize(static_cast<size_t>(rows_for(relayed, layout.recv_offsets)) * row_bytes);
-    std::byte* at = message.data();
-    for (int c = 0; c < C; ++c) {
-      std::byte* const begin = at;
-      for (int s : relayed) {
+    if (node_ranks[j] != me) relayed_of[j] = nodes.relayed_by(node_ranks[j]);
+  }
+  for (int c = 0; c < C; ++c) {
+    for (size_t j = 0; j < local_size; ++j) {
+      for (int s : relayed_of[j]) {
         const int64_t n = rows_from(layout.recv_offsets, s);
         const int64_t b = piece_begin(n, c, C);
-        const auto bytes = static_cast<size_t>(piece_begin(n, c + 1, C) - b) * row_bytes;
-        if (bytes == 0) continue;
-        std::memcpy(at,
-                    results + static_cast<size_t>(layout.recv_offsets[static_cast<size_t>(s)] + b) *
-                                  row_bytes,
-                    bytes);
-        at += bytes;
-      }
-      if (at > begin) {
-        ex.send(peer, begin, static_cast<size_t>(at - begin), kCombineInsideTag,
-                static_cast<int64_t>(static_cast<size_t>(at - begin) / std::max<size_t>(row_bytes, 1)));
+        const int64_t count = piece_begin(n, c + 1, C) - b;
+        if (count == 0) continue;
+        ex.send(node_ranks[j],
+                results + static_cast<size_t>(layout.recv_offsets[static_cast<size_t>(s)] + b) *
+                              row_bytes,
+                static_cast<size_t>(count) * row_bytes, kCombineInsideTag, count);
       }
     }
   }
@@ -546,14 +564,17 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
   // As chunks come in: sum the tokens each chunk finished (destination ranks ascending) and send
   // those sums across while later chunks still arrive.
   std::vector<std::vector<std::vector<int64_t>>> finished(sources);
-  std::vector<std::vector<std::byte>> node_sums_out(sources);
+  std::vector<std::span<std::byte>> node_sums_out(sources);
   std::vector<size_t> out_at(sources, 0);
   for (size_t k = 0; k < sources; ++k) {
     finished[k] = finished_by_chunk(plan.relayed[k], C);
     if (plan.relayed[k].source != me) {
-      node_sums_out[k].resize(static_cast<size_t>(plan.relayed[k].num_unique) * row_bytes);
+      node_sums_out[k] = scratch_.take(static_cast<size_t>(plan.relayed[k].num_unique) * row_bytes);
     }
   }
+  auto* row_acc = reinterpret_cast<float*>(
+      scratch_.take(dtype == DataType::bf16 ? static_cast<size_t>(elems) * sizeof(float) : 0)
+          .data());
   for (int c = 0; c < C; ++c) {
     ex.wait_for(chunk_recvs[static_cast<size_t>(c)]);
     for (size_t k = 0; k < sources; ++k) {
@@ -561,15 +582,16 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
       const auto& tokens = finished[k][static_cast<size_t>(c)];
       if (tokens.empty()) continue;
       const bool own = r.source == me;
-      std::byte* const begin =
-          own ? nullptr : node_sums_out[k].data() + out_at[k];
+      std::byte* const begin = own ? nullptr : node_sums_out[k].data() + out_at[k];
       for (size_t o = 0; o < tokens.size(); ++o) {
         const auto u = static_cast<size_t>(tokens[o]);
         std::byte* dst = own ? node_sums_in[static_cast<size_t>(my_node)].data() + u * row_bytes
                              : begin + o * row_bytes;
         const std::byte* const* list = rows_of[k].data() + first_of[k][u];
         const auto count = static_cast<size_t>(first_of[k][u + 1] - first_of[k][u]);
-        if (dtype == DataType::fp32) {
+        if (dtype == DataType::bf16) {
+          sum_rows_bf16(reinterpret_cast<uint16_t*>(dst), list, count, elems, row_acc);
+        } else if (dtype == DataType::fp32) {
           sum_rows(reinterpret_cast<float*>(dst), list, count, elems);
         } else {
           sum_rows(reinterpret_cast<double*>(dst), list, count, elems);
@@ -596,7 +618,11 @@ void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, co
   }
   std::vector<const std::byte*> node_sums;
   for (const auto& sums : node_sums_in) node_sums.push_back(sums.data());
-  if (dtype == DataType::fp32) {
+  if (dtype == DataType::bf16) {
+    auto* acc = reinterpret_cast<float*>(
+        scratch_.take(static_cast<size_t>(layout.num_tokens * elems) * sizeof(float)).data());
+    sum_nodes_bf16(plan, layout.num_tokens, node_sums, elems, static_cast<uint16_t*>(out), acc);
+  } else if (dtype == DataType::fp32) {
     sum_nodes(plan, layout.num_tokens, node_sums, elems, static_cast<float*>(out));
   } else {
     sum_nodes(plan, layout.num_tokens, node_sums, elems, static_cast<double*>(out));

@@ -24,6 +24,7 @@
 #pragma once
 
 #include "comm/alltoall.h"
+#include "comm/scratch.h"
 
 namespace switchyard::comm {
 
@@ -54,6 +55,8 @@ class HierarchicalAllToAll final : public AllToAll {
  private:
   Communicator& comm_;
   int chunks_ = 1;
+  // Message buffers kept between calls (see scratch.h): one call's shape reuses the last one's.
+  ScratchBuffers scratch_;
 };
 
 }  // namespace switchyard::comm

@@ -81,7 +81,9 @@ size_t check_combine_args(const RouteLayout& layout, int comm_size, DataType dty
   if (elems < 0) {
     throw CommError(ErrorCode::invalid_argument, fmt::format("{}: elems is {}", what, elems));
   }
-  const size_t elem_bytes = dtype == DataType::fp32 ? sizeof(float) : sizeof(double);
+  const size_t elem_bytes = dtype == DataType::fp32   ? sizeof(float)
+                            : dtype == DataType::bf16 ? sizeof(uint16_t)
+                                                      : sizeof(double);
   const size_t row_bytes = static_cast<size_t>(elems) * elem_bytes;
   require_buffer(rows, layout.num_recv_rows(), row_bytes, "rows", what);
   require_buffer(out, layout.num_tokens, row_bytes, "out", what);

@@ -1,5 +1,7 @@
 #include "tests/comm/alltoall_cases.h"
 
+#include "comm/bf16.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -17,6 +19,10 @@ uint8_t side_byte(int src, int dst, int64_t token, size_t j) {
 // Integer-valued and small, so every sum is exact in fp32 and fp64.
 double result_value(int src, int dst, int64_t token, int64_t e) {
   return static_cast<double>((src + 1) * 1000 + dst * 100 + token % 50 + e);
+}
+// Below 16, so every partial sum of up to 16 ranks' rows is an integer below 256: exact in bf16.
+float bf16_value(int src, int dst, int64_t token, int64_t e) {
+  return static_cast<float>((src * 3 + dst * 5 + token + e) % 16);
 }
 
 }  // namespace
@@ -152,6 +158,31 @@ void run_case(Communicator& comm, AllToAll& a2a, const Case& c) {
     }
     EXPECT_EQ(out, expected) << (dtype == DataType::fp32 ? "fp32" : "fp64") << " combine";
   };
+  // bf16 (bit patterns): values whose sums are exact in bf16, so flat and hierarchical (which
+  // rounds each node's sum) must both give exactly the rounded reference.
+  {
+    std::vector<uint16_t> rows(recv_rows * kElems, 0);
+    for (size_t i = 0; i < row_src.size(); ++i) {
+      for (int64_t e = 0; e < kElems; ++e) {
+        rows[i * kElems + static_cast<size_t>(e)] =
+            float_to_bf16(bf16_value(row_src[i], me, row_token[i], e));
+      }
+    }
+    std::vector<uint16_t> out(static_cast<size_t>(mine.num_tokens) * kElems, 0xbeef);
+    a2a.combine(layout, DataType::bf16, rows.data(), kElems, out.data());
+    std::vector<float> expected(out.size(), 0.0f);
+    for (int d = 0; d < world; ++d) {
+      for (int64_t t : mine.to[static_cast<size_t>(d)]) {
+        for (int64_t e = 0; e < kElems; ++e) {
+          expected[static_cast<size_t>(t * kElems + e)] += bf16_value(me, d, t, e);
+        }
+      }
+    }
+    std::vector<uint16_t> expected_bits(expected.size());
+    for (size_t k = 0; k < expected.size(); ++k) expected_bits[k] = float_to_bf16(expected[k]);
+    EXPECT_EQ(out, expected_bits) << "bf16 combine";
+  }
+  // fp64 last: callers read the byte counts of a combine of 8-byte elements.
   check_combine(DataType::fp32, float{});
   check_combine(DataType::fp64, double{});
 }

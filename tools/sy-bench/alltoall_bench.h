@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <string>
+#include <vector>
 
 #include "tools/sy-bench/workload.h"
 
@@ -17,6 +18,9 @@ struct AllToAllBenchOptions {
   int ranks_per_node = 0;
   // Rate of each inter-node link per direction (Gbit/s); > 0 adds the link-bound table.
   double link_gbit = 0.0;
+  // Intra-node transports to compare (e.g. shm and mpi): flat and hierarchical run once over each,
+  // labelled algorithm/transport, interleaved in one run. Empty: the configured one (environment).
+  std::vector<std::string> intra;
   std::string json;  // non-empty: rank 0 also writes the table and the parameters here
 };
 

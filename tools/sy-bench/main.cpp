@@ -1,6 +1,7 @@
 // sy-bench: communication benchmarks. `sy-bench alltoall` times dispatch and combine of each
 // all-to-all algorithm on one synthetic MoE routing, checks every received byte and every combined
 // sum, and reports each figure against the MPI_Alltoallv baseline measured in the same run.
+// `sy-bench layer` times the whole MoE layer with overlap off and on (layer_bench.h).
 #include <fmt/format.h>
 #include <mpi.h>
 #include <CLI/CLI.hpp>
@@ -11,9 +12,12 @@
 
 #include "comm/error.h"
 #include "tools/sy-bench/alltoall_bench.h"
+#include "tools/sy-bench/layer_bench.h"
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  // A pipelined MoE layer (overlap on) moves data from a communication thread.
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   CLI::App app{"switchyard communication benchmarks"};
@@ -29,8 +33,8 @@ int main(int argc, char** argv) {
   alltoall->add_option("--topk", o.workload.topk, "experts per token")->capture_default_str();
   alltoall->add_option("--zipf", o.workload.zipf, "Zipf exponent of expert popularity (0: uniform)")
       ->capture_default_str();
-  alltoall->add_option("--dtype", o.dtype, "element type")
-      ->check(CLI::IsMember({"fp32"}))
+  alltoall->add_option("--dtype", o.dtype, "element type of tokens and results (bf16: 2 bytes)")
+      ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   alltoall->add_option("--iters", o.iters, "timed iterations (after one warm-up)")
       ->capture_default_str();
@@ -43,13 +47,40 @@ int main(int argc, char** argv) {
                    "rate of each inter-node link per direction in Gbit/s (e.g. simcluster's "
                    "--rate): also prints each phase's busiest link and the time it bounds")
       ->capture_default_str();
+  alltoall
+      ->add_option("--intra", o.intra,
+                   "intra-node transports to compare in one run, e.g. shm,mpi: flat and "
+                   "hierarchical run over each (rows algorithm/transport), interleaved with mpi")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"mpi", "shm", "ucx"}));
   alltoall->add_option("--json", o.json,
                        "also write the table and the run's parameters as JSON to this file "
                        "(rank 0; plot several with tools/sy-trace/sy-trace bandwidth)");
+  switchyard::bench::LayerBenchOptions l;
+  CLI::App* layer = app.add_subcommand(
+      "layer", "the MoE layer forward + backward with overlap off, on and auto, comm and compute "
+               "alone, and the overlap efficiency");
+  layer->add_option("--tokens", l.tokens, "tokens per rank")->capture_default_str();
+  layer->add_option("--hidden", l.hidden, "hidden size")->capture_default_str();
+  layer->add_option("--experts", l.experts, "routed experts")->capture_default_str();
+  layer->add_option("--shared", l.shared, "shared experts")->capture_default_str();
+  layer->add_option("--topk", l.topk, "experts per token")->capture_default_str();
+  layer->add_option("--inter", l.inter, "intermediate size of each routed expert")
+      ->capture_default_str();
+  layer->add_option("--zipf", l.zipf, "routing skew: expert popularity ~ Zipf (0: none)")
+      ->capture_default_str();
+  layer->add_option("--alltoall", l.alltoall, "flat | hierarchical | auto")
+      ->check(CLI::IsMember({"flat", "hierarchical", "auto"}))
+      ->capture_default_str();
+  layer->add_option("--chunks", l.chunks, "token chunks of the pipelined layer, or auto")
+      ->capture_default_str();
+  layer->add_option("--iters", l.iters, "timed iterations")->capture_default_str();
+  layer->add_option("--json", l.json, "also write the figures as JSON to this file (rank 0)");
   int rc = 0;
   try {
     app.parse(argc, argv);
-    rc = switchyard::bench::run_alltoall_bench(o, MPI_COMM_WORLD);
+    rc = layer->parsed() ? switchyard::bench::run_layer_bench(l, MPI_COMM_WORLD)
+                         : switchyard::bench::run_alltoall_bench(o, MPI_COMM_WORLD);
   } catch (const CLI::ParseError& e) {
     rc = rank == 0 ? app.exit(e) : (e.get_exit_code() != 0 ? 1 : 0);
   } catch (const std::exception& e) {

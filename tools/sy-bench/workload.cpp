@@ -1,5 +1,8 @@
 #include "tools/sy-bench/workload.h"
 
+#include "comm/bf16.h"
+
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -9,10 +12,11 @@ int owner_of(int expert, int experts, int world) {
   return static_cast<int>(static_cast<int64_t>(expert) * world / experts);
 }
 
-// Integer-valued and small, so sums of a few of them are exact in fp32.
-float payload(int source, int64_t token, int64_t element) {
-  return static_cast<float>((source * 7919 + token * 31 + element) % 1024);
+float payload(int source, int64_t token, int64_t element, int modulus) {
+  return static_cast<float>((source * 7919 + token * 31 + element) % modulus);
 }
+
+size_t element_bytes(const WorkloadOptions& options) { return options.bf16 ? 2 : sizeof(float); }
 
 Workload make_workload(const WorkloadOptions& o, int rank, int world) {
   std::mt19937_64 gen(o.seed * 1000003 + static_cast<uint64_t>(rank));
@@ -30,10 +34,17 @@ Workload make_workload(const WorkloadOptions& o, int rank, int world) {
       w.experts.push_back(e);
     }
   }
+  // bf16 carries 8 significant bits: a token's sum of at most max(ranks, top-k) copies (flat and
+  // hierarchical add one per rank, the baseline one per expert) stays below 256.
+  w.modulus = o.bf16 ? std::max(2, 256 / std::max(world, o.topk)) : 1024;
   w.x.resize(static_cast<size_t>(o.tokens * o.hidden));
   for (int64_t t = 0; t < o.tokens; ++t) {
     for (int64_t j = 0; j < o.hidden; ++j)
-      w.x[static_cast<size_t>(t * o.hidden + j)] = payload(rank, t, j);
+      w.x[static_cast<size_t>(t * o.hidden + j)] = payload(rank, t, j, w.modulus);
+  }
+  if (o.bf16) {
+    w.x_bf16.resize(w.x.size());
+    for (size_t i = 0; i < w.x.size(); ++i) w.x_bf16[i] = comm::float_to_bf16(w.x[i]);
   }
 
   comm::RouteLayout& l = w.layout;

@@ -1,0 +1,31 @@
+// `sy-bench layer`: the whole MoE layer, forward and backward, with overlap off and on (and auto)
+// in the same run, beside its communication alone and its computation alone, and the overlap
+// efficiency eta = (T_off - T_on) / min(T_comm, T_compute).
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+
+namespace switchyard::bench {
+
+struct LayerBenchOptions {
+  int64_t tokens = 512;  // per rank
+  int64_t hidden = 1024;
+  int experts = 64;
+  int shared = 2;
+  int topk = 6;
+  int64_t inter = 352;  // each routed expert's intermediate size
+  double zipf = 1.0;    // routing skew (expert popularity ~ Zipf); 0: none
+  std::string alltoall = "auto";
+  std::string chunks = "auto";  // token chunks of the pipelined layer: a count, or auto
+  int iters = 5;
+  std::string json;  // non-empty: rank 0 also writes the figures here
+};
+
+// Prints the table on rank 0; returns 1 if the pipelined layer's results disagreed with the
+// serial layer's on any rank.
+int run_layer_bench(const LayerBenchOptions& options, MPI_Comm comm);
+
+}  // namespace switchyard::bench
