@@ -212,6 +212,10 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   step_.comm_seconds += times_.comm_busy - busy_before;
   step_.compute_seconds += elapsed - (times_.dispatch + times_.combine - waited_before);
   step_.pipelined = step_.pipelined || schedule.pipelined;
+  if (!params_.experts.empty()) {
+    step_.rows_per_expert = std::max(
+        step_.rows_per_expert, static_cast<double>(last_local_pairs_) / params_.experts.size());
+  }
   return result;
 }
 

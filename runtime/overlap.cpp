@@ -17,8 +17,8 @@ namespace {
 // Per chunk and step: the forward's counts exchange, and the latency of the forward dispatch and
 // combine and the backward dispatch and combine, each about one round.
 constexpr double kRoundsPerChunk = 5;
-constexpr int kMinChunks = 2;
 constexpr int kMaxChunks = 16;
+constexpr double kMinRowsPerExpertCall = 48;
 // Probe steps of each kind in automatic mode; the fastest of each is compared.
 constexpr int kProbeSteps = 2;
 // Automatic mode pipelines only when that is clearly faster: a gain within timing noise is not
@@ -74,11 +74,13 @@ bool comm_thread_allowed() {
   return level >= MPI_THREAD_SERIALIZED;
 }
 
-int choose_chunks(double comm_seconds, double compute_seconds, double round_seconds) {
+int choose_chunks(double comm_seconds, double compute_seconds, double round_seconds,
+                  double rows_per_expert) {
   const double hidden = std::min(comm_seconds, compute_seconds);
   const double per_chunk = kRoundsPerChunk * std::max(round_seconds, 1e-6);
   const double best = std::sqrt(std::max(hidden, 0.0) / per_chunk);
-  return std::clamp(static_cast<int>(std::lround(best)), kMinChunks, kMaxChunks);
+  const double gemm_bound = std::floor(rows_per_expert / kMinRowsPerExpertCall);
+  return std::clamp(static_cast<int>(std::lround(std::min(best, gemm_bound))), 1, kMaxChunks);
 }
 
 OverlapController::OverlapController(const OverlapOptions& options, bool thread_allowed)
@@ -126,14 +128,17 @@ void OverlapController::end_step(comm::Communicator& comm, const StepTiming& ste
   if (steps_ == serial_steps) {
     const auto mean = mean_over_ranks(
         comm, {serial_probe_.comm_seconds, serial_probe_.compute_seconds,
-               serial_probe_.rounds > 0 ? serial_probe_.round_seconds / serial_probe_.rounds : 0});
-    const int chosen =
-        options_.chunks > 0 ? options_.chunks : choose_chunks(mean[0], mean[1], mean[2]);
+               serial_probe_.rounds > 0 ? serial_probe_.round_seconds / serial_probe_.rounds : 0,
+               serial_probe_.rows_per_expert});
+    const int chosen = options_.chunks > 0
+                           ? options_.chunks
+                           : choose_chunks(mean[0], mean[1], mean[2], mean[3]);
     schedule_ = {true, static_cast<int>(rank0_value(comm, chosen))};
-    decision_ = fmt::format("{}: {} chunks (serial step: comm {:.1f} ms, compute {:.1f} ms, "
-                            "round {:.3f} ms)",
-                            overlap_mode_name(options_.mode), schedule_.chunks, mean[0] * 1e3,
-                            mean[1] * 1e3, mean[2] * 1e3);
+    decision_ = fmt::format("{}: {} chunk{} (serial step: comm {:.1f} ms, compute {:.1f} ms, "
+                            "round {:.3f} ms, {:.0f} rows per expert)",
+                            overlap_mode_name(options_.mode), schedule_.chunks,
+                            schedule_.chunks == 1 ? "" : "s", mean[0] * 1e3, mean[1] * 1e3,
+                            mean[2] * 1e3, mean[3]);
     settled_ = options_.mode == OverlapMode::on;
     return;
   }

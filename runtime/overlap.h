@@ -48,6 +48,7 @@ struct StepTiming {
   double compute_seconds = 0;  // router, experts, shared experts, their backward
   double round_seconds = 0;    // inside counts exchanges (a round of small messages each)
   int rounds = 0;
+  double rows_per_expert = 0;  // (token, expert) pairs per local expert in a forward
   bool pipelined = false;      // how the step ran
 };
 
@@ -87,7 +88,10 @@ bool comm_thread_allowed();
 // The chunk count a pipelined step should use given the (mean over ranks) serial step's split:
 // more chunks hide more of min(comm, compute) but each adds a few exchange rounds, so the step
 // time ~ max + min / C + C * rounds_per_chunk * round, minimised at C = sqrt(min / (rounds *
-// round)); clamped to [2, 16].
-int choose_chunks(double comm_seconds, double compute_seconds, double round_seconds);
+// round)). Each chunk also splits every expert's GEMM: below some 48 rows per call the BLAS
+// spends more on packing the expert's weights and on edge tiles than the overlap gains (7 chunks
+// of ~14 rows doubled the expert time on a 2-core Xeon), so C <= rows_per_expert / 48. In [1, 16].
+int choose_chunks(double comm_seconds, double compute_seconds, double round_seconds,
+                  double rows_per_expert);
 
 }  // namespace switchyard

@@ -180,7 +180,7 @@ TEST(OverlapAuto, SettlesToTheSameScheduleOnEveryRank) {
     auto fwd = layer.forward(x.data(), tokens, H, y.data());
     layer.backward(*fwd.saved, g.data(), gx.data());
   }
-  EXPECT_NE(layer.overlap_decision().find("chunks"), std::string::npos)
+  EXPECT_NE(layer.overlap_decision().find("chunk"), std::string::npos)
       << layer.overlap_decision();
   EXPECT_NE(layer.overlap_decision().find("pipelined step"), std::string::npos)
       << layer.overlap_decision();
@@ -193,6 +193,19 @@ TEST(OverlapAuto, SettlesToTheSameScheduleOnEveryRank) {
   MPI_Allreduce(mine, high, 2, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
   EXPECT_EQ(low[0], high[0]);
   EXPECT_EQ(low[1], high[1]);
+}
+
+// The chunk count trades exchange rounds against hidden time, and is bounded by the rows each
+// expert's GEMM keeps per chunk.
+TEST(OverlapChunks, ChosenFromTimesRoundsAndRowsPerExpert) {
+  // sqrt(0.2 s / (5 rounds * 0.1 ms)) = 20 chunks by time, capped at 16; rows allow 20.
+  EXPECT_EQ(sy::choose_chunks(0.2, 0.3, 1e-4, 1000), 16);
+  // By time 20 again, but 96 rows per expert allow 2 calls of 48.
+  EXPECT_EQ(sy::choose_chunks(0.3, 0.2, 1e-4, 96), 2);
+  // Slow rounds: sqrt(0.02 / (5 * 1e-3)) = 2.
+  EXPECT_EQ(sy::choose_chunks(0.02, 0.5, 1e-3, 1000), 2);
+  // Too few rows to split: one chunk (pipelining then still overlaps the shared experts).
+  EXPECT_EQ(sy::choose_chunks(0.2, 0.3, 1e-4, 30), 1);
 }
 
 TEST(OverlapOptions, BadValuesAreRejectedNamingTheField) {
