@@ -1,9 +1,11 @@
-// Node-aware mode for one layer. Starts from the balance-mode placement and swaps replicas between
-// nodes to cut remote nodes per token, priced exactly on the layer's routes (so experts that
-// tokens use together drift onto one node), under a per-node load budget derived from the
-// imbalance allowance. Each node's replicas are then packed onto its devices; a layer whose result
-// misses the allowance is retried with a tighter node budget, and keeps the balance placement if
-// every try misses.
+// Node-aware mode for one layer. Starts from a placement of replicas on nodes that keeps experts
+// used together on one node: whole expert groups per node when routing is group-limited (the
+// hottest experts replicated on every node when there are redundant slots, so every token finds
+// them at home), else a co-activation clustering. Nodes that cannot pack under the device limit
+// are repaired by the cheapest swaps, then replicas are swapped between nodes while that lowers
+// the remote crossings, priced exactly on the layer's routes. Each node's replicas are then packed
+// onto its devices; a layer whose result misses the allowance is retried with a tighter limit,
+// and keeps the balance placement if every try misses.
 #pragma once
 
 #include <span>

@@ -74,12 +74,32 @@ void NodeTraffic::move_deltas(int expert, int from, std::vector<std::int64_t>& o
     out[from] = kNoMove;
     return;
   }
+  // Several replicas: moving the one on `from` to q leaves `base` (the others, ascending) with q
+  // inserted at position pos[q], so the serving node of every target comes from one sweep.
+  std::vector<int> base = current;
+  base.erase(std::find(base.begin(), base.end(), from));
+  std::vector<char> base_on = membership(base);
+  std::vector<int> pos(num_nodes_);
   for (int q = 0; q < num_nodes_; ++q) {
-    if (on_nodes(expert)[q]) continue;
-    std::vector<int> nodes = current;
-    nodes.erase(std::find(nodes.begin(), nodes.end(), from));
-    nodes.insert(std::upper_bound(nodes.begin(), nodes.end(), q), q);
-    out[q] = delta_if(expert, nodes);
+    pos[q] = static_cast<int>(std::upper_bound(base.begin(), base.end(), q) - base.begin());
+  }
+  const int k = static_cast<int>(current.size());
+  std::fill(out.begin(), out.end(), 0);
+  for (int i = token_offset_[expert]; i < token_offset_[expert + 1]; ++i) {
+    const int t = tokens_[i];
+    const int home = home_[t];
+    if (base_on[home]) continue;  // served at home before and after any move
+    const int was = serving_node(current, on_nodes(expert), t);
+    const int saved = (was != home && served(t, was) == 1) ? 1 : 0;
+    const int r = t % k;
+    for (int q = 0; q < num_nodes_; ++q) {
+      const int now = q == home ? home : (r < pos[q] ? base[r] : (r == pos[q] ? q : base[r - 1]));
+      if (now == was) continue;
+      out[q] += (now != home && served(t, now) == 0 ? 1 : 0) - saved;
+    }
+  }
+  for (int q = 0; q < num_nodes_; ++q) {
+    if (on_nodes(expert)[q]) out[q] = kNoMove;
   }
 }
 

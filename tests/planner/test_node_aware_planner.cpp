@@ -31,6 +31,18 @@ TEST(NodeAwarePlanner, RandomWorkloadsStayWithinTheAllowance) {
   }
 }
 
+TEST(NodeAwarePlanner, GroupLimitedRandomWorkloadsStayWithinTheAllowance) {
+  // Group-aligned start on 2 and 4 nodes (4 groups), with and without redundant slots, and one
+  // topology where the groups do not divide over the nodes (clustering start only).
+  for (std::uint32_t seed = 1; seed <= 2; ++seed) {
+    const Workload w = testing::random_grouped_workload(2, 32, 4, 2, 4, 512, 1.0, 200 + seed);
+    expect_node_aware_keeps_its_promises(w, Topology::for_slots(2, 4, 32, 8));
+    expect_node_aware_keeps_its_promises(w, Topology::for_slots(4, 2, 32, 0));
+    expect_node_aware_keeps_its_promises(w, Topology::for_slots(4, 2, 32, 16));
+    expect_node_aware_keeps_its_promises(w, Topology::for_slots(3, 2, 32, 4));
+  }
+}
+
 TEST(NodeAwarePlanner, CutsTrafficOnTheGroupLimitedPublicWorkload) {
   const auto w = testing::public_workload("dsv3_zipf1.0", 2);
   if (!w) GTEST_SKIP() << "public workloads not found at " << SWITCHYARD_WORKLOADS_DIR;

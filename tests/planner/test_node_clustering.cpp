@@ -53,7 +53,8 @@ TEST(NodeClustering, NeedsFewerNodesPerTokenThanTheBalancePlacement) {
     const std::vector<int> row = plan_layer_for_balance(w->load[l], topo, 5000);
     const std::vector<int> count(w->num_experts, 1);
     std::vector<std::vector<int>> balance_nodes(topo.num_nodes);
-    for (int j = 0; j < topo.num_slots(); ++j) balance_nodes[topo.node_of_slot(j)].push_back(row[j]);
+    for (int j = 0; j < topo.num_slots(); ++j)
+      balance_nodes[topo.node_of_slot(j)].push_back(row[j]);
     const double total = std::accumulate(w->load[l].begin(), w->load[l].end(), 0.0);
     const auto clustered = cluster_replicas_by_node(*w, l, topo, count, 1.05 * total / 8);
     const NodeTraffic a(*w, l, topo, replica_nodes(balance_nodes, w->num_experts));
@@ -62,13 +63,28 @@ TEST(NodeClustering, NeedsFewerNodesPerTokenThanTheBalancePlacement) {
   }
 }
 
-TEST(NodeTraffic, MoveDeltasMatchDeltaIf) {
-  const Workload w = testing::random_workload(1, 16, 3, 256, 1.0, 41);
-  const Topology topo = Topology::for_slots(4, 2, 16, 8);  // replicated experts too
+class NodeTrafficMoves : public ::testing::TestWithParam<int> {};
+
+// Replica node lists of three shapes: one replica, two on distinct nodes, and (parameter 1)
+// three with two on one node, so the one-sweep pricing of several replicas meets duplicates.
+std::vector<std::vector<int>> replica_layout(int shape) {
   std::vector<std::vector<int>> nodes(16);
-  for (int e = 0; e < 16; ++e) nodes[e] = e < 8 ? std::vector<int>{e % 4, (e + 1) % 4}
-                                                : std::vector<int>{e % 4};
-  for (auto& n : nodes) std::sort(n.begin(), n.end());
+  for (int e = 0; e < 16; ++e) {
+    if (e < 8) {
+      nodes[e] = {e % 4, (e + 1) % 4};
+      if (shape == 1 && e < 4) nodes[e].push_back(e % 4);
+    } else {
+      nodes[e] = {e % 4};
+    }
+    std::sort(nodes[e].begin(), nodes[e].end());
+  }
+  return nodes;
+}
+
+TEST_P(NodeTrafficMoves, MoveDeltasMatchDeltaIf) {
+  const Workload w = testing::random_workload(1, 16, 3, 256, 1.0, 41);
+  const Topology topo = Topology::for_slots(4, 2, 16, GetParam() == 1 ? 16 : 8);
+  const std::vector<std::vector<int>> nodes = replica_layout(GetParam());
   const NodeTraffic traffic(w, 0, topo, nodes);
   std::vector<std::int64_t> out;
   for (int e = 0; e < 16; ++e) {
@@ -87,6 +103,8 @@ TEST(NodeTraffic, MoveDeltasMatchDeltaIf) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(NodeTraffic, NodeTrafficMoves, ::testing::Values(0, 1));
 
 }  // namespace
 }  // namespace switchyard::planner

@@ -16,6 +16,12 @@ namespace switchyard::planner::testing {
 Workload random_workload(int layers, int experts, int top_k, int tokens, double skew,
                          std::uint32_t seed);
 
+// Like random_workload with group-limited routing: experts split into `groups` contiguous groups,
+// each token picks `topk_groups` groups (by summed popularity), then its top_k experts inside
+// them. num_groups and topk_groups are set on the workload.
+Workload random_grouped_workload(int layers, int experts, int groups, int topk_groups, int top_k,
+                                 int tokens, double skew, std::uint32_t seed);
+
 // The public workload `name` cut to its first `layers` layers, or nullopt when the shared folder
 // is absent.
 std::optional<Workload> public_workload(const std::string& name, int layers);

@@ -37,8 +37,8 @@ std::vector<Scenario> read_scenarios(const std::string& path) {
     }
     return scenarios;
   } catch (const nlohmann::json::exception& err) {
-    throw std::invalid_argument("bench: " + path + " is not a moe-placement-scenarios/v1 file: " +
-                                err.what());
+    throw std::invalid_argument("bench: " + path +
+                                " is not a moe-placement-scenarios/v1 file: " + err.what());
   }
 }
 
@@ -60,8 +60,7 @@ Timed plan_and_score(const planner::Workload& workload, const planner::Topology&
 
 // EPLB's figure for a policy; NaN when the reference lacks it (dsmoe16b has one group, so only
 // eplb_global is listed).
-double figure(const EplbPolicies& policies, const std::string& policy,
-              double EplbFigures::*field) {
+double figure(const EplbPolicies& policies, const std::string& policy, double EplbFigures::*field) {
   const auto it = policies.find(policy);
   return it == policies.end() ? std::numeric_limits<double>::quiet_NaN() : it->second.*field;
 }
@@ -80,20 +79,27 @@ void run_bench(const BenchArgs& args) {
   planner::PlanOptions balance_options = args.options;
   balance_options.mode = planner::PlanMode::balance;
 
-  fmt::print("mode {}{}; imb = imb_mean (max/mean device load, mean over layers); gap closed = "
-             "(best EPLB - ours) / (best EPLB - lower bound)\n",
-             planner::plan_mode_name(args.options.mode),
-             node_aware ? fmt::format(", epsilon {}", args.options.epsilon) : "");
-  fmt::print("{:<28} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6} {:>4} {:>8} "
-             "{:>7} {:>7}\n",
-             "scenario", "lb", "eplb_g", "eplb_h", "ours", "ratio", "gap%", "o_max", "rem_g",
-             "rem_h", "rem_o", "dup", "ours_ms", "eplb_gs", "eplb_hs");
+  fmt::print(
+      "mode {}{}; imb = imb_mean (max/mean device load, mean over layers); gap closed = "
+      "(best EPLB - ours) / (best EPLB - lower bound)\n",
+      planner::plan_mode_name(args.options.mode),
+      node_aware ? fmt::format(", epsilon {}", args.options.epsilon) : "");
+  fmt::print(
+      "{:<28} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>7} {:>6} {:>6} {:>6} {:>4} {:>8} "
+      "{:>7} {:>7}\n",
+      "scenario", "lb", "eplb_g", "eplb_h", "ours", "ratio", "gap%", "o_max", "rem_g", "rem_h",
+      "rem_o", "dup", "ours_ms", "eplb_gs", "eplb_hs");
   if (node_aware) fmt::print("{:>28} (ours = node-aware; bal = balance mode's imb)\n", "");
 
   std::map<std::string, planner::Workload> workloads;
   double gap_sum = 0.0, worst_ms = 0.0;
   int gap_count = 0, beat_or_tie = 0, traffic_wins = 0, traffic_cases = 0, within_eps = 0;
+  int benched = 0;
   for (const Scenario& s : scenarios) {
+    const std::string label =
+        fmt::format("{} {}x{} +{}", s.workload, s.nodes, s.gpus_per_node, s.redundant);
+    if (label.find(args.filter) == std::string::npos) continue;
+    ++benched;
     auto it = workloads.find(s.workload);
     if (it == workloads.end()) {
       const auto path = folder / (s.workload + ".json");
@@ -129,28 +135,29 @@ void run_bench(const BenchArgs& args) {
       if (imb <= balance.score.imb_mean + args.options.epsilon + 1e-12) ++within_eps;
     }
     worst_ms = std::max(worst_ms, ours.ms);
-    fmt::print("{:<28} {:>6.4f} {:>7} {:>7} {:>7.4f} {:>7.4f} {:>6} {:>7.4f} {:>6} {:>6} {:>6.3f} "
-               "{:>4} {:>8.1f} {:>7} {:>7}\n",
-               fmt::format("{} {}x{} +{}", s.workload, s.nodes, s.gpus_per_node, s.redundant), lb,
-               cell(g, 4), cell(h, 4), imb, imb / best, cell(gap, 1), ours.score.imb_max,
-               cell(figure(eplb, "eplb_global", &EplbFigures::remote_nodes_per_token), 3),
-               cell(rem_h, 3), ours.score.remote_nodes_per_token, ours.score.duplicate_replicas,
-               ours.ms, cell(figure(eplb, "eplb_global", &EplbFigures::runtime_s), 3),
-               cell(figure(eplb, "eplb_hier", &EplbFigures::runtime_s), 3));
+    fmt::print(
+        "{:<28} {:>6.4f} {:>7} {:>7} {:>7.4f} {:>7.4f} {:>6} {:>7.4f} {:>6} {:>6} {:>6.3f} "
+        "{:>4} {:>8.1f} {:>7} {:>7}\n",
+        label, lb, cell(g, 4), cell(h, 4), imb, imb / best, cell(gap, 1), ours.score.imb_max,
+        cell(figure(eplb, "eplb_global", &EplbFigures::remote_nodes_per_token), 3), cell(rem_h, 3),
+        ours.score.remote_nodes_per_token, ours.score.duplicate_replicas, ours.ms,
+        cell(figure(eplb, "eplb_global", &EplbFigures::runtime_s), 3),
+        cell(figure(eplb, "eplb_hier", &EplbFigures::runtime_s), 3));
     if (node_aware) {
       fmt::print("{:>28} bal {:.4f} (+{:.4f}), bal remote {:.3f}, bal {:.1f} ms\n", "",
                  balance.score.imb_mean, imb - balance.score.imb_mean,
                  balance.score.remote_nodes_per_token, balance.ms);
     }
   }
-  fmt::print("\nimb_mean <= best EPLB policy: {}/{} scenarios; mean gap to lower bound closed: "
-             "{:.1f}% over {} scenarios with a gap; slowest plan {:.1f} ms\n",
-             beat_or_tie, scenarios.size(), gap_count ? gap_sum / gap_count : 0.0, gap_count,
-             worst_ms);
+  fmt::print(
+      "\nimb_mean <= best EPLB policy: {}/{} scenarios; mean gap to lower bound closed: "
+      "{:.1f}% over {} scenarios with a gap; slowest plan {:.1f} ms\n",
+      beat_or_tie, benched, gap_count ? gap_sum / gap_count : 0.0, gap_count, worst_ms);
   if (node_aware) {
-    fmt::print("remote nodes/token below eplb_hier: {}/{}; imb_mean within epsilon of balance "
-               "mode: {}/{}\n",
-               traffic_wins, traffic_cases, within_eps, traffic_cases);
+    fmt::print(
+        "remote nodes/token below eplb_hier: {}/{}; imb_mean within epsilon of balance "
+        "mode: {}/{}\n",
+        traffic_wins, traffic_cases, within_eps, traffic_cases);
   }
 }
 

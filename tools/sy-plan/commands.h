@@ -23,6 +23,8 @@ void run_score(const std::string& workload, const std::string& plan);
 struct BenchArgs {
   std::string scenarios;
   std::string reference;
+  // Only scenarios whose label ("dsv3_zipf0.5 8x8 +64") contains this text; empty: all.
+  std::string filter;
   planner::PlanOptions options;
 };
 void run_bench(const BenchArgs& args);

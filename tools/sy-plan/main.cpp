@@ -2,8 +2,8 @@
 // reference figures on the public scenarios (`bench`).
 #include <exception>
 
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <CLI/CLI.hpp>
 
 #include "commands.h"
 
@@ -20,12 +20,14 @@ int main(int argc, char** argv) {
   plan_cmd->add_option("--gpus-per-node", plan.gpus_per_node, "devices per node")->required();
   plan_cmd->add_option("--redundant", plan.redundant, "redundant expert slots")->required();
   plan_cmd->add_option("--mode", mode, "balance | node-aware")->capture_default_str();
-  plan_cmd->add_option("--epsilon", plan.options.epsilon,
-                       "node-aware: imbalance allowance over balance mode")
+  plan_cmd
+      ->add_option("--epsilon", plan.options.epsilon,
+                   "node-aware: imbalance allowance over balance mode")
       ->capture_default_str();
   plan_cmd->add_option("--current", plan.current, "running plan: prefer few expert moves");
-  plan_cmd->add_option("--min-gain", plan.options.min_gain,
-                       "with --current: re-plan a layer only if imbalance drops this much")
+  plan_cmd
+      ->add_option("--min-gain", plan.options.min_gain,
+                   "with --current: re-plan a layer only if imbalance drops this much")
       ->capture_default_str();
   plan_cmd->add_option("--out", plan.out, "output plan file")->required();
 
@@ -41,6 +43,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--mode", mode, "balance | node-aware")->capture_default_str();
   bench_cmd->add_option("--epsilon", bench.options.epsilon, "node-aware imbalance allowance")
       ->capture_default_str();
+  bench_cmd->add_option("--filter", bench.filter,
+                        "only scenarios whose label (e.g. 'dsv3_zipf0.5 8x8 +64') contains this");
 
   CLI11_PARSE(app, argc, argv);
   try {
