@@ -410,6 +410,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       }
       ScopedPhase wait(waited);
       queue.submit([&] {
+        ScopedPhase phase(times_.grad_reduce);
         TraceSpan trace(tracer_, TracePhase::grad_reduce);
         comm_.allreduce_sum(shared_sum.data(), shared_sum.size());
         trace.payload(static_cast<int64_t>(shared_sum.size() * sizeof(T)));

@@ -13,7 +13,9 @@ struct PhaseTimes {
   double combine = 0;      // the combine all-to-all
   double shared = 0;       // shared experts
   double backward = 0;     // the whole backward pass, gradient reduction included
-  double grad_reduce = 0;  // all-reduce of replicated gradients (part of backward)
+  // All-reduce of replicated gradients (part of backward; with overlap the shared experts' part
+  // runs on the communication thread and counts whether or not the caller waited for it).
+  double grad_reduce = 0;
   // Time inside all-to-all calls, forward and backward, whether the caller waited for them or
   // they ran on the communication thread meanwhile (pipelined steps).
   double comm_busy = 0;
