@@ -340,9 +340,15 @@ sy_status_t sy_layer_create(sy_context_t context, const sy_layer_config_t* confi
     moe.validate();
     auto handle = std::make_unique<sy_layer>();
     handle->context = &c;
+    require_arg(config->overlap >= SY_OVERLAP_OFF && config->overlap <= SY_OVERLAP_AUTO,
+                fmt::format("sy_layer_config_t.overlap = {} is not a sy_overlap_mode_t; use "
+                            "SY_OVERLAP_OFF, SY_OVERLAP_ON or SY_OVERLAP_AUTO",
+                            static_cast<int>(config->overlap)));
+    const sy::OverlapMode modes[] = {sy::OverlapMode::off, sy::OverlapMode::on,
+                                     sy::OverlapMode::automatic};
     handle->layer = std::make_unique<sy::MoeLayer<float>>(
         moe, *c.comm, sy::planner::ExpertPlacement::contiguous(moe.num_experts, c.comm->size()),
-        c.alltoall);
+        c.alltoall, sy::OverlapOptions{modes[config->overlap], config->overlap_chunks});
     *layer = handle.release();
   });
 }

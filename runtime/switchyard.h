@@ -108,6 +108,10 @@ SY_API const char* sy_context_last_error(sy_context_t context);
 
 typedef enum { SY_SCORE_SOFTMAX = 0, SY_SCORE_SIGMOID = 1 } sy_score_func_t;
 typedef enum { SY_GROUP_SCORE_TOP2_SUM = 0, SY_GROUP_SCORE_MAX = 1 } sy_group_score_t;
+/* Communication/compute overlap (README "Overlapping communication with compute"). ON needs MPI
+ * initialised with MPI_Init_thread(..., MPI_THREAD_SERIALIZED, ...) or higher (SY_UNSUPPORTED
+ * otherwise); AUTO measures both on the first steps and falls back to OFF without that level. */
+typedef enum { SY_OVERLAP_OFF = 0, SY_OVERLAP_ON = 1, SY_OVERLAP_AUTO = 2 } sy_overlap_mode_t;
 
 typedef struct {
   size_t size; /* sizeof(sy_layer_config_t), set by SY_LAYER_CONFIG_INIT */
@@ -127,11 +131,13 @@ typedef struct {
   double aux_expert_alpha;
   double aux_device_alpha;
   double z_loss_alpha;
+  sy_overlap_mode_t overlap;
+  int overlap_chunks; /* token chunks of a pipelined step; 0: chosen from measurements */
 } sy_layer_config_t;
 
 #define SY_LAYER_CONFIG_INIT                                                                    \
   {sizeof(sy_layer_config_t), 0, 0, 0, 1, 0, SY_SCORE_SOFTMAX, 0, 1.0, 1, 1,                   \
-   SY_GROUP_SCORE_TOP2_SUM, 0, 0.001, 0.0, 0.0, 0.0}
+   SY_GROUP_SCORE_TOP2_SUM, 0, 0.001, 0.0, 0.0, 0.0, SY_OVERLAP_OFF, 0}
 
 typedef struct {
   double expert_balance; /* unweighted, over the global batch */

@@ -28,6 +28,7 @@ STATUS_NAMES = {
 
 SCORE_FUNCS = {"softmax": 0, "sigmoid": 1}
 GROUP_SCORES = {"top2_sum": 0, "max": 1}
+OVERLAP_MODES = {"off": 0, "on": 1, "auto": 2}
 
 
 class SwitchyardError(RuntimeError):
@@ -90,6 +91,8 @@ class SyLayerConfig(ctypes.Structure):
         ("aux_expert_alpha", ctypes.c_double),
         ("aux_device_alpha", ctypes.c_double),
         ("z_loss_alpha", ctypes.c_double),
+        ("overlap", ctypes.c_int),
+        ("overlap_chunks", ctypes.c_int),
     ]
 
     def __init__(self, **fields):

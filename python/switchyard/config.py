@@ -30,11 +30,16 @@ class MoEConfig:
     aux_expert_alpha: float = 0.0  # coefficients with which backward adds the aux losses' gradients
     aux_device_alpha: float = 0.0
     z_loss_alpha: float = 0.0
+    # Hide the all-to-all behind expert compute: "off", "on" (needs MPI initialised with at least
+    # MPI_THREAD_SERIALIZED; mpi4py's default is MULTIPLE) or "auto"; chunks 0 = chosen by measurement.
+    overlap: str = "off"
+    overlap_chunks: int = 0
 
     def to_c(self):
         """The sy_layer_config_t for this configuration."""
         fields = dict(vars(self))
-        for field, table in (("scoring", _capi.SCORE_FUNCS), ("group_score", _capi.GROUP_SCORES)):
+        for field, table in (("scoring", _capi.SCORE_FUNCS), ("group_score", _capi.GROUP_SCORES),
+                             ("overlap", _capi.OVERLAP_MODES)):
             if fields[field] not in table:
                 raise ValueError(f"MoEConfig.{field} = {fields[field]!r}; expected one of "
                                  f"{sorted(table)}")

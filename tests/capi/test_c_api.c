@@ -131,6 +131,22 @@ static void test_layer_creation_errors(sy_context_t ctx) {
   c.n_group = 3;
   CHECK(sy_layer_create(ctx, &c, &layer) == SY_INVALID_ARGUMENT, "n_group 3 of 2 accepted");
   CHECK(contains(sy_context_last_error(ctx), "n_group"), "message: %s", sy_context_last_error(ctx));
+  c = two_expert_config();
+  c.overlap = (sy_overlap_mode_t)9;
+  CHECK(sy_layer_create(ctx, &c, &layer) == SY_INVALID_ARGUMENT, "bad overlap mode accepted");
+  CHECK(contains(sy_context_last_error(ctx), "overlap"), "message: %s", sy_context_last_error(ctx));
+  /* This program initialises MPI with MPI_Init (a single thread): no communication thread. */
+  c = two_expert_config();
+  c.overlap = SY_OVERLAP_ON;
+  CHECK(sy_layer_create(ctx, &c, &layer) == SY_UNSUPPORTED && layer == NULL,
+        "overlap on accepted without MPI_THREAD_SERIALIZED");
+  CHECK(contains(sy_context_last_error(ctx), "MPI_Init_thread"), "message: %s",
+        sy_context_last_error(ctx));
+  c.overlap = SY_OVERLAP_AUTO;
+  CHECK(sy_layer_create(ctx, &c, &layer) == SY_OK, "overlap auto refused: %s",
+        sy_context_last_error(ctx));
+  sy_layer_destroy(layer);
+  layer = NULL;
 }
 
 /* Sets every tensor this rank may set from weight(); returns the number of experts held. */

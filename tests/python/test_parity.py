@@ -66,10 +66,12 @@ def check_against_reference(layer, comm, weights, counts, seed):
         assert_close(f"grad {name}", param.grad, ref_weights[name].grad)
 
 
+@pytest.mark.parametrize("overlap", [dict(), dict(overlap="on", overlap_chunks=3)],
+                         ids=["serial", "pipelined"])
 @pytest.mark.parametrize("pattern", sorted(TOKEN_PATTERNS))
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_matches_reference(context, comm, case, pattern):
-    cfg = switchyard.MoEConfig(**CASES[case])
+def test_matches_reference(context, comm, case, pattern, overlap):
+    cfg = switchyard.MoEConfig(**CASES[case], **overlap)
     size = comm.Get_size()
     counts = [TOKEN_PATTERNS[pattern](r, size) for r in range(size)]
     weights = reference.random_weights(cfg, seed=11)
