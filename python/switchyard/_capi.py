@@ -1,4 +1,4 @@
-"""ctypes binding of libswitchyard.so (runtime/switchyard.h), version 0.1.
+"""ctypes binding of libswitchyard.so (runtime/switchyard.h), version 0.2.
 
 Every function of the header is declared here with its argument and result types, so that a
 wrong call fails in Python instead of corrupting memory. `check` turns a non-OK status into a
