@@ -13,6 +13,7 @@
 
 #include "comm/communicator.h"
 #include "runtime/moe_layer.h"
+#include "tests/runtime/layer_test_util.h"
 #include "tests/runtime/reference_moe.h"
 #include "tests/runtime/test_placements.h"
 
@@ -20,30 +21,9 @@ namespace sy = switchyard;
 
 namespace {
 
-template <typename T>
-double rel_error(std::span<const T> got, std::span<const double> want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += want[i] * want[i];
-  }
-  if (norm == 0) return std::sqrt(diff);
-  return std::sqrt(diff / norm);
-}
-
-template <typename T>
-double tolerance() {
-  return sizeof(T) == sizeof(double) ? 1e-12 : 1e-5;
-}
-
-template <typename T>
-std::vector<T> random_values(size_t n, uint64_t seed, double scale) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> dist(-scale, scale);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(dist(rng));
-  return v;
-}
+using sy::testing::random_values;
+using sy::testing::rel_error;
+using sy::testing::tolerance;
 
 template <typename T>
 std::vector<double> to_double(std::span<const T> v) {
@@ -119,21 +99,27 @@ void check_against_reference(const sy::MoeConfig& config, std::vector<double> bi
   auto slice = [&](const std::vector<double>& v) {
     return std::span<const double>(v.data() + batch.offset * H, local * H);
   };
-  EXPECT_LE(rel_error<T>(y, slice(ref.y)), tol) << "output y";
-  EXPECT_LE(rel_error<T>(grad_x, slice(ref.grad_x)), tol) << "grad x";
-  EXPECT_LE(rel_error<T>(layer.grads().gate_weight, ref.grads.gate_weight), tol) << "grad gate";
+  EXPECT_LE((rel_error<T, double>(y, slice(ref.y))), tol) << "output y";
+  EXPECT_LE((rel_error<T, double>(grad_x, slice(ref.grad_x))), tol) << "grad x";
+  EXPECT_LE((rel_error<T, double>(layer.grads().gate_weight, ref.grads.gate_weight)), tol)
+      << "grad gate";
   if (config.num_shared > 0) {
-    EXPECT_LE(rel_error<T>(layer.grads().shared.gate_proj, ref.grads.shared.gate_proj), tol);
-    EXPECT_LE(rel_error<T>(layer.grads().shared.up_proj, ref.grads.shared.up_proj), tol);
-    EXPECT_LE(rel_error<T>(layer.grads().shared.down_proj, ref.grads.shared.down_proj), tol);
+    EXPECT_LE((rel_error<T, double>(layer.grads().shared.gate_proj, ref.grads.shared.gate_proj)),
+              tol);
+    EXPECT_LE((rel_error<T, double>(layer.grads().shared.up_proj, ref.grads.shared.up_proj)), tol);
+    EXPECT_LE((rel_error<T, double>(layer.grads().shared.down_proj, ref.grads.shared.down_proj)),
+              tol);
   }
   for (size_t i = 0; i < layer.params().expert_ids.size(); ++i) {
     const int e = layer.params().expert_ids[i];
     const auto& got = layer.grads().experts[i];
     const auto& want = ref.grads.experts[e];
-    EXPECT_LE(rel_error<T>(got.gate_proj, want.gate_proj), tol) << "expert " << e << " gate_proj";
-    EXPECT_LE(rel_error<T>(got.up_proj, want.up_proj), tol) << "expert " << e << " up_proj";
-    EXPECT_LE(rel_error<T>(got.down_proj, want.down_proj), tol) << "expert " << e << " down_proj";
+    EXPECT_LE((rel_error<T, double>(got.gate_proj, want.gate_proj)), tol)
+        << "expert " << e << " gate_proj";
+    EXPECT_LE((rel_error<T, double>(got.up_proj, want.up_proj)), tol)
+        << "expert " << e << " up_proj";
+    EXPECT_LE((rel_error<T, double>(got.down_proj, want.down_proj)), tol)
+        << "expert " << e << " down_proj";
   }
   const double loss_tol = sizeof(T) == sizeof(double) ? 1e-12 : 1e-5;
   EXPECT_NEAR(fwd.aux.expert_balance, ref.expert_balance, loss_tol * (1 + ref.expert_balance));

@@ -18,36 +18,16 @@
 #include "comm/error.h"
 #include "runtime/error.h"
 #include "runtime/moe_layer.h"
+#include "tests/runtime/layer_test_util.h"
 #include "tests/runtime/test_placements.h"
 
 namespace sy = switchyard;
 
 namespace {
 
-template <typename T>
-double rel_error(std::span<const T> got, std::span<const T> want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double d = double(got[i]) - double(want[i]);
-    diff += d * d;
-    norm += double(want[i]) * double(want[i]);
-  }
-  return norm == 0 ? std::sqrt(diff) : std::sqrt(diff / norm);
-}
-
-template <typename T>
-double tolerance() {
-  return sizeof(T) == sizeof(double) ? 1e-12 : 1e-5;
-}
-
-template <typename T>
-std::vector<T> random_values(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<double> dist(-1.0, 1.0);
-  std::vector<T> v(n);
-  for (auto& x : v) x = static_cast<T>(dist(rng));
-  return v;
-}
+using sy::testing::random_values;
+using sy::testing::rel_error;
+using sy::testing::tolerance;
 
 sy::MoeConfig config() {
   sy::MoeConfig c;
@@ -86,9 +66,8 @@ StepResult<T> run(sy::comm::Communicator& comm, const Workload& setup,
                   const sy::OverlapOptions& overlap, int steps = 1) {
   const int world = comm.size(), rank = comm.rank();
   const auto placement =
-      setup.replicated
-          ? sy::testing::hot_experts_everywhere(setup.config.num_experts, world)
-          : sy::planner::ExpertPlacement::contiguous(setup.config.num_experts, world);
+      setup.replicated ? sy::testing::hot_experts_everywhere(setup.config.num_experts, world)
+                       : sy::planner::ExpertPlacement::contiguous(setup.config.num_experts, world);
   sy::MoeConfig c = setup.config;
   c.selection_bias = setup.skewed;
   sy::MoeLayer<T> layer(c, comm, placement, "flat", overlap);
@@ -118,7 +97,8 @@ TYPED_TEST_SUITE(Overlap, Precisions);
 TYPED_TEST(Overlap, OnEqualsOffAtTheSameChunkCount) {
   using T = TypeParam;
   sy::comm::Communicator comm(MPI_COMM_WORLD);
-  for (const Workload& setup : {Workload{}, Workload{config(), true, false}, Workload{config(), false, true}}) {
+  for (const Workload& setup :
+       {Workload{}, Workload{config(), true, false}, Workload{config(), false, true}}) {
     // 40 chunks exceed every rank's token count: most chunks are empty somewhere.
     for (int chunks : {1, 3, 7, 40}) {
       const auto off = run<T>(comm, setup, {sy::OverlapMode::off, chunks});
@@ -180,8 +160,7 @@ TEST(OverlapAuto, SettlesToTheSameScheduleOnEveryRank) {
     auto fwd = layer.forward(x.data(), tokens, H, y.data());
     layer.backward(*fwd.saved, g.data(), gx.data());
   }
-  EXPECT_NE(layer.overlap_decision().find("chunk"), std::string::npos)
-      << layer.overlap_decision();
+  EXPECT_NE(layer.overlap_decision().find("chunk"), std::string::npos) << layer.overlap_decision();
   EXPECT_NE(layer.overlap_decision().find("pipelined step"), std::string::npos)
       << layer.overlap_decision();
   // Every rank settled on rank 0's choice: same chunk count and mode everywhere.
