@@ -75,17 +75,7 @@ std::chrono::milliseconds test_delay_for(int rank) {
 }
 
 sy::OverlapOptions overlap_options(const Options& o) {
-  sy::OverlapOptions overlap{sy::parse_overlap_mode(o.overlap), 0};
-  if (o.chunks != "auto") {
-    try {
-      overlap.chunks = std::stoi(o.chunks);
-    } catch (const std::exception&) {
-      overlap.chunks = -1;
-    }
-    sy::require(overlap.chunks >= 1,
-                fmt::format("--chunks {}: give a count >= 1, or auto", o.chunks));
-  }
-  return overlap;
+  return {sy::parse_overlap_mode(o.overlap), sy::parse_overlap_chunks(o.chunks)};
 }
 
 // Presets: a tiny layer that trains in about a minute on 2 cores, and DeepSeekMoE-16B's layer

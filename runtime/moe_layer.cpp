@@ -37,8 +37,8 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
     : config_(config),
       comm_(comm),
       placement_(std::move(placement)),
-      overlap_(overlap, comm_thread_allowed()),
-      thread_allowed_(comm_thread_allowed()) {
+      thread_allowed_(comm_thread_allowed()),
+      overlap_(overlap, thread_allowed_) {
   config_.validate();
   require(placement_.num_experts() == config_.num_experts,
           fmt::format("the placement places {} experts but MoeConfig.num_experts is {}",

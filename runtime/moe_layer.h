@@ -109,6 +109,8 @@ class MoeLayer {
   void set_overlap(const OverlapOptions& overlap);
   // The overlap decisions so far, one line for logs.
   const std::string& overlap_decision() const { return overlap_.decision(); }
+  // What the next forward will run (pipelined or not, and its chunk count).
+  CallSchedule overlap_schedule() const { return overlap_.next_forward(); }
 
   // With overlap, dispatch and combine are the time the caller waited for them (what was not
   // hidden); the full time of the all-to-all calls, waited for or not, is in comm_busy.
@@ -160,8 +162,8 @@ class MoeLayer {
   TrafficCounters traffic_;
   Tracer* tracer_ = nullptr;
   Metrics* metrics_ = nullptr;
+  bool thread_allowed_ = false;  // comm_thread_allowed() at construction
   OverlapController overlap_;
-  bool thread_allowed_ = false;
   std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
   StepTiming step_;                          // of the step in progress, for overlap_
 };

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <vector>
 
 #include <fmt/format.h>
@@ -54,6 +55,20 @@ OverlapMode parse_overlap_mode(const std::string& name) {
   if (name == "auto") return OverlapMode::automatic;
   throw Error(ErrorCode::invalid_argument,
               fmt::format("unknown overlap mode '{}'; use off, on or auto", name));
+}
+
+int parse_overlap_chunks(const std::string& text) {
+  if (text == "auto") return 0;
+  int chunks = -1;
+  try {
+    size_t used = 0;
+    chunks = std::stoi(text, &used);
+    if (used != text.size()) chunks = -1;
+  } catch (const std::exception&) {
+    chunks = -1;
+  }
+  require(chunks >= 1, fmt::format("chunks '{}': give a count >= 1, or auto", text));
+  return chunks;
 }
 
 const char* overlap_mode_name(OverlapMode mode) {

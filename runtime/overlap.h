@@ -33,6 +33,9 @@ struct OverlapOptions {
 
 // "off" | "on" | "auto"; throws Error(invalid_argument) listing them otherwise.
 OverlapMode parse_overlap_mode(const std::string& name);
+// A chunk count as given on a command line: "auto" (0) or a count >= 1; throws Error
+// (invalid_argument) otherwise.
+int parse_overlap_chunks(const std::string& text);
 const char* overlap_mode_name(OverlapMode mode);
 
 // What one forward call runs; its backward follows the same chunks.

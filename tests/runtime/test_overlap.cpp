@@ -166,7 +166,7 @@ TEST(OverlapAuto, SettlesToTheSameScheduleOnEveryRank) {
   // Every rank settled on rank 0's choice: same chunk count and mode everywhere.
   auto fwd = layer.forward(x.data(), tokens, H, y.data());
   int64_t mine[2] = {static_cast<int64_t>(fwd.saved->chunks.size()),
-                     layer.overlap_decision().ends_with(": on") ? 1 : 0};
+                     layer.overlap_schedule().pipelined ? 1 : 0};
   int64_t low[2], high[2];
   MPI_Allreduce(mine, low, 2, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD);
   MPI_Allreduce(mine, high, 2, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
@@ -197,6 +197,11 @@ TEST(OverlapOptions, BadValuesAreRejectedNamingTheField) {
     EXPECT_NE(std::string(e.what()).find("chunks"), std::string::npos) << e.what();
   }
   EXPECT_THROW(sy::parse_overlap_mode("sometimes"), sy::Error);
+  EXPECT_EQ(sy::parse_overlap_chunks("auto"), 0);
+  EXPECT_EQ(sy::parse_overlap_chunks("6"), 6);
+  for (const char* bad : {"0", "-3", "4x", "many", ""}) {
+    EXPECT_THROW(sy::parse_overlap_chunks(bad), sy::Error) << bad;
+  }
   EXPECT_EQ(sy::parse_overlap_mode("auto"), sy::OverlapMode::automatic);
 }
 

@@ -132,17 +132,7 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   config.top_k = o.topk;
   config.intermediate = o.inter;
   config.validate();
-  int fixed_chunks = 0;
-  if (o.chunks != "auto") {
-    try {
-      fixed_chunks = std::stoi(o.chunks);
-    } catch (const std::exception&) {
-      fixed_chunks = -1;
-    }
-    if (fixed_chunks < 1) {
-      throw std::invalid_argument(fmt::format("--chunks {}: give a count >= 1 or auto", o.chunks));
-    }
-  }
+  const int fixed_chunks = parse_overlap_chunks(o.chunks);
   const auto placement = planner::ExpertPlacement::contiguous(o.experts, world);
   const RoutingSkew<float> skew(o.zipf, o.hidden, o.experts, 17);
 
@@ -199,7 +189,7 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   // Labelled by what the timed iterations ran (the layers have settled by then).
   for (int i = 1; i < 3; ++i) {
     const MoeSaved<float>& saved = *layers[i].last_saved;
-    const bool pipelined = layers[i].layer->overlap_decision().ends_with(": off") ? false : true;
+    const bool pipelined = layers[i].layer->overlap_schedule().pipelined;
     layers[i].label = fmt::format("overlap {} ({}, {} chunk{})", i == 1 ? "on" : "auto",
                                   pipelined ? "pipelined" : "serial", saved.chunks.size(),
                                   saved.chunks.size() == 1 ? "" : "s");
