@@ -21,6 +21,11 @@ MpiTransport::~MpiTransport() {
   MPI_Comm_free(&comm_);
 }
 
+std::string MpiTransport::describe() const {
+  if (max_piece_ >= INT_MAX) return "mpi";
+  return fmt::format("mpi (messages in pieces of <= {} bytes)", max_piece_);
+}
+
 Request MpiTransport::isend(int peer, const void* data, size_t bytes, int tag) {
   // MPI_Isend takes a non-const buffer only for MPI-2 compatibility; it never writes it.
   return post(true, peer, const_cast<void*>(data), bytes, tag);

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -37,6 +39,45 @@ TEST(MpiTransport, SplitsMessagesIntoPieces) {
   // the first with a short last piece.
   MpiTransport transport(MPI_COMM_WORLD, 1000);
   exchange_patterns(transport, comm.rank(), comm.size(), comm.timeout());
+}
+
+// Inter-node MPI messages go in eager-sized pieces (communicator.cpp); SWITCHYARD_MPI_PIECE sets
+// the size. Shown on a routed transport (shm inside, mpi across), which has an inter-node class
+// even on one node.
+TEST(MpiTransport, InterNodePiecesFollowTheEnvironment) {
+  CommOptions options = test::test_options();
+  options.intra_transport = "shm";
+  options.inter_transport = "mpi";
+  struct Case {
+    const char* env;
+    const char* described;
+  };
+  for (const Case& c :
+       {Case{nullptr, "mpi (messages in pieces of <= 65024 bytes)"},
+        Case{"4096", "mpi (messages in pieces of <= 4096 bytes)"}, Case{"0", "inter-node: mpi"}}) {
+    if (c.env == nullptr) {
+      unsetenv("SWITCHYARD_MPI_PIECE");
+    } else {
+      setenv("SWITCHYARD_MPI_PIECE", c.env, 1);
+    }
+    Communicator comm(MPI_COMM_WORLD, options);
+    const std::string described = comm.transport().describe();
+    EXPECT_NE(described.find(c.described), std::string::npos) << described;
+    EXPECT_EQ(described.find("pieces") == std::string::npos, c.env != nullptr && *c.env == '0')
+        << described;
+    exchange_patterns(comm.transport(), comm.rank(), comm.size(), comm.timeout());
+  }
+  for (const char* bad : {"abc", "-5", "12kb"}) {
+    setenv("SWITCHYARD_MPI_PIECE", bad, 1);
+    try {
+      Communicator comm(MPI_COMM_WORLD, options);
+      ADD_FAILURE() << "SWITCHYARD_MPI_PIECE=" << bad << " accepted";
+    } catch (const CommError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("SWITCHYARD_MPI_PIECE"), std::string::npos) << e.what();
+    }
+  }
+  unsetenv("SWITCHYARD_MPI_PIECE");
 }
 
 TEST(MpiTransport, RejectsBadPeersAndTags) {

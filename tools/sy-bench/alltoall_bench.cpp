@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <stdexcept>
 #include <tuple>
@@ -14,6 +15,7 @@
 #include "comm/alltoall.h"
 #include "comm/bf16.h"
 #include "comm/communicator.h"
+#include "tools/sy-bench/link_monitor.h"
 #include "tools/sy-bench/mpi_baseline.h"
 
 namespace switchyard::bench {
@@ -21,7 +23,8 @@ namespace switchyard::bench {
 namespace {
 
 struct Phase {
-  std::vector<double> seconds;  // per iteration, the slowest rank's
+  std::vector<std::pair<double, double>> windows;  // per iteration: Timing begin, end
+  std::vector<double> seconds;                     // per iteration, the slowest rank's
   int64_t max_bytes_per_rank = 0;
   int64_t bytes_to_other_nodes = 0;  // all ranks together
 };
@@ -34,14 +37,21 @@ struct Result {
   int64_t errors = 0;  // all ranks together
 };
 
+// One timed call: the slowest rank's time, and the window from the first rank's start to the last
+// rank's end on the monotonic clock (for the link counters).
+struct Timing {
+  double seconds, begin, end;
+};
+
 template <typename F>
-double timed(MPI_Comm comm, F&& body) {
+Timing timed(MPI_Comm comm, F&& body) {
   MPI_Barrier(comm);
-  const double start = MPI_Wtime();
+  const double start = monotonic_seconds();
   body();
-  double seconds = MPI_Wtime() - start;
-  MPI_Allreduce(MPI_IN_PLACE, &seconds, 1, MPI_DOUBLE, MPI_MAX, comm);
-  return seconds;
+  const double end = monotonic_seconds();
+  double v[3] = {end - start, -start, end};
+  MPI_Allreduce(MPI_IN_PLACE, v, 3, MPI_DOUBLE, MPI_MAX, comm);
+  return {v[0], -v[1], v[2]};
 }
 
 void totals(MPI_Comm comm, Phase& phase, int64_t bytes, int64_t crossing) {
@@ -256,10 +266,102 @@ std::vector<Row> table_rows(const std::vector<Result>& results, double logical_b
   return rows;
 }
 
+// How busy the busiest inter-node link was during one algorithm's phase, from the links' own
+// counters (LinkMonitor; bytes include TCP/IP headers, as the shaper counts them). Medians over
+// the iterations.
+struct LinkUse {
+  std::string algo;
+  const char* phase;
+  std::string link;       // the link (node, direction) that carried the most, in most iterations
+  double wire_mb = 0;     // what it carried
+  double call_ms = 0;     // the call, first rank's start to last rank's end
+  double active_ms = 0;   // from its first byte to its last
+  double call_use = 0;    // wire bytes / (rate x call)
+  double active_use = 0;  // wire bytes / (rate x active): the inter-node phase's own rate
+};
+
+constexpr double kLinkSampleSeconds = 200e-6;
+
+// Collective. Every node's first rank measures its link in each call's window; rank 0 picks the
+// busiest link per call. Returns the figures on rank 0, nothing elsewhere.
+std::vector<LinkUse> measured_link_use(const std::vector<Result>& results,
+                                       const LinkMonitor* monitor, const AllToAllBenchOptions& o,
+                                       const comm::Communicator& comm, MPI_Comm mpi) {
+  std::vector<const Phase*> phases;
+  for (const Result& r : results) phases.insert(phases.end(), {&r.dispatch, &r.combine});
+  const size_t iters = static_cast<size_t>(o.iters);
+  std::vector<double> mine(phases.size() * iters * 4, -1.0);  // -1: not a node's sampler
+  for (size_t p = 0; p < phases.size() && monitor != nullptr; ++p) {
+    for (size_t i = 0; i < iters; ++i) {
+      const auto [begin, end] = phases[p]->windows[i];
+      const LinkWindow w = monitor->window(begin, end);
+      double* v = &mine[(p * iters + i) * 4];
+      v[0] = w.tx.bytes, v[1] = w.tx.active_s, v[2] = w.rx.bytes, v[3] = w.rx.active_s;
+    }
+  }
+  const int n = comm.size();
+  std::vector<double> all(comm.rank() == 0 ? mine.size() * static_cast<size_t>(n) : 0);
+  MPI_Gather(mine.data(), static_cast<int>(mine.size()), MPI_DOUBLE, all.data(),
+             static_cast<int>(mine.size()), MPI_DOUBLE, 0, mpi);
+  if (comm.rank() != 0) return {};
+  const double rate = o.link_gbit * 1e9 / 8;
+  std::vector<LinkUse> uses;
+  for (size_t p = 0; p < phases.size(); ++p) {
+    std::vector<double> wire, call, active, call_use, active_use;
+    std::map<std::string, int> busiest;
+    for (size_t i = 0; i < iters; ++i) {
+      double bytes = 0, active_s = 0;
+      std::string link = "-";
+      for (int r = 0; r < n; ++r) {
+        const double* v = &all[static_cast<size_t>(r) * mine.size() + (p * iters + i) * 4];
+        if (v[0] < 0) continue;
+        for (int dir = 0; dir < 2; ++dir) {
+          if (v[2 * dir] <= bytes) continue;
+          bytes = v[2 * dir], active_s = v[2 * dir + 1];
+          link = fmt::format("node {} {}", comm.topology().node_of_rank[static_cast<size_t>(r)],
+                             dir == 0 ? "tx" : "rx");
+        }
+      }
+      const double call_s = phases[p]->windows[i].second - phases[p]->windows[i].first;
+      ++busiest[link];
+      wire.push_back(bytes / 1e6);
+      call.push_back(call_s * 1e3);
+      active.push_back(active_s * 1e3);
+      call_use.push_back(call_s > 0 ? bytes / (rate * call_s) : 0.0);
+      active_use.push_back(active_s > 0 ? bytes / (rate * active_s) : 0.0);
+    }
+    const auto most = std::max_element(busiest.begin(), busiest.end(),
+                                       [](auto& a, auto& b) { return a.second < b.second; });
+    const Result& r = results[p / 2];
+    uses.push_back({r.label, p % 2 == 0 ? "dispatch" : "combine", most->first, median(wire),
+                    median(call), median(active), median(call_use), median(active_use)});
+  }
+  return uses;
+}
+
+void print_link_use(const std::vector<LinkUse>& uses, const AllToAllBenchOptions& o,
+                    bool realtime) {
+  fmt::print(
+      "\nmeasured on the links ({} byte counters, sampled every {:.1f} ms on each node{}; bytes "
+      "incl. TCP/IP headers, as the {} Gbit/s shaper counts them): the busiest link per call, "
+      "its use over the whole call and over its own active span (first to last byte: the "
+      "inter-node phase); medians over iterations\n",
+      o.link_dev, kLinkSampleSeconds * 1e3,
+      realtime ? "" : " at normal priority, so intervals may stretch under load", o.link_gbit);
+  fmt::print("{:<16} {:<9} {:>13} {:>12} {:>9} {:>10} {:>9} {:>11}\n", "algorithm", "phase",
+             "busiest link", "MB on wire", "call ms", "active ms", "call use", "active use");
+  for (const LinkUse& u : uses) {
+    fmt::print("{:<16} {:<9} {:>13} {:>12.2f} {:>9.1f} {:>10.1f} {:>8.0f}% {:>10.0f}%\n", u.algo,
+               u.phase, u.link, u.wire_mb, u.call_ms, u.active_ms, 100 * u.call_use,
+               100 * u.active_use);
+  }
+}
+
 // The table and the run's parameters as JSON (format switchyard-bench-alltoall/v1), one file per
 // run: tools/sy-trace `bandwidth` plots several runs' busbw against message_bytes_per_rank.
 void write_json(const AllToAllBenchOptions& o, const comm::Communicator& comm,
-                const std::vector<Row>& rows, double logical_bytes) {
+                const std::vector<Row>& rows, double logical_bytes,
+                const std::vector<LinkUse>& link_use) {
   nlohmann::json results = nlohmann::json::array();
   for (const Row& r : rows) {
     std::vector<double> ms;
@@ -277,7 +379,7 @@ void write_json(const AllToAllBenchOptions& o, const comm::Communicator& comm,
                        {"errors", r.errors}});
   }
   const comm::Topology& topo = comm.topology();
-  const nlohmann::json doc = {
+  nlohmann::json doc = {
       {"format", "switchyard-bench-alltoall/v1"},
       {"ranks", comm.size()},
       {"nodes", topo.num_nodes},
@@ -296,12 +398,25 @@ void write_json(const AllToAllBenchOptions& o, const comm::Communicator& comm,
         {"iters", o.iters},
         {"ranks_per_node", o.ranks_per_node},
         {"link_gbit", o.link_gbit},
+        {"link_dev", o.link_dev},
         {"intra", o.intra}}},
       {"message_bytes_per_rank", logical_bytes},
       {"bandwidth_definitions",
        "algbw = message_bytes_per_rank / median time; busbw = algbw * (ranks - 1) / ranks; "
        "times are the slowest rank's; speedup = mpi median / median"},
       {"results", results}};
+  nlohmann::json measured = nlohmann::json::array();
+  for (const LinkUse& u : link_use) {
+    measured.push_back({{"algorithm", u.algo},
+                        {"phase", u.phase},
+                        {"busiest_link", u.link},
+                        {"wire_mb", u.wire_mb},
+                        {"call_ms", u.call_ms},
+                        {"active_ms", u.active_ms},
+                        {"call_link_use", u.call_use},
+                        {"active_link_use", u.active_use}});
+  }
+  if (!link_use.empty()) doc["measured_link_use"] = measured;
   std::ofstream out(o.json);
   out << doc.dump(2) << "\n";
   if (!out) throw std::runtime_error(fmt::format("--json: cannot write '{}'", o.json));
@@ -335,14 +450,21 @@ int run_alltoall_bench(const AllToAllBenchOptions& given, MPI_Comm mpi) {
       runners.push_back(algorithm_runner(name, label, *comms[i], w, o, mpi));
     }
   }
+  // One sampler per node (on its first rank) reads the node's link counters.
+  std::unique_ptr<LinkMonitor> monitor;
+  if (!o.link_dev.empty() && comm.topology().local_rank == 0) {
+    monitor = std::make_unique<LinkMonitor>(o.link_dev, kLinkSampleSeconds);
+  }
   // Interleaved, so that a change in the machine's load hits every algorithm alike.
   for (int i = 0; i <= o.iters; ++i) {
     for (Runner& r : runners) {
-      const double d = timed(mpi, r.dispatch);
-      const double c = timed(mpi, r.combine);
+      const Timing d = timed(mpi, r.dispatch);
+      const Timing c = timed(mpi, r.combine);
       if (i == 0) continue;  // warm-up
-      r.result.dispatch.seconds.push_back(d);
-      r.result.combine.seconds.push_back(c);
+      r.result.dispatch.seconds.push_back(d.seconds);
+      r.result.dispatch.windows.emplace_back(d.begin, d.end);
+      r.result.combine.seconds.push_back(c.seconds);
+      r.result.combine.windows.emplace_back(c.begin, c.end);
     }
   }
   std::vector<Result> results;
@@ -351,6 +473,10 @@ int run_alltoall_bench(const AllToAllBenchOptions& given, MPI_Comm mpi) {
     results.push_back(std::move(r.result));
   }
   runners.clear();
+  std::vector<LinkUse> link_use;
+  if (!o.link_dev.empty()) link_use = measured_link_use(results, monitor.get(), o, comm, mpi);
+  const bool realtime_sampler = monitor != nullptr && monitor->realtime();
+  monitor.reset();
   std::vector<NodeTraffic> traffic;
   if (o.link_gbit > 0) {
     for (const Result& r : results)
@@ -392,7 +518,7 @@ int run_alltoall_bench(const AllToAllBenchOptions& given, MPI_Comm mpi) {
         r.algo, r.phase, r.median_s * 1e3, r.min_s * 1e3, r.phase_result->max_bytes_per_rank / 1e6,
         r.phase_result->bytes_to_other_nodes / 1e6, r.algbw, r.busbw, r.speedup, r.errors);
   }
-  if (!o.json.empty()) write_json(o, comm, rows, logical_bytes);
+  if (!o.json.empty()) write_json(o, comm, rows, logical_bytes, link_use);
   if (o.link_gbit > 0) {
     const int nodes = comm.topology().num_nodes;
     const double rate = o.link_gbit * 1e9 / 8;  // bytes per second per direction
@@ -418,6 +544,7 @@ int run_alltoall_bench(const AllToAllBenchOptions& given, MPI_Comm mpi) {
       }
     }
   }
+  if (!link_use.empty()) print_link_use(link_use, o, realtime_sampler);
   return rc;
 }
 

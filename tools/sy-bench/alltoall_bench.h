@@ -18,6 +18,9 @@ struct AllToAllBenchOptions {
   int ranks_per_node = 0;
   // Rate of each inter-node link per direction (Gbit/s); > 0 adds the link-bound table.
   double link_gbit = 0.0;
+  // Network interface whose byte counters measure the link during each call (simcluster: data0);
+  // needs link_gbit. Empty: no measurement.
+  std::string link_dev;
   // Intra-node transports to compare (e.g. shm and mpi): flat and hierarchical run once over each,
   // labelled algorithm/transport, interleaved in one run. Empty: the configured one (environment).
   std::vector<std::string> intra;

@@ -48,6 +48,12 @@ int main(int argc, char** argv) {
                    "--rate): also prints each phase's busiest link and the time it bounds")
       ->capture_default_str();
   alltoall
+      ->add_option("--link-dev", o.link_dev,
+                   "network interface carrying each node's inter-node traffic (simcluster: data0): "
+                   "its byte counters, sampled on each node's first rank, give the measured use "
+                   "of the busiest link per call (needs --link-gbit)")
+      ->needs("--link-gbit");
+  alltoall
       ->add_option("--intra", o.intra,
                    "intra-node transports to compare in one run, e.g. shm,mpi: flat and "
                    "hierarchical run over each (rows algorithm/transport), interleaved with mpi")
@@ -58,8 +64,9 @@ int main(int argc, char** argv) {
                        "(rank 0; plot several with tools/sy-trace/sy-trace bandwidth)");
   switchyard::bench::LayerBenchOptions l;
   CLI::App* layer = app.add_subcommand(
-      "layer", "the MoE layer forward + backward with overlap off, on and auto, comm and compute "
-               "alone, and the overlap efficiency");
+      "layer",
+      "the MoE layer forward + backward with overlap off, on and auto, comm and compute "
+      "alone, and the overlap efficiency");
   layer->add_option("--tokens", l.tokens, "tokens per rank")->capture_default_str();
   layer->add_option("--hidden", l.hidden, "hidden size")->capture_default_str();
   layer->add_option("--experts", l.experts, "routed experts")->capture_default_str();
