@@ -89,11 +89,13 @@ class OverlapController {
 bool comm_thread_allowed();
 
 // The chunk count a pipelined step should use given the (mean over ranks) serial step's split:
-// more chunks hide more of min(comm, compute) but each adds a few exchange rounds, so the step
-// time ~ max + min / C + C * rounds_per_chunk * round, minimised at C = sqrt(min / (rounds *
-// round)). Each chunk also splits every expert's GEMM: below some 48 rows per call the BLAS
-// spends more on packing the expert's weights and on edge tiles than the overlap gains (7 chunks
-// of ~14 rows doubled the expert time on a 2-core Xeon), so C <= rows_per_expert / 48. In [1, 16].
+// more chunks hide more of min(comm, compute), but each costs a few exchange rounds and splits
+// every expert's GEMM once more (its weights are packed once per call: about 14 rows' worth of
+// work), so the step time ~ max + min / C + C * (rounds_per_chunk * round + compute * 14 /
+// rows_per_expert), minimised at C = sqrt(min / that per-chunk cost). Where there is little to
+// hide (one node: the all-to-all is a few percent of the step) that is 1 chunk. Also never below
+// 48 rows per expert call (7 chunks of ~14 rows doubled the expert time on a 2-core Xeon), and in
+// [1, 16].
 int choose_chunks(double comm_seconds, double compute_seconds, double round_seconds,
                   double rows_per_expert);
 

@@ -174,15 +174,20 @@ TEST(OverlapAuto, SettlesToTheSameScheduleOnEveryRank) {
   EXPECT_EQ(low[1], high[1]);
 }
 
-// The chunk count trades exchange rounds against hidden time, and is bounded by the rows each
-// expert's GEMM keeps per chunk.
-TEST(OverlapChunks, ChosenFromTimesRoundsAndRowsPerExpert) {
-  // sqrt(0.2 s / (5 rounds * 0.1 ms)) = 20 chunks by time, capped at 16; rows allow 20.
-  EXPECT_EQ(sy::choose_chunks(0.2, 0.3, 1e-4, 1000), 16);
-  // By time 20 again, but 96 rows per expert allow 2 calls of 48.
+// The chunk count trades exchange rounds and weight packing against hidden time, and is bounded by
+// the rows each expert's GEMM keeps per chunk.
+TEST(OverlapChunks, ChosenFromTimesRoundsPackingAndRowsPerExpert) {
+  // sqrt(0.2 s / (5 rounds * 0.1 ms + 0.3 s * 14 / 100000 rows)) = 20 chunks by time, capped at 16.
+  EXPECT_EQ(sy::choose_chunks(0.2, 0.3, 1e-4, 100000), 16);
+  // Packing: sqrt(0.2 / (5e-4 + 0.3 * 14 / 1000)) = 6.5 -> 7 (1000 rows would allow 20).
+  EXPECT_EQ(sy::choose_chunks(0.2, 0.3, 1e-4, 1000), 7);
+  // Without packing it would be 24, but 96 rows per expert allow 2 calls of 48.
   EXPECT_EQ(sy::choose_chunks(0.3, 0.2, 1e-4, 96), 2);
-  // Slow rounds: sqrt(0.02 / (5 * 1e-3)) = 2.
-  EXPECT_EQ(sy::choose_chunks(0.02, 0.5, 1e-3, 1000), 2);
+  // Slow rounds: sqrt(0.02 / (5 * 1e-3 + 0.5 * 14 / 1e6)) = 2.
+  EXPECT_EQ(sy::choose_chunks(0.02, 0.5, 1e-3, 1e6), 2);
+  // One node: the all-to-all (with its waits) 85 ms of a 372 ms compute step, 96 rows per expert:
+  // sqrt(0.085 / (5 * 0.39 ms + 0.372 * 14 / 96)) = 1.2 -> one chunk.
+  EXPECT_EQ(sy::choose_chunks(0.085, 0.372, 3.9e-4, 96), 1);
   // Too few rows to split: one chunk (pipelining then still overlaps the shared experts).
   EXPECT_EQ(sy::choose_chunks(0.2, 0.3, 1e-4, 30), 1);
 }
