@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "comm/env_integer.h"
 #include "comm/error.h"
 #include "comm/mpi_error.h"
 #include "comm/mpi_transport.h"
@@ -54,18 +55,11 @@ std::string choose(const std::string& option, const char* env, const std::string
 constexpr size_t kInterNodeMpiPiece = 65536 - 512;
 
 size_t inter_node_mpi_piece() {
-  const char* env = std::getenv("SWITCHYARD_MPI_PIECE");
-  if (env == nullptr || *env == '\0') return kInterNodeMpiPiece;
-  char* end = nullptr;
-  const long long v = std::strtoll(env, &end, 10);
-  if (*end != '\0' || v < 0) {
-    throw CommError(
-        ErrorCode::invalid_argument,
-        fmt::format("SWITCHYARD_MPI_PIECE='{}': give the largest inter-node MPI message "
-                    "in bytes, or 0 for whole messages",
-                    env));
-  }
-  return v == 0 ? INT_MAX : static_cast<size_t>(v);
+  const auto v = env_integer("SWITCHYARD_MPI_PIECE", 0, LLONG_MAX,
+                             "give the largest inter-node MPI message in bytes, or 0 for whole "
+                             "messages");
+  if (!v) return kInterNodeMpiPiece;
+  return *v == 0 ? INT_MAX : static_cast<size_t>(*v);
 }
 
 std::unique_ptr<Transport> make_inter_node_transport(const std::string& name, MPI_Comm comm) {

@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #include "comm/bf16.h"
+#include "comm/env_integer.h"
 #include "comm/error.h"
 #include "comm/exchange.h"
 #include "comm/hierarchical_tags.h"
@@ -174,18 +174,9 @@ std::vector<std::vector<int64_t>> finished_by_chunk(const RelayedRows& rows, int
 int chunks_from(const HierarchicalOptions& options) {
   int chunks = options.chunks;
   if (chunks == 0) {
-    chunks = HierarchicalOptions::kDefaultChunks;
-    if (const char* env = std::getenv("SWITCHYARD_RELAY_CHUNKS"); env != nullptr && *env != '\0') {
-      char* end = nullptr;
-      const long v = std::strtol(env, &end, 10);
-      if (*end != '\0' || v < 1 || v > 4096) {
-        throw CommError(ErrorCode::invalid_argument,
-                        fmt::format("SWITCHYARD_RELAY_CHUNKS='{}': need a whole number of chunks "
-                                    "from 1 to 4096",
-                                    env));
-      }
-      chunks = static_cast<int>(v);
-    }
+    chunks = static_cast<int>(env_integer("SWITCHYARD_RELAY_CHUNKS", 1, 4096,
+                                          "need a whole number of chunks from 1 to 4096")
+                                  .value_or(HierarchicalOptions::kDefaultChunks));
   }
   if (chunks < 1 || chunks > 4096) {
     throw CommError(ErrorCode::invalid_argument,
