@@ -75,13 +75,17 @@ void LinkMonitor::run(double interval_s) {
 
 LinkWindow LinkMonitor::window(double begin, double end) const {
   std::lock_guard lock(mutex_);
+  // Samples bracket the window: the last one at or before `begin` is the baseline; bytes counted
+  // by the first sample at or after `end` may belong to the window's end, so it is included.
+  const auto after_begin = std::partition_point(samples_.begin(), samples_.end(),
+                                                [&](const Sample& s) { return s.t <= begin; });
+  const size_t first =
+      after_begin == samples_.begin() ? 0 : static_cast<size_t>(after_begin - samples_.begin()) - 1;
+  const auto at_end =
+      std::partition_point(samples_.begin() + static_cast<ptrdiff_t>(first), samples_.end(),
+                           [&](const Sample& s) { return s.t < end; });
+  const size_t last = std::min(static_cast<size_t>(at_end - samples_.begin()), samples_.size() - 1);
   auto activity = [&](int64_t Sample::*counter) {
-    // Samples bracket the window: the last one at or before `begin` is the baseline; bytes
-    // counted by the first sample after `end` may belong to the window's end, so it is included.
-    size_t first = 0;
-    while (first + 1 < samples_.size() && samples_[first + 1].t <= begin) ++first;
-    size_t last = first;
-    while (last + 1 < samples_.size() && samples_[last].t < end) ++last;
     LinkActivity a;
     a.bytes = static_cast<double>(samples_[last].*counter - samples_[first].*counter);
     size_t moved_first = SIZE_MAX, moved_last = SIZE_MAX;
