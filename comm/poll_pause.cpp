@@ -30,4 +30,11 @@ void poll_pause() {
   next_pause = std::min(2 * next_pause, longest_pause);
 }
 
+ScopedPollPause::ScopedPollPause(std::chrono::microseconds first, std::chrono::microseconds longest)
+    : saved_first_(first_pause), saved_longest_(longest_pause) {
+  set_poll_pause(first, longest);
+}
+
+ScopedPollPause::~ScopedPollPause() { set_poll_pause(saved_first_, saved_longest_); }
+
 }  // namespace switchyard::comm

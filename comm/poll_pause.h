@@ -19,4 +19,17 @@ void set_poll_pause(std::chrono::microseconds first, std::chrono::microseconds l
 void poll_pause_restart();
 void poll_pause();
 
+// set_poll_pause for a scope; restores the thread's previous pauses when it ends.
+class ScopedPollPause {
+ public:
+  ScopedPollPause(std::chrono::microseconds first, std::chrono::microseconds longest);
+  ~ScopedPollPause();
+  ScopedPollPause(const ScopedPollPause&) = delete;
+  ScopedPollPause& operator=(const ScopedPollPause&) = delete;
+
+ private:
+  std::chrono::microseconds saved_first_;
+  std::chrono::microseconds saved_longest_;
+};
+
 }  // namespace switchyard::comm

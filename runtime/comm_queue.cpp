@@ -31,6 +31,9 @@ CommQueue::~CommQueue() {
 
 uint64_t CommQueue::submit(std::function<void()> op) {
   if (mode_ == Mode::inline_on_caller) {
+    // Waits the way the thread does: overlap off and on then differ in overlap alone, not also
+    // in how much CPU a waiting rank takes from the ranks that compute on shared cores.
+    comm::ScopedPollPause pause(kFirstPollPause, kLongestPollPause);
     op();
     return ++submitted_;
   }

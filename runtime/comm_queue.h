@@ -23,8 +23,8 @@ class CommQueue {
  public:
   enum class Mode { inline_on_caller, background_thread };
 
-  // background_thread starts the thread at once; it sleeps between polls (comm::set_poll_pause)
-  // so that it takes little CPU from compute.
+  // background_thread starts the thread at once. Both modes sleep between polls
+  // (comm::set_poll_pause) so that a wait takes little CPU from compute.
   CommQueue(comm::Communicator& comm, Mode mode);
   // Cancels whatever is still queued or running, then joins the thread.
   ~CommQueue();

@@ -117,15 +117,14 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
     s.global_stats = std::move(stats);
   }
 
-  // Chunk c holds tokens [T c / C, T (c + 1) / C): chunks may be empty, and are on some ranks
-  // whenever C exceeds their token count.
+  // Chunks may be empty, and are on some ranks whenever C exceeds their token count.
   const int C = schedule.chunks;
   s.chunks.resize(C);
   std::vector<TokenRoutes<T>> routes(C);
   for (int c = 0; c < C; ++c) {
     MoeChunk<T>& chunk = s.chunks[c];
-    chunk.begin = tokens * c / C;
-    chunk.end = tokens * (c + 1) / C;
+    chunk.begin = chunk_begin(tokens, C, c);
+    chunk.end = chunk_begin(tokens, C, c + 1);
     routes[c] = build_token_routes(s.idx.data() + chunk.begin * K, weights.data() + chunk.begin * K,
                                    chunk.end - chunk.begin, K, placement_, comm_.rank(),
                                    node_of_rank_, chunk.begin);
@@ -156,25 +155,31 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         const int64_t rows = chunk.layout.num_recv_rows();
         recv_x[c].resize(rows * H);
         recv_side[c].resize(rows * routes[c].side_bytes);
-        alltoall_->dispatch(chunk.layout, x + chunk.begin * H, H * sizeof(T),
-                            routes[c].side.data(), routes[c].side_bytes, recv_x[c].data(),
-                            recv_side[c].data());
+        alltoall_->dispatch(chunk.layout, x + chunk.begin * H, H * sizeof(T), routes[c].side.data(),
+                            routes[c].side_bytes, recv_x[c].data(), recv_side[c].data());
         dispatch_stats[c] = alltoall_->stats().dispatch;
         trace.all_to_all(chunk.layout, true, H * sizeof(T) + routes[c].side_bytes,
                          dispatch_stats[c]);
       });
     }
-    // The shared experts need no communication: they run while the dispatch is in flight.
-    if (config_.num_shared > 0) {
+    // The shared experts need no communication: they run while the first chunk's dispatch is in
+    // flight and, of a chunked call, the last chunk's combine (the pipeline's fill and drain).
+    const int64_t I = params_.shared.inter;
+    const int64_t shared_split = C == 1 ? tokens : tokens / 2;
+    auto shared_forward = [&](int64_t begin, int64_t end) {
+      if (config_.num_shared == 0 || begin == end) return;
       ScopedPhase phase(times_.shared);
       TraceSpan trace(tracer_, TracePhase::shared);
-      const int64_t I = params_.shared.inter;
+      kernels::swiglu_forward(params_.shared.weights(), x + begin * H, end - begin,
+                              s.shared_gate_pre.data() + begin * I,
+                              s.shared_up_pre.data() + begin * I, shared_y.data() + begin * H);
+    };
+    if (config_.num_shared > 0) {
       s.shared_gate_pre.resize(tokens * I);
       s.shared_up_pre.resize(tokens * I);
       shared_y.resize(tokens * H);
-      kernels::swiglu_forward(params_.shared.weights(), x, tokens, s.shared_gate_pre.data(),
-                              s.shared_up_pre.data(), shared_y.data());
     }
+    shared_forward(0, shared_split);
     for (int c = 0; c < C; ++c) {
       {
         ScopedPhase phase(times_.dispatch);
@@ -197,6 +202,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         trace.all_to_all(chunk.layout, false, H * sizeof(T), combine_stats[c]);
       });
     }
+    shared_forward(shared_split, tokens);
     ScopedPhase phase(times_.combine);
     queue.wait_all();
   } catch (...) {
@@ -257,8 +263,7 @@ void MoeLayer<T>::experts_forward(MoeChunk<T>& chunk, const std::vector<std::byt
   }
 
   chunk.expert_x.resize(num_pairs * H);
-  kernels::permute_rows(recv_x.data(), H, chunk.pair_rows.data(), num_pairs,
-                        chunk.expert_x.data());
+  kernels::permute_rows(recv_x.data(), H, chunk.pair_rows.data(), num_pairs, chunk.expert_x.data());
   chunk.expert_gate_pre.resize(num_pairs * I);
   chunk.expert_up_pre.resize(num_pairs * I);
   chunk.expert_out.resize(num_pairs * H);
@@ -277,8 +282,7 @@ void MoeLayer<T>::experts_forward(MoeChunk<T>& chunk, const std::vector<std::byt
 }
 
 template <typename T>
-void MoeLayer<T>::experts_backward_data(const MoeChunk<T>& chunk,
-                                        const std::vector<T>& grad_recv,
+void MoeLayer<T>::experts_backward_data(const MoeChunk<T>& chunk, const std::vector<T>& grad_recv,
                                         std::vector<T>& grad_out, std::vector<T>& grad_gate_pre,
                                         std::vector<T>& grad_up_pre, std::vector<T>& back_rows) {
   const int64_t H = config_.hidden;
@@ -307,8 +311,7 @@ void MoeLayer<T>::experts_backward_data(const MoeChunk<T>& chunk,
                                   chunk.expert_gate_pre.data() + begin * I,
                                   chunk.expert_up_pre.data() + begin * I,
                                   grad_out.data() + begin * H, grad_expert_x.data() + begin * H,
-                                  grad_gate_pre.data() + begin * I,
-                                  grad_up_pre.data() + begin * I);
+                                  grad_gate_pre.data() + begin * I, grad_up_pre.data() + begin * I);
   }
   // Each row goes back as [grad_x (H) | grad_weight per slot (K)]; a slot is served by one rank,
   // so summing rows over ranks assembles every slot's gradient.
@@ -332,13 +335,13 @@ void MoeLayer<T>::experts_backward_weights(const MoeChunk<T>& chunk, const std::
     const int64_t begin = chunk.expert_offsets[e];
     const int64_t n = chunk.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
-    auto target = replicated(static_cast<int>(e)) ? replica_grads[e].grads()
-                                                   : grads_.experts[e].grads();
-    kernels::swiglu_backward_weights(params_.experts[e].weights(), chunk.expert_x.data() + begin * H,
-                                     n, chunk.expert_gate_pre.data() + begin * I,
-                                     chunk.expert_up_pre.data() + begin * I,
-                                     grad_out.data() + begin * H, grad_gate_pre.data() + begin * I,
-                                     grad_up_pre.data() + begin * I, target);
+    auto target =
+        replicated(static_cast<int>(e)) ? replica_grads[e].grads() : grads_.experts[e].grads();
+    kernels::swiglu_backward_weights(
+        params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
+        chunk.expert_gate_pre.data() + begin * I, chunk.expert_up_pre.data() + begin * I,
+        grad_out.data() + begin * H, grad_gate_pre.data() + begin * I,
+        grad_up_pre.data() + begin * I, target);
   }
 }
 
@@ -374,7 +377,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   std::vector<T> back_tokens(tokens * width);
   std::vector<comm::PhaseStats> dispatch_stats(C), combine_stats(C);
   std::vector<uint64_t> dispatched(C);
-  double waited = 0;  // for the caller's communication
+  double waited = 0;          // for the caller's communication
   std::vector<T> shared_sum;  // the shared experts' gradients, summed over ranks
   std::optional<CommQueue> inline_queue;
   CommQueue& queue = queue_for(pipelined, inline_queue);
@@ -654,7 +657,8 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
                                              outgoing.back().size() * sizeof(T), kMigrationTag));
         }
         if (me == d) {
-          const size_t slot = std::lower_bound(next_ids.begin(), next_ids.end(), e) - next_ids.begin();
+          const size_t slot =
+              std::lower_bound(next_ids.begin(), next_ids.end(), e) - next_ids.begin();
           incoming[slot].resize(expert_elems * (1 + companions.size()));
           trace.received(source, static_cast<int64_t>(incoming[slot].size() * sizeof(T)));
           requests.push_back(transport.irecv(source, incoming[slot].data(),

@@ -106,6 +106,13 @@ int choose_chunks(double comm_seconds, double compute_seconds, double round_seco
   return std::clamp(static_cast<int>(std::lround(std::min(best, gemm_bound))), 1, kMaxChunks);
 }
 
+int64_t chunk_begin(int64_t tokens, int chunks, int c) {
+  if (chunks < 3) return tokens * c / chunks;
+  // Weights 1, 2, ..., 2, 1: the prefix sum before chunk c, out of 2 (chunks - 1).
+  const int64_t before = c == 0 ? 0 : c == chunks ? 2 * (chunks - 1) : 2 * c - 1;
+  return tokens * before / (2 * (chunks - 1));
+}
+
 OverlapController::OverlapController(const OverlapOptions& options, bool thread_allowed)
     : options_(options) {
   options_.validate();

@@ -9,6 +9,7 @@
 // the unchunked layer.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "comm/communicator.h"
@@ -98,5 +99,11 @@ bool comm_thread_allowed();
 // [1, 16].
 int choose_chunks(double comm_seconds, double compute_seconds, double round_seconds,
                   double rows_per_expert);
+
+// The first token of chunk c (0 <= c <= chunks; chunk c is [begin(c), begin(c + 1))). Of 3 or
+// more chunks the first and the last get half the tokens of the others: the first chunk's
+// dispatch and the last one's combine are the pipeline's fill and drain, which no expert compute
+// hides, so they are kept short. Chunks may be empty (fewer tokens than chunks).
+int64_t chunk_begin(int64_t tokens, int chunks, int c);
 
 }  // namespace switchyard

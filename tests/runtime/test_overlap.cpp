@@ -192,6 +192,23 @@ TEST(OverlapChunks, ChosenFromTimesRoundsPackingAndRowsPerExpert) {
   EXPECT_EQ(sy::choose_chunks(0.2, 0.3, 1e-4, 30), 1);
 }
 
+// Chunks cover the tokens in order, without gaps; of three or more, the first and last (the
+// pipeline's fill and drain) hold half as many tokens as the others.
+TEST(OverlapChunks, BoundariesHalveTheFirstAndLastChunk) {
+  auto bounds = [](int64_t tokens, int chunks) {
+    std::vector<int64_t> b;
+    for (int c = 0; c <= chunks; ++c) b.push_back(sy::chunk_begin(tokens, chunks, c));
+    return b;
+  };
+  EXPECT_EQ(bounds(100, 1), (std::vector<int64_t>{0, 100}));
+  EXPECT_EQ(bounds(101, 2), (std::vector<int64_t>{0, 50, 101}));
+  EXPECT_EQ(bounds(1024, 3), (std::vector<int64_t>{0, 256, 768, 1024}));
+  EXPECT_EQ(bounds(600, 4), (std::vector<int64_t>{0, 100, 300, 500, 600}));
+  // Fewer tokens than chunks: empty chunks, still in order and complete.
+  EXPECT_EQ(bounds(2, 5), (std::vector<int64_t>{0, 0, 0, 1, 1, 2}));
+  EXPECT_EQ(bounds(0, 3), (std::vector<int64_t>{0, 0, 0, 0}));
+}
+
 TEST(OverlapOptions, BadValuesAreRejectedNamingTheField) {
   sy::comm::Communicator comm(MPI_COMM_WORLD);
   const auto placement = sy::planner::ExpertPlacement::contiguous(8, comm.size());
