@@ -11,6 +11,7 @@
 #include "kernels/gating.h"
 #include "kernels/permute.h"
 #include "kernels/swiglu.h"
+#include "runtime/buffer_reuse.h"
 #include "runtime/error.h"
 #include "runtime/token_routes.h"
 
@@ -40,6 +41,7 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
       thread_allowed_(comm_thread_allowed()),
       overlap_(overlap, thread_allowed_) {
   config_.validate();
+  reuse_freed_buffers();
   require(placement_.num_experts() == config_.num_experts,
           fmt::format("the placement places {} experts but MoeConfig.num_experts is {}",
                       placement_.num_experts(), config_.num_experts));

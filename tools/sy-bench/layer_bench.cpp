@@ -13,6 +13,7 @@
 
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
+#include "runtime/buffer_reuse.h"
 #include "runtime/moe_layer.h"
 #include "runtime/routing_skew.h"
 
@@ -163,8 +164,9 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
         "sy-bench layer: {} ranks ({} nodes), {} tokens/rank, hidden {}, {} routed experts "
         "(inter {}) + {} shared, top-{}, zipf {}, fp32, alltoall {}, {} timed iterations after "
         "{} warm-up steps\n{}\n",
-        world, comm.topology().num_nodes, o.tokens, o.hidden, o.experts, o.inter, o.shared,
-        o.topk, o.zipf, o.alltoall, o.iters, kWarmupSteps, comm.describe());
+        world, comm.topology().num_nodes, o.tokens, o.hidden, o.experts, o.inter, o.shared, o.topk,
+        o.zipf, o.alltoall, o.iters, kWarmupSteps, comm.describe());
+    fmt::print("{}\n", buffer_reuse_description());
   }
   for (int s = 0; s < kWarmupSteps; ++s) {
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, false);
@@ -197,10 +199,10 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
 
   // The pipelined results against the serial layer's (different chunk counts: within fp32
   // tolerance, see runtime/overlap.h).
-  double errors[2] = {std::max(rel_error(layers[1].y, layers[0].y),
-                               rel_error(layers[2].y, layers[0].y)),
-                      std::max(rel_error(layers[1].grad_x, layers[0].grad_x),
-                               rel_error(layers[2].grad_x, layers[0].grad_x))};
+  double errors[2] = {
+      std::max(rel_error(layers[1].y, layers[0].y), rel_error(layers[2].y, layers[0].y)),
+      std::max(rel_error(layers[1].grad_x, layers[0].grad_x),
+               rel_error(layers[2].grad_x, layers[0].grad_x))};
   MPI_Allreduce(MPI_IN_PLACE, errors, 2, MPI_DOUBLE, MPI_MAX, mpi_comm);
   const bool agree = errors[0] <= 1e-5 && errors[1] <= 1e-5;
 
@@ -221,8 +223,8 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   if (rank == 0) {
     fmt::print("overlap on: {}\noverlap auto: {}\n\n", on_decision, auto_decision);
     fmt::print("times in ms, the slowest rank's per iteration\n");
-    fmt::print("{:<34} {:>11} {:>9} {:>13} {:>9}\n", "", "fwd median", "fwd min",
-               "fwd+bwd med", "min");
+    fmt::print("{:<34} {:>11} {:>9} {:>13} {:>9}\n", "", "fwd median", "fwd min", "fwd+bwd med",
+               "min");
     auto row = [](const std::string& label, const Series& s) {
       fmt::print("{:<34} {:>11.1f} {:>9.1f} {:>13.1f} {:>9.1f}\n", label, median(s.forward) * 1e3,
                  minimum(s.forward) * 1e3, median(s.step) * 1e3, minimum(s.step) * 1e3);
