@@ -6,14 +6,6 @@
 
 namespace switchyard {
 
-namespace {
-// Between polls of a background op: from short (a reply that is nearly there) to long enough that
-// waking up costs the compute little, yet short against the time a socket buffer's worth of data
-// takes on a link (~1 ms for 128 KiB at 1 Gbit/s).
-constexpr std::chrono::microseconds kFirstPollPause{20};
-constexpr std::chrono::microseconds kLongestPollPause{500};
-}  // namespace
-
 CommQueue::CommQueue(comm::Communicator& comm, Mode mode) : comm_(comm), mode_(mode) {
   if (mode_ == Mode::background_thread) thread_ = std::thread([this] { run(); });
 }

@@ -7,6 +7,7 @@
 // same order (they are collective).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -21,6 +22,12 @@ namespace switchyard {
 
 class CommQueue {
  public:
+  // Between polls of an op: from short (a reply that is nearly there) to long enough that waking
+  // up costs the compute little, yet short against the time a socket buffer's worth of data takes
+  // on a link (~1 ms for 128 KiB at 1 Gbit/s).
+  static constexpr std::chrono::microseconds kFirstPollPause{20};
+  static constexpr std::chrono::microseconds kLongestPollPause{500};
+
   enum class Mode { inline_on_caller, background_thread };
 
   // background_thread starts the thread at once. Both modes sleep between polls

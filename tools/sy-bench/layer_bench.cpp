@@ -13,9 +13,12 @@
 
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
+#include "comm/poll_pause.h"
 #include "runtime/buffer_reuse.h"
+#include "runtime/comm_queue.h"
 #include "runtime/moe_layer.h"
 #include "runtime/routing_skew.h"
+#include "tools/sy-bench/cpu_usage.h"
 
 namespace switchyard::bench {
 
@@ -82,7 +85,7 @@ void step(LayerUnderTest& l, const std::vector<float>& x, const std::vector<floa
 // their routing side data, combine of hidden-size rows; backward's dispatch of the output
 // gradient and combine of [grad_x | grad_weight per slot] rows.
 void comm_alone(comm::AllToAll& alltoall, const MoeChunk<float>& chunk, int64_t hidden, int topk,
-                MPI_Comm comm, Series& series) {
+                MPI_Comm comm, Series& series, CpuUsage& cpu) {
   comm::RouteLayout layout = chunk.layout;
   const int64_t tokens = layout.num_tokens;
   const size_t side_bytes = static_cast<size_t>(topk) * (sizeof(int32_t) + sizeof(float));
@@ -92,7 +95,11 @@ void comm_alone(comm::AllToAll& alltoall, const MoeChunk<float>& chunk, int64_t 
   std::vector<float> recv_x(layout.num_recv_rows() * hidden);
   std::vector<std::byte> recv_side(layout.num_recv_rows() * side_bytes);
   std::vector<float> back_rows(layout.num_recv_rows() * width, 1.0f);
+  // Waiting as the layer's calls do (runtime/comm_queue.h), which also leaves the CPU figure to
+  // the transfers rather than to polling.
+  comm::ScopedPollPause pause(CommQueue::kFirstPollPause, CommQueue::kLongestPollPause);
   MPI_Barrier(comm);
+  cpu.begin();
   const double start = MPI_Wtime();
   alltoall.exchange_counts(layout);
   alltoall.dispatch(layout, x.data(), hidden * sizeof(float), side.data(), side_bytes,
@@ -102,6 +109,7 @@ void comm_alone(comm::AllToAll& alltoall, const MoeChunk<float>& chunk, int64_t 
   alltoall.dispatch(layout, x.data(), hidden * sizeof(float), nullptr, 0, recv_x.data(), nullptr);
   alltoall.combine(layout, comm::DataType::fp32, back_rows.data(), width, back_tokens.data());
   double figures[2] = {forward_end - start, MPI_Wtime() - start};
+  cpu.end();  // before MPI's own wait below, which polls
   MPI_Allreduce(MPI_IN_PLACE, figures, 2, MPI_DOUBLE, MPI_MAX, comm);
   series.forward.push_back(figures[0]);
   series.step.push_back(figures[1]);
@@ -182,10 +190,11 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   step(layers[3], x, grad_y, o.tokens, o.hidden, mpi_comm, false);
   auto alltoall = comm::make_alltoall(o.alltoall, comm);
   Series comm_only;
+  CpuUsage comm_cpu;  // rank 0's machine
   for (int i = 0; i < o.iters; ++i) {
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, true);
-    comm_alone(*alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, mpi_comm,
-               comm_only);
+    comm_alone(*alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, mpi_comm, comm_only,
+               comm_cpu);
     if (rank == 0) fmt::print("iteration {}/{} done\n", i + 1, o.iters);
   }
   // Labelled by what the timed iterations ran (the layers have settled by then).
@@ -235,6 +244,8 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
     fmt::print("{:<34} {:>11} {:>9} {:>13.1f} {:>9.1f}   (serial step; comm of fwd+bwd below)\n",
                "gradient all-reduce", "", "", median(off.grad_reduce.step) * 1e3,
                minimum(off.grad_reduce.step) * 1e3);
+    fmt::print("{:<34} {:>11} {:>9} {:>13.2f}   of rank 0's machine's {} (/proc/stat)\n",
+               "cores busy during comm alone", "", "", comm_cpu.busy_cores(), comm_cpu.cores());
     fmt::print("{:<34}", "expert FFNs in the forward");
     for (const auto& l : layers) fmt::print(" {:.1f}", experts_ms[&l - layers.data()]);
     fmt::print("   (per row above: compute slowed by pipelining shows here)\n");
@@ -280,6 +291,8 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
         {"overlap_on", on_decision},
         {"overlap_auto", auto_decision},
         {"rows", rows},
+        {"comm_alone_busy_cores", comm_cpu.busy_cores()},
+        {"cores", comm_cpu.cores()},
         {"eta_forward", etas[0]},
         {"eta_forward_backward", etas[1]},
         {"output_rel_error", errors[0]},
