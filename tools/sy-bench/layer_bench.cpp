@@ -185,7 +185,7 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   // The serial layer in the pipelined one's chunks: what chunking alone costs or saves.
   const int chunks = static_cast<int>(layers[1].last_saved->chunks.size());
   layers.emplace_back();
-  layers[3].label = fmt::format("overlap off ({} chunks)", chunks);
+  layers[3].label = fmt::format("overlap off ({} chunk{})", chunks, chunks == 1 ? "" : "s");
   make_layer(layers[3], {OverlapMode::off, chunks});
   step(layers[3], x, grad_y, o.tokens, o.hidden, mpi_comm, false);
   auto alltoall = comm::make_alltoall(o.alltoall, comm);
