@@ -343,10 +343,14 @@ void ShmTransport::cancel(Request& req) {
 }
 
 void ShmTransport::progress() {
-  for (size_t p = 0; p < peers_.size(); ++p) {
-    push(static_cast<int>(p));
-    drain(static_cast<int>(p));
-    reap(static_cast<int>(p));
+  // Starting at the next rank up rather than at rank 0, so that the ranks of a node do not all
+  // read the same sender's memory first.
+  const size_t n = peers_.size();
+  for (size_t i = 1; i <= n; ++i) {
+    const int p = static_cast<int>((static_cast<size_t>(me_) + i) % n);
+    push(p);
+    drain(p);
+    reap(p);
   }
 }
 
