@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "comm/error.h"
@@ -15,8 +16,7 @@ namespace {
 constexpr ucp_tag_t kFullMask = ~ucp_tag_t{0};
 
 ucp_tag_t ucx_tag(int tag, int source) {
-  return (static_cast<ucp_tag_t>(static_cast<uint32_t>(tag)) << 32) |
-         static_cast<uint32_t>(source);
+  return (static_cast<ucp_tag_t>(static_cast<uint32_t>(tag)) << 32) | static_cast<uint32_t>(source);
 }
 
 void check_ucs(ucs_status_t status, const char* what) {
@@ -28,14 +28,15 @@ void check_ucs(ucs_status_t status, const char* what) {
 
 void check_mpi_rc(int rc, const char* what) {
   if (rc != MPI_SUCCESS) {
-    throw CommError(ErrorCode::internal, fmt::format("ucx transport: {} failed (MPI error {})",
-                                                     what, rc));
+    throw CommError(ErrorCode::internal,
+                    fmt::format("ucx transport: {} failed (MPI error {})", what, rc));
   }
 }
 
 }  // namespace
 
-UcxTransport::UcxTransport(MPI_Comm comm) {
+UcxTransport::UcxTransport(MPI_Comm comm, size_t max_piece_bytes)
+    : max_piece_(std::max<size_t>(max_piece_bytes, 1)) {
   check_mpi_rc(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
   comm = comm_;
   MPI_Comm_rank(comm, &rank_);
@@ -89,8 +90,7 @@ void UcxTransport::connect(const AddressGather& gather) {
 
     ucp_address_t* address = nullptr;
     size_t address_length = 0;
-    check_ucs(ucp_worker_get_address(worker_, &address, &address_length),
-              "ucp_worker_get_address");
+    check_ucs(ucp_worker_get_address(worker_, &address, &address_length), "ucp_worker_get_address");
     std::vector<std::vector<char>> addresses;
     try {
       addresses = gather(address, address_length);
@@ -141,9 +141,9 @@ void UcxTransport::synchronize(const char* what) {
     MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
     if (!done && MPI_Wtime() - start > kLimitSeconds) {
       MPI_Request_free(&barrier);
-      throw CommError(ErrorCode::timeout,
-                      fmt::format("ucx transport {}: not every rank arrived within {} s", what,
-                                  kLimitSeconds));
+      throw CommError(
+          ErrorCode::timeout,
+          fmt::format("ucx transport {}: not every rank arrived within {} s", what, kLimitSeconds));
     }
   }
 }
@@ -177,6 +177,11 @@ void UcxTransport::teardown() {
   context_ = nullptr;
 }
 
+std::string UcxTransport::describe() const {
+  if (max_piece_ == SIZE_MAX) return "ucx";
+  return fmt::format("ucx (messages in pieces of <= {} bytes)", max_piece_);
+}
+
 Request UcxTransport::isend(int peer, const void* data, size_t bytes, int tag) {
   if (peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)) {
     throw CommError(ErrorCode::invalid_argument,
@@ -184,9 +189,8 @@ Request UcxTransport::isend(int peer, const void* data, size_t bytes, int tag) {
                                 "0 <= peer < world, tag >= 0 and a buffer",
                                 peer, size_, tag, bytes));
   }
-  ucp_request_param_t param{};
-  void* request = ucp_tag_send_nbx(endpoints_[peer], data, bytes, ucx_tag(tag, rank_), &param);
-  return track(request, peer, true, bytes, "ucp_tag_send_nbx");
+  // Only read: the const is restored by never writing through it.
+  return post(peer, static_cast<std::byte*>(const_cast<void*>(data)), bytes, tag, true);
 }
 
 Request UcxTransport::irecv(int peer, void* data, size_t bytes, int tag) {
@@ -196,32 +200,54 @@ Request UcxTransport::irecv(int peer, void* data, size_t bytes, int tag) {
                                 "0 <= peer < world, tag >= 0 and a buffer",
                                 peer, size_, tag, bytes));
   }
-  ucp_request_param_t param{};
-  void* request = ucp_tag_recv_nbx(worker_, data, bytes, ucx_tag(tag, peer), kFullMask, &param);
-  return track(request, peer, false, bytes, "ucp_tag_recv_nbx");
+  return post(peer, static_cast<std::byte*>(data), bytes, tag, false);
 }
 
-Request UcxTransport::track(void* ucx_request, int peer, bool is_send, size_t bytes,
-                            const char* what) {
-  if (UCS_PTR_IS_ERR(ucx_request)) check_ucs(UCS_PTR_STATUS(ucx_request), what);
+Request UcxTransport::post(int peer, std::byte* data, size_t bytes, int tag, bool is_send) {
+  std::vector<void*> pieces;
+  // One piece even for zero bytes, so an empty message still matches its receive.
+  size_t offset = 0;
+  do {
+    const size_t count = std::min(max_piece_, bytes - offset);
+    ucp_request_param_t param{};
+    void* request = is_send ? ucp_tag_send_nbx(endpoints_[peer], data + offset, count,
+                                               ucx_tag(tag, rank_), &param)
+                            : ucp_tag_recv_nbx(worker_, data + offset, count, ucx_tag(tag, peer),
+                                               kFullMask, &param);
+    if (UCS_PTR_IS_ERR(request)) {
+      for (void* posted : pieces) {
+        if (posted != nullptr) ucp_request_cancel(worker_, posted);
+      }
+      free_pieces(pieces);
+      check_ucs(UCS_PTR_STATUS(request), is_send ? "ucp_tag_send_nbx" : "ucp_tag_recv_nbx");
+    }
+    pieces.push_back(request);  // nullptr: completed in place
+    offset += count;
+  } while (offset < bytes);
+
   int handle = 0;
   if (free_slots_.empty()) {
     handle = static_cast<int>(slots_.size());
-    slots_.push_back(nullptr);
+    slots_.emplace_back();
     in_use_.push_back(false);
   } else {
     handle = free_slots_.back();
     free_slots_.pop_back();
   }
-  slots_[handle] = ucx_request;  // nullptr: completed in place
+  slots_[handle] = std::move(pieces);
   in_use_[handle] = true;
   return Request{peer, is_send, bytes, handle};
 }
 
+void UcxTransport::free_pieces(std::vector<void*>& pieces) {
+  for (void* request : pieces) {
+    if (request != nullptr) ucp_request_free(request);
+  }
+  pieces.clear();
+}
+
 void UcxTransport::release(Request& req) {
-  void*& request = slots_[req.handle];
-  if (request != nullptr) ucp_request_free(request);
-  request = nullptr;
+  free_pieces(slots_[req.handle]);
   in_use_[req.handle] = false;
   free_slots_.push_back(req.handle);
   req.handle = -1;
@@ -230,13 +256,13 @@ void UcxTransport::release(Request& req) {
 bool UcxTransport::test(Request& req) {
   if (req.handle < 0) return true;
   if (static_cast<size_t>(req.handle) >= slots_.size() || !in_use_[req.handle]) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("ucx transport: request handle {} is not outstanding here",
-                                req.handle));
+    throw CommError(
+        ErrorCode::invalid_argument,
+        fmt::format("ucx transport: request handle {} is not outstanding here", req.handle));
   }
   ucp_worker_progress(worker_);
-  void* request = slots_[req.handle];
-  if (request != nullptr) {
+  for (void* request : slots_[req.handle]) {
+    if (request == nullptr) continue;
     const ucs_status_t status = ucp_request_check_status(request);
     if (status == UCS_INPROGRESS) return false;
     if (status != UCS_OK) {
@@ -253,8 +279,8 @@ bool UcxTransport::test(Request& req) {
 
 void UcxTransport::cancel(Request& req) {
   if (req.handle < 0 || !in_use_[req.handle]) return;
-  void* request = slots_[req.handle];
-  if (request != nullptr) {
+  for (void* request : slots_[req.handle]) {
+    if (request == nullptr) continue;
     // A cancelled receive completes (with UCS_ERR_CANCELED) and never writes its buffer after;
     // a send UCX cannot take back is left to finish on its own.
     ucp_request_cancel(worker_, request);

@@ -7,7 +7,10 @@
 #include <mpi.h>
 #include <ucp/api/ucp.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "comm/store_bootstrap.h"
@@ -17,7 +20,11 @@ namespace switchyard::comm {
 
 class UcxTransport final : public Transport {
  public:
-  explicit UcxTransport(MPI_Comm comm);
+  // A message is posted as pieces of at most max_piece_bytes (both ends must agree), each a UCP
+  // tagged message of its own, matched in order. Inter-node, small pieces go eagerly: a rendezvous
+  // reply would otherwise queue behind the bulk data its receiver is itself sending back on the
+  // same connection (see make_inter_node_transport).
+  explicit UcxTransport(MPI_Comm comm, size_t max_piece_bytes = SIZE_MAX);
   // Without MPI: addresses and the start-up/teardown barriers go through group, which must
   // outlive the transport.
   explicit UcxTransport(StoreGroup& group);
@@ -26,20 +33,22 @@ class UcxTransport final : public Transport {
   UcxTransport& operator=(const UcxTransport&) = delete;
 
   std::string_view name() const override { return "ucx"; }
+  std::string describe() const override;
   Request isend(int peer, const void* data, size_t bytes, int tag) override;
   Request irecv(int peer, void* data, size_t bytes, int tag) override;
   bool test(Request& req) override;
   void cancel(Request& req) override;
 
  private:
-  Request track(void* ucx_request, int peer, bool is_send, size_t bytes, const char* what);
+  Request post(int peer, std::byte* data, size_t bytes, int tag, bool is_send);
+  // Frees what UCX still holds of pieces and empties the list.
+  static void free_pieces(std::vector<void*>& pieces);
   void release(Request& req);
   // Waits, bounded, until every rank reaches this point, progressing UCX meanwhile: peers must not
   // destroy a worker that others are still wiring up to or sending to.
   void synchronize(const char* what);
   // Creates the worker and connects to every rank; gather returns every rank's worker address.
-  using AddressGather =
-      std::function<std::vector<std::vector<char>>(const ucp_address_t*, size_t)>;
+  using AddressGather = std::function<std::vector<std::vector<char>>(const ucp_address_t*, size_t)>;
   void connect(const AddressGather& gather);
   void teardown();
 
@@ -50,8 +59,10 @@ class UcxTransport final : public Transport {
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   std::vector<ucp_ep_h> endpoints_;
-  // slots_[handle]: the UCX request of one posted message; nullptr once it completed at posting.
-  std::vector<void*> slots_;
+  size_t max_piece_ = SIZE_MAX;
+  // slots_[handle]: the UCX requests of one posted message's pieces; nullptr for a piece that
+  // completed at posting.
+  std::vector<std::vector<void*>> slots_;
   std::vector<bool> in_use_;
   std::vector<int> free_slots_;
 };

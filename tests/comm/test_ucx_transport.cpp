@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,8 +11,10 @@
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
 #include "comm/error.h"
+#include "comm/ucx_transport.h"
 #include "tests/comm/alltoall_cases.h"
 #include "tests/comm/comm_test_util.h"
+#include "tests/comm/pattern_exchange.h"
 
 namespace switchyard::comm {
 namespace {
@@ -61,6 +64,52 @@ TEST(UcxTransport, MatchesByTagNotByPostingOrder) {
   wait_all(t, r, comm->timeout(), "ucx tag test");
   EXPECT_EQ(got_a, 100 + from);
   EXPECT_EQ(got_b, 200 + from);
+}
+
+TEST(UcxTransport, SplitsMessagesIntoPieces) {
+  auto comm = ucx_communicator("ucx");
+  // Pieces of 1000 bytes: the 4096- and 200000-byte messages are split, the first with a short
+  // last piece; empty messages are one empty piece.
+  UcxTransport transport(MPI_COMM_WORLD, 1000);
+  EXPECT_EQ(transport.describe(), "ucx (messages in pieces of <= 1000 bytes)");
+  for (const auto order : {test::PostOrder::receives_first, test::PostOrder::sends_first}) {
+    test::exchange_patterns(transport, comm->rank(), comm->size(), comm->timeout(),
+                            {0, 1, 13, 4096, 200000}, 7, order);
+  }
+}
+
+// As for mpi (test_transport.cpp): inter-node ucx messages go in pieces, SWITCHYARD_UCX_PIECE sets
+// their size. Shown on a routed transport (shm inside, ucx across).
+TEST(UcxTransport, InterNodePiecesFollowTheEnvironment) {
+  struct Case {
+    const char* env;
+    const char* described;
+  };
+  for (const Case& c : {Case{nullptr, "inter-node: ucx (messages in pieces of <= 16384 bytes)"},
+                        Case{"4096", "inter-node: ucx (messages in pieces of <= 4096 bytes)"},
+                        Case{"0", "inter-node: ucx"}}) {
+    if (c.env == nullptr) {
+      unsetenv("SWITCHYARD_UCX_PIECE");
+    } else {
+      setenv("SWITCHYARD_UCX_PIECE", c.env, 1);
+    }
+    auto comm = ucx_communicator("shm");
+    const std::string described = comm->transport().describe();
+    EXPECT_NE(described.find(c.described), std::string::npos) << described;
+    EXPECT_EQ(described.find("pieces") == std::string::npos, c.env != nullptr && *c.env == '0')
+        << described;
+  }
+  for (const char* bad : {"abc", "-5", "12kb"}) {
+    setenv("SWITCHYARD_UCX_PIECE", bad, 1);
+    try {
+      ucx_communicator("shm");
+      ADD_FAILURE() << "SWITCHYARD_UCX_PIECE=" << bad << " accepted";
+    } catch (const CommError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("SWITCHYARD_UCX_PIECE"), std::string::npos) << e.what();
+    }
+  }
+  unsetenv("SWITCHYARD_UCX_PIECE");
 }
 
 TEST(UcxTransport, RejectsBadArguments) {
