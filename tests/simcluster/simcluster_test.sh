@@ -28,8 +28,10 @@ fi
 ip netns delete "$NAME-probe"
 
 shm_before=$(ls /dev/shm | sort)
+SVG=$(mktemp --suffix=.svg)
 cleanup() {
   local rc=$?
+  rm -f "$SVG"
   "$SIMCLUSTER" --name "$NAME" down >/dev/null 2>&1 || "$SIMCLUSTER" --name "$NAME" down
   # Nothing may be left behind: namespaces, links, /etc/netns entries, shared-memory segments.
   local left=""
@@ -52,7 +54,7 @@ trap 'exit 130' INT TERM
 "$SIMCLUSTER" --name "$NAME" up --nodes 2 --rate 200mbit || fail "simcluster up"
 out=$(SWITCHYARD_INTRA=shm "$SIMCLUSTER" --name "$NAME" run --ranks-per-node 2 -- -np 4 \
   "$SYBENCH" alltoall --algo all --tokens 128 --hidden 256 --topk 6 --zipf 1.0 --iters $ITERS \
-  --link-gbit 0.2 --link-dev data0 2>&1)
+  --link-gbit 0.2 --link-dev data0 --link-svg "$SVG" 2>&1)
 rc=$?
 echo "$out"
 [[ $rc -eq 0 ]] || fail "sy-bench exited with $rc (a byte or a sum was wrong, or the run failed)"
@@ -65,6 +67,18 @@ grep -q "inter-node: mpi (messages in pieces of" <<<"$out" ||
 measured=$(awk '/^measured on the links/ { on = 1; next } on && $1 ~ /^(mpi|flat|hierarchical)$/ { n++; if ($6 + 0 <= 0) bad++ } END { printf "%d %d", n, bad }' <<<"$out")
 [[ $measured == "6 0" ]] ||
   fail "measured link table: expected 6 rows with bytes on the wire, got (rows, empty) = $measured"
+
+# The link timeline: a panel per algorithm, each with both nodes' sent and received rates, and
+# some bins above zero (the payload crossed during the drawn iterations).
+grep -q "^<svg" "$SVG" || fail "--link-svg wrote no SVG"
+panels=$(grep -cE ">(mpi|flat|hierarchical): iteration" "$SVG")
+lines=$(grep -c "<polyline" "$SVG")
+[[ $panels -eq 3 && $lines -eq 12 ]] ||
+  fail "link timeline: expected 3 panels of 4 lines, got $panels panels and $lines lines"
+# Every node sends and receives across nodes in every algorithm's drawn iteration.
+idle=$(grep -o 'data-peak-gbit="[0-9.]*"' "$SVG" | awk -F'"' '$2 + 0 < 0.02 { n++ } END { print n + 0 }')
+[[ $idle -eq 0 ]] || fail "link timeline: $idle of the lines never rise above 0.02 Gbit/s"
+log "link timeline: $panels panels, $lines lines, each with traffic"
 
 # Payload sy-bench sent across nodes (MB per call, all ranks, every algorithm; iters + warm-up)
 # against the bytes the shaped links' qdiscs counted (payload plus TCP/IP headers).

@@ -16,6 +16,7 @@
 #include "comm/bf16.h"
 #include "comm/communicator.h"
 #include "tools/sy-bench/link_monitor.h"
+#include "tools/sy-bench/link_timeline.h"
 #include "tools/sy-bench/mpi_baseline.h"
 
 namespace switchyard::bench {
@@ -339,6 +340,81 @@ std::vector<LinkUse> measured_link_use(const std::vector<Result>& results,
   return uses;
 }
 
+// Collective. For each algorithm, the iteration whose dispatch + combine took the median time:
+// every node's link from the dispatch's start to the combine's end in bins of at least 5 ms (a
+// 64 KB packet takes 0.5 ms at 1 Gbit/s: finer bins show the shaper's packets, not the rate), at
+// most 250 per iteration; the windows are the same on every rank. Gathered to rank 0, which draws.
+void draw_link_timeline(const std::vector<Result>& results, const LinkMonitor* monitor,
+                        const AllToAllBenchOptions& o, const comm::Communicator& comm,
+                        MPI_Comm mpi) {
+  constexpr double kMinBinSeconds = 5e-3;
+  constexpr double kMaxBins = 250;
+  std::vector<LinkPanel> panels;
+  std::vector<size_t> panel_bins;
+  std::vector<double> mine;  // per panel and bin: tx, rx bytes (-1: not a node's sampler)
+  for (const Result& r : results) {
+    std::vector<size_t> order(r.dispatch.seconds.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    auto total = [&](size_t i) { return r.dispatch.seconds[i] + r.combine.seconds[i]; };
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return total(a) < total(b); });
+    if (order.empty()) continue;
+    const size_t it = order[order.size() / 2];
+    const double begin = r.dispatch.windows[it].first, middle = r.combine.windows[it].first,
+                 end = r.combine.windows[it].second;
+    LinkPanel panel;
+    panel.title = fmt::format(
+        "{}: iteration {} of {} (the median), dispatch {:.1f} ms + combine "
+        "{:.1f} ms",
+        r.label, it + 1, order.size(), r.dispatch.seconds[it] * 1e3, r.combine.seconds[it] * 1e3);
+    const double bin_s = std::max(kMinBinSeconds, (end - begin) / kMaxBins);
+    panel.bin_ms = bin_s * 1e3;
+    panel.dispatch_ms = (middle - begin) * 1e3;
+    panel.total_ms = (end - begin) * 1e3;
+    const size_t bins = static_cast<size_t>(std::ceil((end - begin) / bin_s));
+    for (size_t b = 0; b < bins; ++b) {
+      if (monitor == nullptr) {
+        mine.insert(mine.end(), {-1.0, -1.0});
+        continue;
+      }
+      const double t0 = begin + b * bin_s;
+      const LinkWindow w = monitor->window(t0, std::min(t0 + bin_s, end));
+      mine.insert(mine.end(), {w.tx.bytes, w.rx.bytes});
+    }
+    panels.push_back(std::move(panel));
+    panel_bins.push_back(bins);
+  }
+  const int n = comm.size();
+  std::vector<double> all(comm.rank() == 0 ? mine.size() * static_cast<size_t>(n) : 0);
+  MPI_Gather(mine.data(), static_cast<int>(mine.size()), MPI_DOUBLE, all.data(),
+             static_cast<int>(mine.size()), MPI_DOUBLE, 0, mpi);
+  if (comm.rank() != 0) return;
+  for (int r = 0; r < n; ++r) {
+    const double* v = &all[static_cast<size_t>(r) * mine.size()];
+    if (!mine.empty() && v[0] < 0) continue;  // not its node's sampler
+    const int node = comm.topology().node_of_rank[static_cast<size_t>(r)];
+    size_t at = 0;
+    for (size_t p = 0; p < panels.size(); ++p) {
+      LinkPanel& panel = panels[p];
+      const size_t bins = panel_bins[p];
+      LinkSeries tx{node, false, {}}, rx{node, true, {}};
+      for (size_t b = 0; b < bins; ++b, at += 2) {
+        const double seconds = std::min(panel.bin_ms, panel.total_ms - b * panel.bin_ms) * 1e-3;
+        tx.gbit.push_back(seconds > 0 ? v[at] * 8 / seconds / 1e9 : 0.0);
+        rx.gbit.push_back(seconds > 0 ? v[at + 1] * 8 / seconds / 1e9 : 0.0);
+      }
+      panel.series.push_back(std::move(tx));
+      panel.series.push_back(std::move(rx));
+    }
+  }
+  write_link_timeline_svg(
+      o.link_svg, panels, o.link_gbit,
+      fmt::format("{} ranks on {} nodes; {} tokens/rank, hidden {}, top-{}; {} byte counters "
+                  "sampled every {:.1f} ms, incl. TCP/IP headers",
+                  n, comm.topology().num_nodes, o.workload.tokens, o.workload.hidden,
+                  o.workload.topk, o.link_dev, kLinkSampleSeconds * 1e3));
+  fmt::print("link timeline: {}\n", o.link_svg);
+}
+
 void print_link_use(const std::vector<LinkUse>& uses, const AllToAllBenchOptions& o,
                     bool realtime) {
   fmt::print(
@@ -475,6 +551,7 @@ int run_alltoall_bench(const AllToAllBenchOptions& given, MPI_Comm mpi) {
   runners.clear();
   std::vector<LinkUse> link_use;
   if (!o.link_dev.empty()) link_use = measured_link_use(results, monitor.get(), o, comm, mpi);
+  if (!o.link_svg.empty()) draw_link_timeline(results, monitor.get(), o, comm, mpi);
   const bool realtime_sampler = monitor != nullptr && monitor->realtime();
   monitor.reset();
   std::vector<NodeTraffic> traffic;

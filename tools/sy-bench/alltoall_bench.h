@@ -21,6 +21,9 @@ struct AllToAllBenchOptions {
   // Network interface whose byte counters measure the link during each call (simcluster: data0);
   // needs link_gbit. Empty: no measurement.
   std::string link_dev;
+  // Non-empty (needs link_dev): rank 0 draws each algorithm's median iteration on the links, every
+  // node's sent and received rate in bins of 5 ms or more, as an SVG picture here.
+  std::string link_svg;
   // Intra-node transports to compare (e.g. shm and mpi): flat and hierarchical run once over each,
   // labelled algorithm/transport, interleaved in one run. Empty: the configured one (environment).
   std::vector<std::string> intra;

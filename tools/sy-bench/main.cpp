@@ -54,6 +54,13 @@ int main(int argc, char** argv) {
                    "of the busiest link per call (needs --link-gbit)")
       ->needs("--link-gbit");
   alltoall
+      ->add_option(
+          "--link-svg", o.link_svg,
+          "also draw every algorithm's median iteration on the links (each node's sent "
+          "and received rate in bins of 5 ms or more, dispatch and combine marked) as an SVG file "
+          "(rank 0; needs --link-dev)")
+      ->needs("--link-dev");
+  alltoall
       ->add_option("--intra", o.intra,
                    "intra-node transports to compare in one run, e.g. shm,mpi: flat and "
                    "hierarchical run over each (rows algorithm/transport), interleaved with mpi")
