@@ -84,8 +84,8 @@ void step(LayerUnderTest& l, const std::vector<float>& x, const std::vector<floa
 // The all-to-all calls of one serial step, alone: the counts exchange, dispatch of tokens with
 // their routing side data, combine of hidden-size rows; backward's dispatch of the output
 // gradient and combine of [grad_x | grad_weight per slot] rows.
-void comm_alone(comm::AllToAll& alltoall, const MoeChunk<float>& chunk, int64_t hidden, int topk,
-                MPI_Comm comm, Series& series, CpuUsage& cpu) {
+void comm_alone(comm::Communicator& sy_comm, comm::AllToAll& alltoall, const MoeChunk<float>& chunk,
+                int64_t hidden, int topk, MPI_Comm comm, Series& series, CpuUsage& cpu) {
   comm::RouteLayout layout = chunk.layout;
   const int64_t tokens = layout.num_tokens;
   const size_t side_bytes = static_cast<size_t>(topk) * (sizeof(int32_t) + sizeof(float));
@@ -109,7 +109,10 @@ void comm_alone(comm::AllToAll& alltoall, const MoeChunk<float>& chunk, int64_t 
   alltoall.dispatch(layout, x.data(), hidden * sizeof(float), nullptr, 0, recv_x.data(), nullptr);
   alltoall.combine(layout, comm::DataType::fp32, back_rows.data(), width, back_tokens.data());
   double figures[2] = {forward_end - start, MPI_Wtime() - start};
-  cpu.end();  // before MPI's own wait below, which polls
+  // Until the last rank is done, through a barrier whose waits sleep too: ranks done early would
+  // otherwise poll in MPI's own wait and count as busy.
+  sy_comm.barrier();
+  cpu.end();
   MPI_Allreduce(MPI_IN_PLACE, figures, 2, MPI_DOUBLE, MPI_MAX, comm);
   series.forward.push_back(figures[0]);
   series.step.push_back(figures[1]);
@@ -193,8 +196,8 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   CpuUsage comm_cpu;  // rank 0's machine
   for (int i = 0; i < o.iters; ++i) {
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, true);
-    comm_alone(*alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, mpi_comm, comm_only,
-               comm_cpu);
+    comm_alone(comm, *alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, mpi_comm,
+               comm_only, comm_cpu);
     if (rank == 0) fmt::print("iteration {}/{} done\n", i + 1, o.iters);
   }
   // Labelled by what the timed iterations ran (the layers have settled by then).
