@@ -18,6 +18,7 @@
 #include "tools/sy-bench/link_monitor.h"
 #include "tools/sy-bench/link_timeline.h"
 #include "tools/sy-bench/mpi_baseline.h"
+#include "tools/sy-bench/stats.h"
 
 namespace switchyard::bench {
 
@@ -232,15 +233,6 @@ std::pair<double, std::string> busiest_link(const std::vector<double>& m, int no
     if (rx > best) best = rx, which = fmt::format("node {} rx", a);
   }
   return {best, which};
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-double minimum(const std::vector<double>& v) {
-  return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end());
 }
 
 // One line of the table: an algorithm's phase, with the figures derived from its times.

@@ -19,6 +19,7 @@
 #include "runtime/moe_layer.h"
 #include "runtime/routing_skew.h"
 #include "tools/sy-bench/cpu_usage.h"
+#include "tools/sy-bench/stats.h"
 
 namespace switchyard::bench {
 
@@ -26,16 +27,6 @@ namespace {
 
 // Steps before timing: enough for automatic overlap to probe both ways and settle.
 constexpr int kWarmupSteps = 4;
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0.0 : (n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]));
-}
-
-double minimum(const std::vector<double>& v) {
-  return v.empty() ? 0.0 : *std::min_element(v.begin(), v.end());
-}
 
 // Per iteration, the slowest rank's figure.
 struct Series {
