@@ -29,6 +29,33 @@ void add_into(T* dst, const T* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
+// Appends p's three tensors to out (the wire format of replica gradients and migrations).
+template <typename T>
+void append_swiglu(std::vector<T>& out, const SwigluParams<T>& p) {
+  out.insert(out.end(), p.gate_proj.begin(), p.gate_proj.end());
+  out.insert(out.end(), p.up_proj.begin(), p.up_proj.end());
+  out.insert(out.end(), p.down_proj.begin(), p.down_proj.end());
+}
+
+// Copies the next three tensors' worth of `packed` (from `offset`) into p.
+template <typename T>
+void unpack_swiglu(const std::vector<T>& packed, size_t& offset, SwigluParams<T>& p) {
+  for (auto* t : {&p.gate_proj, &p.up_proj, &p.down_proj}) {
+    std::copy_n(packed.begin() + offset, t->size(), t->begin());
+    offset += t->size();
+  }
+}
+
+// Adds the three tensors packed at the start of `packed` (append_swiglu's layout) into p.
+template <typename T>
+void add_packed_swiglu(const std::vector<T>& packed, SwigluParams<T>& p) {
+  size_t offset = 0;
+  for (auto* t : {&p.gate_proj, &p.up_proj, &p.down_proj}) {
+    add_into(t->data(), packed.data() + offset, static_cast<int64_t>(t->size()));
+    offset += t->size();
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -409,10 +436,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       }
       // The shared experts' gradients are summed over ranks while the routed experts' backward
       // runs (the gate's are known only at the end).
-      for (auto* t : {&replicated_grad.shared.gate_proj, &replicated_grad.shared.up_proj,
-                      &replicated_grad.shared.down_proj}) {
-        shared_sum.insert(shared_sum.end(), t->begin(), t->end());
-      }
+      append_swiglu(shared_sum, replicated_grad.shared);
       ScopedPhase wait(waited);
       queue.submit([&] {
         ScopedPhase phase(times_.grad_reduce);
@@ -499,12 +523,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
     trace.payload(static_cast<int64_t>(gate.size() * sizeof(T)));
     sum_replica_grads(replica_grads);
     add_into(grads_.gate_weight.data(), gate.data(), static_cast<int64_t>(gate.size()));
-    size_t offset = 0;
-    for (auto* t : {&grads_.shared.gate_proj, &grads_.shared.up_proj, &grads_.shared.down_proj}) {
-      if (t->empty()) continue;
-      add_into(t->data(), shared_sum.data() + offset, static_cast<int64_t>(t->size()));
-      offset += t->size();
-    }
+    if (!shared_sum.empty()) add_packed_swiglu(shared_sum, grads_.shared);
     for (size_t e = 0; e < replica_grads.size(); ++e) {
       if (!replicated(static_cast<int>(e))) continue;
       auto& sum = replica_grads[e];
@@ -545,23 +564,6 @@ namespace {
 // Runtime point-to-point tags, apart from the all-to-all algorithms' own.
 constexpr int kReplicaGradTag = 64;
 constexpr int kMigrationTag = 65;
-
-// Appends p's three tensors to out (the wire format of replica gradients and migrations).
-template <typename T>
-void append_swiglu(std::vector<T>& out, const SwigluParams<T>& p) {
-  out.insert(out.end(), p.gate_proj.begin(), p.gate_proj.end());
-  out.insert(out.end(), p.up_proj.begin(), p.up_proj.end());
-  out.insert(out.end(), p.down_proj.begin(), p.down_proj.end());
-}
-
-// Copies the next three tensors' worth of `packed` (from `offset`) into p.
-template <typename T>
-void unpack_swiglu(const std::vector<T>& packed, size_t& offset, SwigluParams<T>& p) {
-  for (auto* t : {&p.gate_proj, &p.up_proj, &p.down_proj}) {
-    std::copy_n(packed.begin() + offset, t->size(), t->begin());
-    offset += t->size();
-  }
-}
 
 }  // namespace
 
