@@ -275,6 +275,16 @@ struct LinkUse {
 
 constexpr double kLinkSampleSeconds = 200e-6;
 
+// Collective: every rank's `mine` (the same size on all), in rank order, on rank 0; empty
+// elsewhere. The link figures are measured on each node's first rank and read on rank 0.
+std::vector<double> gather_on_rank0(const std::vector<double>& mine, int rank, int size,
+                                    MPI_Comm mpi) {
+  std::vector<double> all(rank == 0 ? mine.size() * static_cast<size_t>(size) : 0);
+  MPI_Gather(mine.data(), static_cast<int>(mine.size()), MPI_DOUBLE, all.data(),
+             static_cast<int>(mine.size()), MPI_DOUBLE, 0, mpi);
+  return all;
+}
+
 // Collective. Every node's first rank measures its link in each call's window; rank 0 picks the
 // busiest link per call. Returns the figures on rank 0, nothing elsewhere.
 std::vector<LinkUse> measured_link_use(const std::vector<Result>& results,
@@ -293,9 +303,7 @@ std::vector<LinkUse> measured_link_use(const std::vector<Result>& results,
     }
   }
   const int n = comm.size();
-  std::vector<double> all(comm.rank() == 0 ? mine.size() * static_cast<size_t>(n) : 0);
-  MPI_Gather(mine.data(), static_cast<int>(mine.size()), MPI_DOUBLE, all.data(),
-             static_cast<int>(mine.size()), MPI_DOUBLE, 0, mpi);
+  const std::vector<double> all = gather_on_rank0(mine, comm.rank(), n, mpi);
   if (comm.rank() != 0) return {};
   const double rate = o.link_gbit * 1e9 / 8;
   std::vector<LinkUse> uses;
@@ -376,9 +384,7 @@ void draw_link_timeline(const std::vector<Result>& results, const LinkMonitor* m
     panel_bins.push_back(bins);
   }
   const int n = comm.size();
-  std::vector<double> all(comm.rank() == 0 ? mine.size() * static_cast<size_t>(n) : 0);
-  MPI_Gather(mine.data(), static_cast<int>(mine.size()), MPI_DOUBLE, all.data(),
-             static_cast<int>(mine.size()), MPI_DOUBLE, 0, mpi);
+  const std::vector<double> all = gather_on_rank0(mine, comm.rank(), n, mpi);
   if (comm.rank() != 0) return;
   for (int r = 0; r < n; ++r) {
     const double* v = &all[static_cast<size_t>(r) * mine.size()];
