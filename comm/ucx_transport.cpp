@@ -35,8 +35,9 @@ void check_mpi_rc(int rc, const char* what) {
 
 }  // namespace
 
-UcxTransport::UcxTransport(MPI_Comm comm, size_t max_piece_bytes)
-    : max_piece_(std::max<size_t>(max_piece_bytes, 1)) {
+UcxTransport::UcxTransport(MPI_Comm comm, size_t max_piece_bytes,
+                           std::chrono::milliseconds barrier_limit)
+    : max_piece_(std::max<size_t>(max_piece_bytes, 1)), barrier_limit_(barrier_limit) {
   check_mpi_rc(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
   comm = comm_;
   MPI_Comm_rank(comm, &rank_);
@@ -131,7 +132,7 @@ void UcxTransport::synchronize(const char* what) {
     });
     return;
   }
-  constexpr double kLimitSeconds = 30;
+  const double limit_seconds = std::chrono::duration<double>(barrier_limit_).count();
   MPI_Request barrier = MPI_REQUEST_NULL;
   check_mpi_rc(MPI_Ibarrier(comm_, &barrier), "MPI_Ibarrier");
   const double start = MPI_Wtime();
@@ -139,17 +140,19 @@ void UcxTransport::synchronize(const char* what) {
   while (!done) {
     if (worker_ != nullptr) ucp_worker_progress(worker_);
     MPI_Test(&barrier, &done, MPI_STATUS_IGNORE);
-    if (!done && MPI_Wtime() - start > kLimitSeconds) {
-      MPI_Request_free(&barrier);
+    if (!done && MPI_Wtime() - start > limit_seconds) {
+      // The barrier stays pending: MPI forbids freeing or cancelling a nonblocking collective
+      // (Open MPI aborts the job, and the caller's own error is lost).
+      barrier_abandoned_ = true;
       throw CommError(
           ErrorCode::timeout,
-          fmt::format("ucx transport {}: not every rank arrived within {} s", what, kLimitSeconds));
+          fmt::format("ucx transport {}: not every rank arrived within {} s", what, limit_seconds));
     }
   }
 }
 
 void UcxTransport::teardown() {
-  if ((comm_ != MPI_COMM_NULL || group_ != nullptr) && worker_ != nullptr) {
+  if ((comm_ != MPI_COMM_NULL || group_ != nullptr) && worker_ != nullptr && !barrier_abandoned_) {
     try {
       synchronize("teardown");
     } catch (const CommError&) {
@@ -172,7 +175,9 @@ void UcxTransport::teardown() {
   }
   if (worker_ != nullptr) ucp_worker_destroy(worker_);
   if (context_ != nullptr) ucp_cleanup(context_);
-  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  // Open MPI progresses an abandoned barrier for good and crashes once its communicator is freed:
+  // that communicator is kept (one per failed barrier).
+  if (comm_ != MPI_COMM_NULL && !barrier_abandoned_) MPI_Comm_free(&comm_);
   worker_ = nullptr;
   context_ = nullptr;
 }

@@ -7,6 +7,7 @@
 #include <mpi.h>
 #include <ucp/api/ucp.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -23,8 +24,11 @@ class UcxTransport final : public Transport {
   // A message is posted as pieces of at most max_piece_bytes (both ends must agree), each a UCP
   // tagged message of its own, matched in order. Inter-node, small pieces go eagerly: a rendezvous
   // reply would otherwise queue behind the bulk data its receiver is itself sending back on the
-  // same connection (see make_inter_node_transport).
-  explicit UcxTransport(MPI_Comm comm, size_t max_piece_bytes = SIZE_MAX);
+  // same connection (see make_inter_node_transport). The start-up and teardown barriers give up
+  // after barrier_limit with CommError(timeout); in teardown (a rank that never arrives), the
+  // transport then closes without it.
+  explicit UcxTransport(MPI_Comm comm, size_t max_piece_bytes = SIZE_MAX,
+                        std::chrono::milliseconds barrier_limit = std::chrono::seconds(30));
   // Without MPI: addresses and the start-up/teardown barriers go through group, which must
   // outlive the transport.
   explicit UcxTransport(StoreGroup& group);
@@ -60,6 +64,8 @@ class UcxTransport final : public Transport {
   ucp_worker_h worker_ = nullptr;
   std::vector<ucp_ep_h> endpoints_;
   size_t max_piece_ = SIZE_MAX;
+  std::chrono::milliseconds barrier_limit_{std::chrono::seconds(30)};  // over MPI only
+  bool barrier_abandoned_ = false;  // a barrier on comm_ timed out and is still pending
   // slots_[handle]: the UCX requests of one posted message's pieces; nullptr for a piece that
   // completed at posting.
   std::vector<std::vector<void*>> slots_;
