@@ -49,6 +49,10 @@ bool RoutedTransport::test(Request& req) {
   inner.handle = req.handle / 2;
   const bool done = backend.test(inner);
   req = wrap(inner, backend);
+  // A rank whose own wait is on one link class may still owe its peers data on the other (a ucx
+  // send to another node while waiting for a relay over shm): without this, two nodes could each
+  // wait for the other's unread sockets.
+  (&backend == intra_.get() ? *inter_ : *intra_).progress();
   return done;
 }
 

@@ -61,6 +61,7 @@ class ShmTransport final : public Transport {
   Request isend(int peer, const void* data, size_t bytes, int tag) override;
   Request irecv(int peer, void* data, size_t bytes, int tag) override;
   bool test(Request& req) override;
+  void progress() override;
   void cancel(Request& req) override;
 
  private:
@@ -111,7 +112,6 @@ class ShmTransport final : public Transport {
   int new_op();
   void free_op(int handle);
   Op& op_of(const Request& req);
-  void progress();
   void push(int peer);
   void drain(int peer);
   void start_incoming(int peer, int tag, size_t bytes);

@@ -33,6 +33,10 @@ class Transport {
   virtual Request irecv(int peer, void* data, size_t bytes, int tag) = 0;
   // Advances outstanding transfers; true once req has completed (its buffer may then be reused).
   virtual bool test(Request& req) = 0;
+  // Advances outstanding transfers without testing one. Backends that move data only while polled
+  // (shm, ucx) implement it, so that a rank waiting on another backend's requests keeps moving the
+  // data its peers are waiting for (RoutedTransport).
+  virtual void progress() {}
   // Abandons a request that has not completed (wait_all does this on a timeout, before the
   // caller's buffers go away): a receive is cancelled and will never write its buffer; a send is
   // cancelled where the backend can, else released, so a late receiver may still get its bytes.

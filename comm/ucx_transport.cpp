@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <thread>
 
 #include "comm/error.h"
 
@@ -85,9 +86,18 @@ void UcxTransport::connect(const AddressGather& gather) {
     check_ucs(ucp_init(&params, nullptr, &context_), "ucp_init");
     ucp_worker_params_t worker_params{};
     worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    // A pipelined MoE step moves data from a communication thread, one thread at a time.
-    worker_params.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+    // The caller's thread and the progress thread both call into the worker.
+    worker_params.thread_mode = UCS_THREAD_MODE_MULTI;
     check_ucs(ucp_worker_create(context_, &worker_params, &worker_), "ucp_worker_create");
+    ucp_worker_attr_t attr{};
+    attr.field_mask = UCP_WORKER_ATTR_FIELD_THREAD_MODE;
+    check_ucs(ucp_worker_query(worker_, &attr), "ucp_worker_query");
+    if (attr.thread_mode != UCS_THREAD_MODE_MULTI) {
+      throw CommError(ErrorCode::invalid_argument,
+                      "ucx transport: this UCX build has no thread-safe workers "
+                      "(UCS_THREAD_MODE_MULTI), which the progress thread needs; use "
+                      "SWITCHYARD_INTER=mpi, or a UCX built with --enable-mt");
+    }
 
     ucp_address_t* address = nullptr;
     size_t address_length = 0;
@@ -109,10 +119,34 @@ void UcxTransport::connect(const AddressGather& gather) {
       check_ucs(ucp_ep_create(worker_, &ep_params, &endpoints_[r]), "ucp_ep_create");
     }
     synchronize("start-up");
+    progress_thread_ = std::thread([this] { progress_in_background(); });
   } catch (...) {
     teardown();
     throw;
   }
+}
+
+// UCX counts a send done once its data is in UCX's own buffers; over TCP, what the socket has not
+// taken yet leaves only while someone polls the worker. A rank that went on to compute or to an MPI
+// call after its sends held back bytes a peer was waiting for, and the job hung (seen on the
+// simulated cluster). This thread polls the worker for it, but only while the caller has not polled
+// for a while: the worker's lock spins, and two threads polling it on oversubscribed cores stalled
+// calls for seconds when this thread polled every 200 us regardless.
+void UcxTransport::progress_in_background() {
+  while (!stop_progress_.load(std::memory_order_relaxed)) {
+    std::this_thread::sleep_for(kBackgroundPollPause);
+    const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const int64_t idle = now - last_poll_.load(std::memory_order_relaxed);
+    if (idle >= std::chrono::steady_clock::duration(kBackgroundPollPause).count()) {
+      ucp_worker_progress(worker_);
+    }
+  }
+}
+
+void UcxTransport::poll() {
+  last_poll_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                   std::memory_order_relaxed);
+  ucp_worker_progress(worker_);
 }
 
 UcxTransport::~UcxTransport() {
@@ -152,6 +186,10 @@ void UcxTransport::synchronize(const char* what) {
 }
 
 void UcxTransport::teardown() {
+  if (progress_thread_.joinable()) {
+    stop_progress_.store(true, std::memory_order_relaxed);
+    progress_thread_.join();
+  }
   if ((comm_ != MPI_COMM_NULL || group_ != nullptr) && worker_ != nullptr && !barrier_abandoned_) {
     try {
       synchronize("teardown");
@@ -265,7 +303,7 @@ bool UcxTransport::test(Request& req) {
         ErrorCode::invalid_argument,
         fmt::format("ucx transport: request handle {} is not outstanding here", req.handle));
   }
-  ucp_worker_progress(worker_);
+  poll();
   for (void* request : slots_[req.handle]) {
     if (request == nullptr) continue;
     const ucs_status_t status = ucp_request_check_status(request);
@@ -282,6 +320,8 @@ bool UcxTransport::test(Request& req) {
   return true;
 }
 
+void UcxTransport::progress() { poll(); }
+
 void UcxTransport::cancel(Request& req) {
   if (req.handle < 0 || !in_use_[req.handle]) return;
   for (void* request : slots_[req.handle]) {
@@ -290,7 +330,7 @@ void UcxTransport::cancel(Request& req) {
     // a send UCX cannot take back is left to finish on its own.
     ucp_request_cancel(worker_, request);
     if (!req.is_send) {
-      while (ucp_request_check_status(request) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      while (ucp_request_check_status(request) == UCS_INPROGRESS) poll();
     }
   }
   release(req);

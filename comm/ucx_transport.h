@@ -1,17 +1,21 @@
 // Private: the "ucx" Transport, UCP tagged messages over whatever transports UCX selects (shared
 // memory, TCP, InfiniBand, ...). Peers' worker addresses are exchanged once at start-up, over MPI
 // or, for ranks launched without MPI, through the TCP store (StoreGroup); after that, data moves
-// through UCX alone.
+// through UCX alone. A background thread polls the worker whenever the caller has not for 1 ms: over
+// TCP, UCX keeps what a socket has not taken yet in its own buffers, and those drain only while the
+// worker is polled, also after the caller has seen its sends complete and gone on to other work.
 #pragma once
 
 #include <mpi.h>
 #include <ucp/api/ucp.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "comm/store_bootstrap.h"
@@ -41,6 +45,7 @@ class UcxTransport final : public Transport {
   Request isend(int peer, const void* data, size_t bytes, int tag) override;
   Request irecv(int peer, void* data, size_t bytes, int tag) override;
   bool test(Request& req) override;
+  void progress() override;
   void cancel(Request& req) override;
 
  private:
@@ -55,6 +60,10 @@ class UcxTransport final : public Transport {
   using AddressGather = std::function<std::vector<std::vector<char>>(const ucp_address_t*, size_t)>;
   void connect(const AddressGather& gather);
   void teardown();
+  void progress_in_background();
+  // ucp_worker_progress from the caller's thread, noting when.
+  void poll();
+  static constexpr std::chrono::milliseconds kBackgroundPollPause{1};
 
   MPI_Comm comm_ = MPI_COMM_NULL;  // own duplicate, for start-up and teardown only
   StoreGroup* group_ = nullptr;    // instead of comm_, without MPI
@@ -71,6 +80,9 @@ class UcxTransport final : public Transport {
   std::vector<std::vector<void*>> slots_;
   std::vector<bool> in_use_;
   std::vector<int> free_slots_;
+  std::atomic<bool> stop_progress_{false};
+  std::atomic<int64_t> last_poll_{0};  // steady_clock ticks of the caller's latest poll
+  std::thread progress_thread_;
 };
 
 }  // namespace switchyard::comm

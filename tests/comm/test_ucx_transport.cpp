@@ -13,6 +13,7 @@
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
 #include "comm/error.h"
+#include "comm/poll_pause.h"
 #include "comm/ucx_transport.h"
 #include "tests/comm/alltoall_cases.h"
 #include "tests/comm/comm_test_util.h"
@@ -128,6 +129,46 @@ TEST(UcxTransport, TeardownGivesUpOnARankThatDoesNotArrive) {
     if (rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   }
   EXPECT_EQ(MPI_Barrier(MPI_COMM_WORLD), MPI_SUCCESS);
+}
+
+// A send the sender has seen complete must reach its receiver even if the sender's own thread never
+// polls UCX again (here it waits in MPI_Barrier). Over TCP, UCX calls a piece sent once it is in its
+// own buffer, and what the socket has not taken yet leaves only while someone polls the worker
+// (the transport's progress thread). The receiver comes late and polls slowly so that the socket
+// is full when the last pieces go. Over loopback TCP, which UCX would not pick between processes of
+// one machine by itself. The hang this guards against was found on the simulated cluster (2 runs of
+// 6); on loopback this test does not catch it every time.
+TEST(UcxTransport, ACompletedSendNeedsNoMorePollingBySender) {
+  int rank = 0;
+  int size = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  if (size < 2) GTEST_SKIP() << "needs a second rank";
+  setenv("UCX_TLS", "tcp,self", 1);
+  setenv("UCX_NET_DEVICES", "lo", 1);
+  UcxTransport transport(MPI_COMM_WORLD, 16384);
+  unsetenv("UCX_TLS");
+  unsetenv("UCX_NET_DEVICES");
+  for (size_t bytes : {size_t{3} << 20, (size_t{24} << 20) + 4321}) {
+    std::vector<std::byte> buffer(bytes);
+    if (rank == 1) {
+      for (size_t i = 0; i < bytes; ++i) buffer[i] = static_cast<std::byte>(i * 7 + bytes);
+      std::vector<Request> send{transport.isend(0, buffer.data(), bytes, 5)};
+      wait_all(transport, send, std::chrono::seconds(60), "ucx send test");
+    } else if (rank == 0) {
+      // Late and slow: the sockets fill before this rank reads, and stay full.
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      ScopedPollPause slow(std::chrono::milliseconds(2), std::chrono::milliseconds(2));
+      std::vector<Request> recv{transport.irecv(1, buffer.data(), bytes, 5)};
+      EXPECT_NO_THROW(wait_all(transport, recv, std::chrono::seconds(10), "ucx receive test"));
+      size_t wrong = 0;
+      for (size_t i = 0; i < bytes; ++i) {
+        wrong += buffer[i] != static_cast<std::byte>(i * 7 + bytes) ? 1 : 0;
+      }
+      EXPECT_EQ(wrong, 0u) << bytes << "-byte message";
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
 }
 
 TEST(UcxTransport, RejectsBadArguments) {

@@ -99,7 +99,8 @@ int main(int argc, char** argv) {
     rc = rank == 0 ? app.exit(e) : (e.get_exit_code() != 0 ? 1 : 0);
   } catch (const std::exception& e) {
     fmt::print(stderr, "sy-bench (rank {}): {}\n", rank, e.what());
-    rc = 1;
+    // The other ranks may be waiting for this one in a collective: MPI_Finalize would hang.
+    MPI_Abort(MPI_COMM_WORLD, 1);
   }
   MPI_Finalize();
   return rc;
