@@ -22,6 +22,18 @@
 namespace switchyard::comm {
 namespace {
 
+int world_rank() {
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+int world_size() {
+  int size = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
 std::unique_ptr<Communicator> ucx_communicator(const std::string& intra) {
   CommOptions options = test::test_options();
   options.intra_transport = intra;
@@ -119,11 +131,8 @@ TEST(UcxTransport, InterNodePiecesFollowTheEnvironment) {
 // close without it; rank 0 arrives later and finds its barrier complete. Freeing the pending
 // barrier instead, as this once did, made Open MPI abort the job and lose the caller's own error.
 TEST(UcxTransport, TeardownGivesUpOnARankThatDoesNotArrive) {
-  int rank = 0;
-  int size = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (size < 2) GTEST_SKIP() << "needs a second rank";
+  const int rank = world_rank();
+  if (world_size() < 2) GTEST_SKIP() << "needs a second rank";
   {
     UcxTransport transport(MPI_COMM_WORLD, SIZE_MAX, std::chrono::milliseconds(300));
     if (rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
@@ -139,11 +148,8 @@ TEST(UcxTransport, TeardownGivesUpOnARankThatDoesNotArrive) {
 // one machine by itself. The hang this guards against was found on the simulated cluster (2 runs of
 // 6); on loopback this test does not catch it every time.
 TEST(UcxTransport, ACompletedSendNeedsNoMorePollingBySender) {
-  int rank = 0;
-  int size = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  if (size < 2) GTEST_SKIP() << "needs a second rank";
+  const int rank = world_rank();
+  if (world_size() < 2) GTEST_SKIP() << "needs a second rank";
   setenv("UCX_TLS", "tcp,self", 1);
   setenv("UCX_NET_DEVICES", "lo", 1);
   UcxTransport transport(MPI_COMM_WORLD, 16384);
