@@ -1,12 +1,16 @@
 // Helpers shared by the comm tests.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <string_view>
 
 #include "comm/communicator.h"
+#include "comm/error.h"
 
 namespace switchyard::comm::test {
 
@@ -32,6 +36,23 @@ inline std::unique_ptr<Communicator> simulated_communicator(const std::string& i
 
 inline bool contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
+}
+
+// With each malformed value of the environment variable set, construct() must throw
+// CommError(invalid_argument) naming the variable. Leaves the variable unset.
+template <typename Construct>
+void expect_malformed_env_refused(const char* variable, Construct construct) {
+  for (const char* bad : {"abc", "-5", "12kb"}) {
+    setenv(variable, bad, 1);
+    try {
+      construct();
+      ADD_FAILURE() << variable << "=" << bad << " accepted";
+    } catch (const CommError& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      EXPECT_TRUE(contains(e.what(), variable)) << e.what();
+    }
+  }
+  unsetenv(variable);
 }
 
 }  // namespace switchyard::comm::test
