@@ -18,6 +18,7 @@
 #include "runtime/comm_queue.h"
 #include "runtime/moe_layer.h"
 #include "runtime/routing_skew.h"
+#include "runtime/trace.h"
 #include "tools/sy-bench/cpu_usage.h"
 #include "tools/sy-bench/stats.h"
 
@@ -183,13 +184,30 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   make_layer(layers[3], {OverlapMode::off, chunks});
   step(layers[3], x, grad_y, o.tokens, o.hidden, mpi_comm, false);
   auto alltoall = comm::make_alltoall(o.alltoall, comm);
+  // Attached after the warm-up, so the trace holds the timed iterations only.
+  std::unique_ptr<Tracer> tracer;
+  if (!o.trace.empty()) {
+    tracer = std::make_unique<Tracer>(comm);
+    layers[1].layer->set_tracer(tracer.get());
+  }
   Series comm_only;
   CpuUsage comm_cpu;  // rank 0's machine
   for (int i = 0; i < o.iters; ++i) {
+    if (tracer) tracer->set_step(i);
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, true);
     comm_alone(comm, *alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, mpi_comm,
                comm_only, comm_cpu);
     if (rank == 0) fmt::print("iteration {}/{} done\n", i + 1, o.iters);
+  }
+  if (tracer) {
+    layers[1].layer->set_tracer(nullptr);
+    tracer->write(o.trace);
+    if (rank == 0) {
+      fmt::print(
+          "trace: the pipelined layer's {} timed iterations written to {}; see "
+          "tools/sy-trace\n",
+          o.iters, o.trace);
+    }
   }
   // Labelled by what the timed iterations ran (the layers have settled by then).
   for (int i = 1; i < 3; ++i) {

@@ -22,6 +22,8 @@ struct LayerBenchOptions {
   std::string chunks = "auto";  // token chunks of the pipelined layer: a count, or auto
   int iters = 5;
   std::string json;  // non-empty: rank 0 also writes the figures here
+  // Non-empty: the pipelined layer's timed iterations are traced (runtime/trace.h), merged here.
+  std::string trace;
 };
 
 // Prints the table on rank 0; returns 1 if the pipelined layer's results disagreed with the

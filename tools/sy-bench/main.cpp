@@ -90,6 +90,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   layer->add_option("--iters", l.iters, "timed iterations")->capture_default_str();
   layer->add_option("--json", l.json, "also write the figures as JSON to this file (rank 0)");
+  layer->add_option("--trace", l.trace,
+                    "trace the pipelined layer's timed iterations (overlap on) into this Chrome "
+                    "trace file; read it with tools/sy-trace");
   int rc = 0;
   try {
     app.parse(argc, argv);
