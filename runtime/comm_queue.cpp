@@ -6,12 +6,24 @@
 
 namespace switchyard {
 
-CommQueue::CommQueue(comm::Communicator& comm, Mode mode) : comm_(comm), mode_(mode) {
-  if (mode_ == Mode::background_thread) thread_ = std::thread([this] { run(); });
+CommQueue::CommQueue(comm::Communicator& comm, Mode mode, ThreadPriority priority)
+    : comm_(comm), mode_(mode), priority_(mode == Mode::background_thread ? priority
+                                                                          : ThreadPriority::normal) {
+  if (mode_ != Mode::background_thread) return;
+  thread_ = std::thread([this] { run(); });
+  try {
+    set_thread_priority(thread_, priority_);
+  } catch (...) {
+    stop_thread();
+    throw;
+  }
 }
 
 CommQueue::~CommQueue() {
-  if (mode_ != Mode::background_thread) return;
+  if (mode_ == Mode::background_thread) stop_thread();
+}
+
+void CommQueue::stop_thread() {
   cancel();
   {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "comm/communicator.h"
+#include "runtime/thread_priority.h"
 
 namespace switchyard {
 
@@ -30,15 +31,18 @@ class CommQueue {
 
   enum class Mode { inline_on_caller, background_thread };
 
-  // background_thread starts the thread at once. Both modes sleep between polls
-  // (comm::set_poll_pause) so that a wait takes little CPU from compute.
-  CommQueue(comm::Communicator& comm, Mode mode);
+  // background_thread starts the thread at once, with `priority` (inline: ignored); throws
+  // Error(unsupported), with no thread left running, when the system refuses that priority. Both
+  // modes sleep between polls (comm::set_poll_pause) so that a wait takes little CPU from compute.
+  CommQueue(comm::Communicator& comm, Mode mode,
+            ThreadPriority priority = ThreadPriority::normal);
   // Cancels whatever is still queued or running, then joins the thread.
   ~CommQueue();
   CommQueue(const CommQueue&) = delete;
   CommQueue& operator=(const CommQueue&) = delete;
 
   Mode mode() const { return mode_; }
+  ThreadPriority priority() const { return priority_; }
 
   // Queues op and returns its ticket (1, 2, ...). Inline: runs op before returning, and an
   // exception from it propagates from here.
@@ -58,9 +62,11 @@ class CommQueue {
 
  private:
   void run();
+  void stop_thread();
 
   comm::Communicator& comm_;
   const Mode mode_;
+  const ThreadPriority priority_;
   std::mutex mutex_;
   std::condition_variable work_ready_;
   std::condition_variable work_done_;

@@ -66,6 +66,7 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
       comm_(comm),
       placement_(std::move(placement)),
       thread_allowed_(comm_thread_allowed()),
+      comm_thread_priority_(comm_thread_priority_from_env()),
       overlap_(overlap, thread_allowed_) {
   config_.validate();
   reuse_freed_buffers();
@@ -97,7 +98,8 @@ template <typename T>
 CommQueue& MoeLayer<T>::queue_for(bool pipelined, std::optional<CommQueue>& inline_queue) {
   if (!pipelined) return inline_queue.emplace(comm_, CommQueue::Mode::inline_on_caller);
   if (!comm_thread_) {
-    comm_thread_ = std::make_unique<CommQueue>(comm_, CommQueue::Mode::background_thread);
+    comm_thread_ = std::make_unique<CommQueue>(comm_, CommQueue::Mode::background_thread,
+                                               comm_thread_priority_);
   }
   return *comm_thread_;
 }

@@ -19,6 +19,7 @@
 #include "runtime/moe_params.h"
 #include "runtime/overlap.h"
 #include "runtime/phase_times.h"
+#include "runtime/thread_priority.h"
 #include "runtime/trace.h"
 
 namespace switchyard {
@@ -111,6 +112,8 @@ class MoeLayer {
   const std::string& overlap_decision() const { return overlap_.decision(); }
   // What the next forward will run (pipelined or not, and its chunk count).
   CallSchedule overlap_schedule() const { return overlap_.next_forward(); }
+  // The pipelined steps' communication thread's priority (runtime/thread_priority.h).
+  ThreadPriority comm_thread_priority() const { return comm_thread_priority_; }
 
   // With overlap, dispatch and combine are the time the caller waited for them (what was not
   // hidden); the full time of the all-to-all calls, waited for or not, is in comm_busy.
@@ -163,6 +166,7 @@ class MoeLayer {
   Tracer* tracer_ = nullptr;
   Metrics* metrics_ = nullptr;
   bool thread_allowed_ = false;  // comm_thread_allowed() at construction
+  ThreadPriority comm_thread_priority_;  // SWITCHYARD_COMM_THREAD_PRIORITY at construction
   OverlapController overlap_;
   std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
   StepTiming step_;                          // of the step in progress, for overlap_

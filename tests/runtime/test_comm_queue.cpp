@@ -3,6 +3,8 @@
 // (the test would hang until CTest's timeout otherwise: the communicator's own timeout is an hour).
 #include <gtest/gtest.h>
 #include <mpi.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <stdexcept>
 #include <string>
@@ -13,6 +15,7 @@
 #include "comm/error.h"
 #include "comm/exchange.h"
 #include "runtime/comm_queue.h"
+#include "tests/runtime/thread_priority_test_util.h"
 
 namespace sy = switchyard;
 
@@ -47,6 +50,26 @@ TEST(CommQueue, RunsOpsInOrderOnItsThread) {
   queue.wait(last);
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
   EXPECT_NE(ran_on, std::this_thread::get_id());
+}
+
+TEST(CommQueue, ARealtimeQueueRunsItsOpsUnderRoundRobin) {
+  if (!sy::testing::realtime_priority_permitted()) {
+    GTEST_SKIP() << "needs root or an RLIMIT_RTPRIO of at least 1";
+  }
+  sy::comm::Communicator comm(MPI_COMM_WORLD);
+  sy::CommQueue queue(comm, sy::CommQueue::Mode::background_thread,
+                      sy::ThreadPriority::realtime);
+  EXPECT_EQ(queue.priority(), sy::ThreadPriority::realtime);
+  int policy = -1;
+  queue.wait(queue.submit([&] {
+    sched_param param{};
+    pthread_getschedparam(pthread_self(), &policy, &param);
+  }));
+  EXPECT_EQ(policy, SCHED_RR);
+  // Inline ops run on the caller's thread, whose priority is the caller's business.
+  sy::CommQueue inline_queue(comm, sy::CommQueue::Mode::inline_on_caller,
+                             sy::ThreadPriority::realtime);
+  EXPECT_EQ(inline_queue.priority(), sy::ThreadPriority::normal);
 }
 
 TEST(CommQueue, AFailureReachesTheWaiterAndSkipsLaterOps) {

@@ -20,6 +20,7 @@
 #include "runtime/moe_layer.h"
 #include "tests/runtime/layer_test_util.h"
 #include "tests/runtime/test_placements.h"
+#include "tests/runtime/thread_priority_test_util.h"
 
 namespace sy = switchyard;
 
@@ -225,6 +226,37 @@ TEST(OverlapOptions, BadValuesAreRejectedNamingTheField) {
     EXPECT_THROW(sy::parse_overlap_chunks(bad), sy::Error) << bad;
   }
   EXPECT_EQ(sy::parse_overlap_mode("auto"), sy::OverlapMode::automatic);
+}
+
+// SWITCHYARD_COMM_THREAD_PRIORITY=realtime changes when the thread runs, not what it moves; a
+// value that means nothing is refused when the layer is made, naming the variable.
+TEST(OverlapCommThreadPriority, RealtimeComputesWhatNormalDoesAndBadValuesAreRefused) {
+  sy::comm::Communicator comm(MPI_COMM_WORLD);
+  const auto placement = sy::planner::ExpertPlacement::contiguous(8, comm.size());
+  {
+    sy::testing::ScopedCommThreadPriority env("often");
+    try {
+      sy::MoeLayer<float> layer(config(), comm, placement, "flat", {sy::OverlapMode::on, 3});
+      ADD_FAILURE() << "SWITCHYARD_COMM_THREAD_PRIORITY=often accepted";
+    } catch (const sy::Error& e) {
+      EXPECT_EQ(e.code(), sy::ErrorCode::invalid_argument);
+      EXPECT_NE(std::string(e.what()).find("SWITCHYARD_COMM_THREAD_PRIORITY"), std::string::npos)
+          << e.what();
+    }
+  }
+  if (!sy::testing::realtime_priority_permitted()) {
+    GTEST_SKIP() << "needs root or an RLIMIT_RTPRIO of at least 1";
+  }
+  const Workload setup{config(), false, true};
+  const auto normal = run<double>(comm, setup, {sy::OverlapMode::on, 3}, 2);
+  sy::testing::ScopedCommThreadPriority env("realtime");
+  const auto realtime = run<double>(comm, setup, {sy::OverlapMode::on, 3}, 2);
+  EXPECT_TRUE(normal.y.empty() || std::memcmp(realtime.y.data(), normal.y.data(),
+                                               normal.y.size() * sizeof(double)) == 0);
+  EXPECT_EQ(realtime.grad_x, normal.grad_x);
+  EXPECT_EQ(realtime.grads, normal.grads);
+  sy::MoeLayer<float> layer(config(), comm, placement, "flat", {sy::OverlapMode::on, 3});
+  EXPECT_EQ(layer.comm_thread_priority(), sy::ThreadPriority::realtime);
 }
 
 // Rank 0 fails in the middle of a pipelined forward while later chunks are still in flight: its

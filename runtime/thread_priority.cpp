@@ -1,0 +1,48 @@
+#include "runtime/thread_priority.h"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "runtime/error.h"
+
+namespace switchyard {
+
+namespace {
+constexpr const char* kEnv = "SWITCHYARD_COMM_THREAD_PRIORITY";
+}  // namespace
+
+ThreadPriority comm_thread_priority_from_env() {
+  const char* value = std::getenv(kEnv);
+  if (value == nullptr || std::strcmp(value, "normal") == 0) return ThreadPriority::normal;
+  if (std::strcmp(value, "realtime") == 0) return ThreadPriority::realtime;
+  throw Error(ErrorCode::invalid_argument,
+              fmt::format("{}='{}': expected normal or realtime (or leave it unset)", kEnv, value));
+}
+
+const char* thread_priority_name(ThreadPriority priority) {
+  return priority == ThreadPriority::realtime ? "realtime" : "normal";
+}
+
+void set_thread_priority(std::thread& thread, ThreadPriority priority) {
+  if (priority == ThreadPriority::normal) return;
+  sched_param param{};
+  param.sched_priority = sched_get_priority_min(SCHED_RR);
+  const int rc = pthread_setschedparam(thread.native_handle(), SCHED_RR, &param);
+  if (rc != 0) {
+    throw Error(
+        ErrorCode::unsupported,
+        fmt::format("{}=realtime: the system refused real-time priority (SCHED_RR {}) to "
+                    "the communication thread: {}. It needs CAP_SYS_NICE (e.g. root) or "
+                    "an RLIMIT_RTPRIO of at least {} (`ulimit -r`, rtprio in "
+                    "/etc/security/limits.conf); or unset {}",
+                    kEnv, param.sched_priority, std::strerror(rc), param.sched_priority, kEnv));
+  }
+}
+
+}  // namespace switchyard

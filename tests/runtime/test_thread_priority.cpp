@@ -1,0 +1,113 @@
+// SWITCHYARD_COMM_THREAD_PRIORITY: parsed strictly, realtime applied to the thread where the
+// system allows it, and refused with an error that says what is missing where it does not.
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+#include "runtime/error.h"
+#include "runtime/thread_priority.h"
+#include "tests/runtime/thread_priority_test_util.h"
+
+namespace sy = switchyard;
+
+namespace {
+
+using ScopedEnv = sy::testing::ScopedCommThreadPriority;
+constexpr const char* kEnv = ScopedEnv::kEnv;
+
+// Starts a thread that waits until released and then records its own scheduling policy.
+struct ProbeThread {
+  std::atomic<bool> go{false};
+  int policy = -1;
+  std::thread thread{[this] {
+    while (!go.load()) std::this_thread::yield();
+    sched_param param{};
+    pthread_getschedparam(pthread_self(), &policy, &param);
+  }};
+  int finish() {
+    go = true;
+    thread.join();
+    return policy;
+  }
+};
+
+}  // namespace
+
+TEST(ThreadPriority, ParsesTheEnvironment) {
+  {
+    ScopedEnv env(nullptr);
+    EXPECT_EQ(sy::comm_thread_priority_from_env(), sy::ThreadPriority::normal);
+  }
+  {
+    ScopedEnv env("normal");
+    EXPECT_EQ(sy::comm_thread_priority_from_env(), sy::ThreadPriority::normal);
+  }
+  {
+    ScopedEnv env("realtime");
+    EXPECT_EQ(sy::comm_thread_priority_from_env(), sy::ThreadPriority::realtime);
+  }
+  ScopedEnv env("high");
+  try {
+    sy::comm_thread_priority_from_env();
+    FAIL() << "an unknown priority was accepted";
+  } catch (const sy::Error& e) {
+    EXPECT_EQ(e.code(), sy::ErrorCode::invalid_argument);
+    const std::string message = e.what();
+    EXPECT_NE(message.find(kEnv), std::string::npos) << message;
+    EXPECT_NE(message.find("'high'"), std::string::npos) << message;
+    EXPECT_NE(message.find("realtime"), std::string::npos) << message;
+  }
+}
+
+TEST(ThreadPriority, RealtimeRunsTheThreadUnderRoundRobin) {
+  if (!sy::testing::realtime_priority_permitted())
+    GTEST_SKIP() << "needs root or an RLIMIT_RTPRIO of at least 1";
+  ProbeThread probe;
+  sy::set_thread_priority(probe.thread, sy::ThreadPriority::realtime);
+  EXPECT_EQ(probe.finish(), SCHED_RR);
+}
+
+TEST(ThreadPriority, NormalLeavesTheThreadAlone) {
+  ProbeThread probe;
+  sy::set_thread_priority(probe.thread, sy::ThreadPriority::normal);
+  EXPECT_EQ(probe.finish(), SCHED_OTHER);
+}
+
+namespace {
+
+// Drops the privilege (no real-time limit; as root, becomes a user with no capabilities), asks
+// for real-time priority and exits 0 when the refusal says what is missing and the thread runs on
+// at normal priority.
+[[noreturn]] void ask_without_privilege() {
+  const rlimit none{0, 0};
+  setrlimit(RLIMIT_RTPRIO, &none);
+  if (geteuid() == 0 && setresuid(65534, 65534, 65534) != 0) std::_Exit(3);
+  ProbeThread probe;
+  try {
+    sy::set_thread_priority(probe.thread, sy::ThreadPriority::realtime);
+  } catch (const sy::Error& e) {
+    const std::string message = e.what();
+    const bool says_what = e.code() == sy::ErrorCode::unsupported &&
+                           message.find("CAP_SYS_NICE") != std::string::npos &&
+                           message.find("RLIMIT_RTPRIO") != std::string::npos &&
+                           message.find(kEnv) != std::string::npos;
+    std::_Exit(says_what && probe.finish() == SCHED_OTHER ? 0 : 1);
+  }
+  probe.finish();
+  std::_Exit(2);  // granted without the privilege
+}
+
+}  // namespace
+
+// In a child process, so that the refusal is tested whoever runs the test.
+TEST(ThreadPriorityDeathTest, ARefusalSaysWhatIsMissingAndTheThreadRunsOn) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(ask_without_privilege(), testing::ExitedWithCode(0), "");
+}
