@@ -17,6 +17,7 @@
 #include "runtime/buffer_reuse.h"
 #include "runtime/comm_queue.h"
 #include "runtime/moe_layer.h"
+#include "runtime/replanner.h"
 #include "runtime/routing_skew.h"
 #include "runtime/trace.h"
 #include "tools/sy-bench/cpu_usage.h"
@@ -119,6 +120,56 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& want) 
   return norm == 0 ? std::sqrt(diff) : std::sqrt(diff / norm);
 }
 
+// The placement the timed layers use. "balanced": the balance planner's, from the expert loads
+// of one forward of these tokens (routing does not depend on placement, so a probe layer with the
+// contiguous placement measures them), with `redundant` extra replicas of hot experts.
+planner::ExpertPlacement bench_placement(const LayerBenchOptions& o, const MoeConfig& config,
+                                         comm::Communicator& comm, const RoutingSkew<float>& skew,
+                                         const std::vector<float>& x) {
+  const bool balanced = o.placement == "balanced";
+  if (!balanced && o.placement != "contiguous") {
+    throw std::invalid_argument(
+        fmt::format("--placement '{}': expected contiguous or balanced", o.placement));
+  }
+  const int world = comm.size();
+  if (balanced && (o.redundant < 0 || (o.experts + o.redundant) % world != 0)) {
+    const int fewest = (world - o.experts % world) % world;
+    throw std::invalid_argument(fmt::format(
+        "--placement balanced places {} experts + {} redundant slots evenly over {} ranks, "
+        "which does not divide; pass --redundant {} (or another count that makes it divide), or "
+        "--placement contiguous",
+        o.experts, o.redundant, world, fewest));
+  }
+  auto contiguous = planner::ExpertPlacement::contiguous(o.experts, world);
+  MoeLayer<float> probe(config, comm, contiguous, o.alltoall, {OverlapMode::off, 1});
+  init_params(probe.params(), 5);
+  if (o.zipf > 0) skew.apply_to_gate(probe.params().gate_weight, o.hidden);
+  std::vector<float> y(x.size());
+  probe.forward(x.data(), o.tokens, o.hidden, y.data());
+  std::vector<int64_t> load;
+  for (double l : probe.last_expert_load()) load.push_back(static_cast<int64_t>(std::llround(l)));
+  const double contiguous_imbalance = predicted_imbalance(contiguous, load);
+  if (!balanced) {
+    if (comm.rank() == 0) {
+      fmt::print("placement: contiguous, device imbalance (max/mean token-expert pairs) {:.3f}\n",
+                 contiguous_imbalance);
+    }
+    return contiguous;
+  }
+  Replanner replanner({.interval = 1, .redundant_slots = o.redundant, .min_gain = 0.0}, o.experts,
+                      world, comm.topology().num_nodes);
+  replanner.record(probe.last_expert_load());
+  ReplanDecision decision;
+  auto planned = replanner.replan(contiguous, &decision);
+  if (comm.rank() == 0) {
+    fmt::print(
+        "placement: balanced by the planner ({} redundant slots), device imbalance (max/mean "
+        "token-expert pairs) {:.3f} contiguous -> {:.3f}\n",
+        o.redundant, decision.current_imbalance, decision.planned_imbalance);
+  }
+  return planned ? *planned : contiguous;
+}
+
 double eta(double off, double on, double comm_alone, double compute_alone) {
   const double hideable = std::min(comm_alone, compute_alone);
   return hideable > 0 ? (off - on) / hideable : 0.0;
@@ -137,8 +188,22 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   config.intermediate = o.inter;
   config.validate();
   const int fixed_chunks = parse_overlap_chunks(o.chunks);
-  const auto placement = planner::ExpertPlacement::contiguous(o.experts, world);
   const RoutingSkew<float> skew(o.zipf, o.hidden, o.experts, 17);
+  std::mt19937_64 rng(1000 + rank);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(o.tokens * o.hidden), grad_y(o.tokens * o.hidden);
+  for (auto& v : x) v = normal(rng);
+  for (auto& v : grad_y) v = normal(rng) * 1e-2f;
+  if (o.zipf > 0) skew.apply_to_tokens(x, o.hidden);
+  if (rank == 0) {
+    fmt::print(
+        "sy-bench layer: {} ranks ({} nodes), {} tokens/rank, hidden {}, {} routed experts "
+        "(inter {}) + {} shared, top-{}, zipf {}, fp32, alltoall {}, {} timed iterations after "
+        "{} warm-up steps\n{}\n",
+        world, comm.topology().num_nodes, o.tokens, o.hidden, o.experts, o.inter, o.shared, o.topk,
+        o.zipf, o.alltoall, o.iters, kWarmupSteps, comm.describe());
+  }
+  const auto placement = bench_placement(o, config, comm, skew, x);
 
   std::vector<LayerUnderTest> layers(3);
   layers[0].label = "overlap off (1 chunk)";
@@ -155,21 +220,12 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
     l.grad_x.resize(o.tokens * o.hidden);
   };
   for (int i = 0; i < 3; ++i) make_layer(layers[i], modes[i]);
-  std::mt19937_64 rng(1000 + rank);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(o.tokens * o.hidden), grad_y(o.tokens * o.hidden);
-  for (auto& v : x) v = normal(rng);
-  for (auto& v : grad_y) v = normal(rng) * 1e-2f;
-  if (o.zipf > 0) skew.apply_to_tokens(x, o.hidden);
 
   if (rank == 0) {
     fmt::print(
-        "sy-bench layer: {} ranks ({} nodes), {} tokens/rank, hidden {}, {} routed experts "
-        "(inter {}) + {} shared, top-{}, zipf {}, fp32, alltoall {}, {} timed iterations after "
-        "{} warm-up steps\n{}\n",
-        world, comm.topology().num_nodes, o.tokens, o.hidden, o.experts, o.inter, o.shared, o.topk,
-        o.zipf, o.alltoall, o.iters, kWarmupSteps, comm.describe());
-    fmt::print("{}\n", buffer_reuse_description());
+        "{}\ncommunication thread of the pipelined layers: {} priority "
+        "(SWITCHYARD_COMM_THREAD_PRIORITY=normal|realtime)\n",
+        buffer_reuse_description(), thread_priority_name(layers[1].layer->comm_thread_priority()));
   }
   for (int s = 0; s < kWarmupSteps; ++s) {
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, false);
@@ -298,6 +354,9 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
         {"topk", o.topk},
         {"inter", o.inter},
         {"zipf", o.zipf},
+        {"placement", o.placement},
+        {"redundant", o.redundant},
+        {"comm_thread_priority", thread_priority_name(layers[1].layer->comm_thread_priority())},
         {"alltoall", o.alltoall},
         {"iters", o.iters},
         {"overlap_on", on_decision},

@@ -19,6 +19,10 @@ struct LayerBenchOptions {
   int64_t inter = 352;  // each routed expert's intermediate size
   double zipf = 1.0;    // routing skew (expert popularity ~ Zipf); 0: none
   std::string alltoall = "auto";
+  // "balanced": the balance planner places the experts for the benchmark's own routing;
+  // "contiguous": blocks of experts by index, as a layer without a planner would.
+  std::string placement = "balanced";
+  int redundant = 0;  // balanced: extra replicas of hot experts, (experts + redundant) % ranks == 0
   std::string chunks = "auto";  // token chunks of the pipelined layer: a count, or auto
   int iters = 5;
   std::string json;  // non-empty: rank 0 also writes the figures here
