@@ -69,6 +69,7 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
       comm_thread_priority_(comm_thread_priority_from_env()),
       overlap_(overlap, thread_allowed_) {
   config_.validate();
+  require_comm_thread_priority(overlap);
   reuse_freed_buffers();
   require(placement_.num_experts() == config_.num_experts,
           fmt::format("the placement places {} experts but MoeConfig.num_experts is {}",
@@ -90,8 +91,16 @@ MoeLayer<T>::~MoeLayer() = default;
 
 template <typename T>
 void MoeLayer<T>::set_overlap(const OverlapOptions& overlap) {
+  require_comm_thread_priority(overlap);
   overlap_ = OverlapController(overlap, thread_allowed_);
   step_ = {};
+}
+
+template <typename T>
+void MoeLayer<T>::require_comm_thread_priority(const OverlapOptions& overlap) const {
+  if (overlap.mode != OverlapMode::off && thread_allowed_) {
+    require_thread_priority(comm_thread_priority_);
+  }
 }
 
 template <typename T>

@@ -140,6 +140,8 @@ class MoeLayer {
                                 const std::vector<T>& grad_gate_pre,
                                 const std::vector<T>& grad_up_pre,
                                 std::vector<SwigluParams<T>>& replica_grads);
+  // Where the overlap options may start a communication thread: that its priority is granted.
+  void require_comm_thread_priority(const OverlapOptions& overlap) const;
   // The queue this call's all-to-all ops go through: the layer's communication thread when
   // pipelined, else one that runs them at once.
   CommQueue& queue_for(bool pipelined, std::optional<CommQueue>& inline_queue);

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -43,6 +44,23 @@ void set_thread_priority(std::thread& thread, ThreadPriority priority) {
                     "/etc/security/limits.conf); or unset {}",
                     kEnv, param.sched_priority, std::strerror(rc), param.sched_priority, kEnv));
   }
+}
+
+void require_thread_priority(ThreadPriority priority) {
+  if (priority == ThreadPriority::normal) return;
+  std::atomic<bool> done{false};
+  std::thread probe([&] {
+    while (!done.load()) std::this_thread::yield();
+  });
+  try {
+    set_thread_priority(probe, priority);
+  } catch (...) {
+    done = true;
+    probe.join();
+    throw;
+  }
+  done = true;
+  probe.join();
 }
 
 }  // namespace switchyard

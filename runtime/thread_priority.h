@@ -22,4 +22,9 @@ const char* thread_priority_name(ThreadPriority priority);
 // process lacks (CAP_SYS_NICE or an RLIMIT_RTPRIO of at least 1) when the system refuses.
 void set_thread_priority(std::thread& thread, ThreadPriority priority);
 
+// Whether a thread of this process may be given `priority`, tried on a short-lived thread, so
+// that a layer refuses it when made rather than at its first pipelined call. Throws as
+// set_thread_priority does.
+void require_thread_priority(ThreadPriority priority);
+
 }  // namespace switchyard

@@ -259,6 +259,30 @@ TEST(OverlapCommThreadPriority, RealtimeComputesWhatNormalDoesAndBadValuesAreRef
   EXPECT_EQ(layer.comm_thread_priority(), sy::ThreadPriority::realtime);
 }
 
+// A real-time thread that the system would refuse is refused when the layer is made (or its
+// overlap switched on), not steps later in the middle of training; a layer that never starts
+// the thread does not ask.
+TEST(OverlapCommThreadPriority, ARefusalComesWhenTheLayerIsMadeAndChangesNothing) {
+  sy::comm::Communicator comm(MPI_COMM_WORLD);
+  const auto placement = sy::planner::ExpertPlacement::contiguous(8, comm.size());
+  sy::testing::ScopedCommThreadPriority env("realtime");
+  sy::testing::ScopedNoRealtimePrivilege no_privilege;
+  for (sy::OverlapMode mode : {sy::OverlapMode::on, sy::OverlapMode::automatic}) {
+    try {
+      sy::MoeLayer<float> layer(config(), comm, placement, "flat", {mode, 3});
+      ADD_FAILURE() << sy::overlap_mode_name(mode) << ": made without the privilege";
+    } catch (const sy::Error& e) {
+      EXPECT_EQ(e.code(), sy::ErrorCode::unsupported);
+      EXPECT_NE(std::string(e.what()).find("CAP_SYS_NICE"), std::string::npos) << e.what();
+    }
+  }
+  sy::MoeLayer<float> serial(config(), comm, placement, "flat", {sy::OverlapMode::off, 1});
+  const std::string before = serial.overlap_decision();
+  EXPECT_THROW(serial.set_overlap({sy::OverlapMode::on, 3}), sy::Error);
+  EXPECT_EQ(serial.overlap_decision(), before);
+  EXPECT_FALSE(serial.overlap_schedule().pipelined);
+}
+
 // Rank 0 fails in the middle of a pipelined forward while later chunks are still in flight: its
 // placement disagrees with the others' (it believes expert 0 lives on rank 1), so it receives
 // tokens for an expert it does not hold. It holds no tokens itself, so only it sees the

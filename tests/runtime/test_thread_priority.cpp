@@ -74,6 +74,26 @@ TEST(ThreadPriority, RealtimeRunsTheThreadUnderRoundRobin) {
   EXPECT_EQ(probe.finish(), SCHED_RR);
 }
 
+// The same check on a short-lived thread, as a layer makes it when constructed; without the
+// privilege (dropped for this thread only) it fails the same way.
+TEST(ThreadPriority, RequireTriesItOnAThreadOfItsOwn) {
+  EXPECT_NO_THROW(sy::require_thread_priority(sy::ThreadPriority::normal));
+  {
+    sy::testing::ScopedNoRealtimePrivilege no_privilege;
+    EXPECT_NO_THROW(sy::require_thread_priority(sy::ThreadPriority::normal));
+    try {
+      sy::require_thread_priority(sy::ThreadPriority::realtime);
+      ADD_FAILURE() << "real-time priority granted without the privilege";
+    } catch (const sy::Error& e) {
+      EXPECT_EQ(e.code(), sy::ErrorCode::unsupported);
+      EXPECT_NE(std::string(e.what()).find("CAP_SYS_NICE"), std::string::npos) << e.what();
+    }
+  }
+  if (sy::testing::realtime_priority_permitted()) {
+    EXPECT_NO_THROW(sy::require_thread_priority(sy::ThreadPriority::realtime));
+  }
+}
+
 TEST(ThreadPriority, NormalLeavesTheThreadAlone) {
   ProbeThread probe;
   sy::set_thread_priority(probe.thread, sy::ThreadPriority::normal);
