@@ -3,9 +3,9 @@
 #include <pthread.h>
 #include <sched.h>
 
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <future>
 #include <string>
 
 #include <fmt/format.h>
@@ -48,18 +48,18 @@ void set_thread_priority(std::thread& thread, ThreadPriority priority) {
 
 void require_thread_priority(ThreadPriority priority) {
   if (priority == ThreadPriority::normal) return;
-  std::atomic<bool> done{false};
-  std::thread probe([&] {
-    while (!done.load()) std::this_thread::yield();
-  });
+  // The probe blocks rather than spins: at real-time priority a spinning thread would starve the
+  // caller where both share a core (a rank bound to one).
+  std::promise<void> release;
+  std::thread probe([done = release.get_future()] { done.wait(); });
   try {
     set_thread_priority(probe, priority);
   } catch (...) {
-    done = true;
+    release.set_value();
     probe.join();
     throw;
   }
-  done = true;
+  release.set_value();
   probe.join();
 }
 

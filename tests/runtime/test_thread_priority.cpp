@@ -6,8 +6,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cstdlib>
+#include <future>
 #include <string>
 #include <thread>
 
@@ -22,17 +22,18 @@ namespace {
 using ScopedEnv = sy::testing::ScopedCommThreadPriority;
 constexpr const char* kEnv = ScopedEnv::kEnv;
 
-// Starts a thread that waits until released and then records its own scheduling policy.
+// Starts a thread that blocks until released (a spinning one would starve the test at real-time
+// priority on a shared core) and then records its own scheduling policy.
 struct ProbeThread {
-  std::atomic<bool> go{false};
+  std::promise<void> go;
   int policy = -1;
-  std::thread thread{[this] {
-    while (!go.load()) std::this_thread::yield();
+  std::thread thread{[this, released = go.get_future()] {
+    released.wait();
     sched_param param{};
     pthread_getschedparam(pthread_self(), &policy, &param);
   }};
   int finish() {
-    go = true;
+    go.set_value();
     thread.join();
     return policy;
   }
