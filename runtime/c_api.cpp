@@ -183,6 +183,11 @@ sy::MoeConfig to_config(const sy_layer_config_t& c) {
   m.aux_expert_alpha = c.aux_expert_alpha;
   m.aux_device_alpha = c.aux_device_alpha;
   m.z_loss_alpha = c.z_loss_alpha;
+  require_arg(c.wire == SY_WIRE_NATIVE || c.wire == SY_WIRE_BF16,
+              fmt::format("sy_layer_config_t.wire = {} is not a sy_wire_precision_t; use "
+                          "SY_WIRE_NATIVE or SY_WIRE_BF16",
+                          static_cast<int>(c.wire)));
+  m.wire = c.wire == SY_WIRE_BF16 ? sy::WirePrecision::bf16 : sy::WirePrecision::native;
   return m;
 }
 

@@ -22,7 +22,8 @@ kernels::RouterOptions MoeConfig::router_options() const {
 
 void MoeConfig::validate() const {
   require(hidden > 0, fmt::format("MoeConfig.hidden must be positive, got {}", hidden));
-  require(num_experts > 0, fmt::format("MoeConfig.num_experts must be positive, got {}", num_experts));
+  require(num_experts > 0,
+          fmt::format("MoeConfig.num_experts must be positive, got {}", num_experts));
   require(intermediate > 0,
           fmt::format("MoeConfig.intermediate must be positive, got {}", intermediate));
   require(num_shared >= 0, fmt::format("MoeConfig.num_shared must be >= 0, got {}", num_shared));
@@ -31,13 +32,15 @@ void MoeConfig::validate() const {
   require(n_group >= 1 && num_experts % n_group == 0,
           fmt::format("MoeConfig.n_group = {} must be >= 1 and divide num_experts = {}", n_group,
                       num_experts));
-  require(topk_group >= 1 && topk_group <= n_group,
-          fmt::format("MoeConfig.topk_group = {} must be in [1, n_group = {}]", topk_group, n_group));
+  require(
+      topk_group >= 1 && topk_group <= n_group,
+      fmt::format("MoeConfig.topk_group = {} must be in [1, n_group = {}]", topk_group, n_group));
   const int group_size = num_experts / n_group;
-  require(top_k <= topk_group * group_size,
-          fmt::format("MoeConfig.top_k = {} exceeds the {} experts left in topk_group = {} groups of "
-                      "{}; raise topk_group or lower top_k",
-                      top_k, topk_group * group_size, topk_group, group_size));
+  require(
+      top_k <= topk_group * group_size,
+      fmt::format("MoeConfig.top_k = {} exceeds the {} experts left in topk_group = {} groups of "
+                  "{}; raise topk_group or lower top_k",
+                  top_k, topk_group * group_size, topk_group, group_size));
   require(n_group == 1 || group_score != kernels::GroupScore::top2_sum || group_size >= 2,
           fmt::format("MoeConfig.group_score top2_sum needs at least 2 experts per group, but "
                       "n_group = {} leaves {}; use group_score max or fewer groups",
@@ -51,7 +54,11 @@ void MoeConfig::validate() const {
           fmt::format("MoeConfig.aux_expert_alpha must be >= 0, got {}", aux_expert_alpha));
   require(aux_device_alpha >= 0,
           fmt::format("MoeConfig.aux_device_alpha must be >= 0, got {}", aux_device_alpha));
-  require(z_loss_alpha >= 0, fmt::format("MoeConfig.z_loss_alpha must be >= 0, got {}", z_loss_alpha));
+  require(z_loss_alpha >= 0,
+          fmt::format("MoeConfig.z_loss_alpha must be >= 0, got {}", z_loss_alpha));
+  require(wire == WirePrecision::native || wire == WirePrecision::bf16,
+          fmt::format("MoeConfig.wire = {} is not a WirePrecision; use native or bf16",
+                      static_cast<int>(wire)));
 }
 
 kernels::ScoreFunc parse_score_func(const std::string& name) {
@@ -59,6 +66,19 @@ kernels::ScoreFunc parse_score_func(const std::string& name) {
   if (name == "sigmoid") return kernels::ScoreFunc::sigmoid;
   throw Error(ErrorCode::invalid_argument,
               fmt::format("scoring '{}' is unknown; use softmax or sigmoid", name));
+}
+
+WirePrecision parse_wire_precision(const std::string& name) {
+  if (name == "native") return WirePrecision::native;
+  if (name == "bf16") return WirePrecision::bf16;
+  throw Error(ErrorCode::invalid_argument,
+              fmt::format("wire precision '{}' is unknown; use native (the layer's own type) or "
+                          "bf16",
+                          name));
+}
+
+const char* wire_precision_name(WirePrecision wire) {
+  return wire == WirePrecision::bf16 ? "bf16" : "native";
 }
 
 }  // namespace switchyard

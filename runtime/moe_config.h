@@ -9,6 +9,11 @@
 
 namespace switchyard {
 
+// Precision of the token rows that dispatch and combine carry, forward and backward. native: the
+// layer's own type, exact. bf16: rounded to bfloat16 for the wire and widened on arrival; combine
+// adds in fp32 (comm/alltoall.h). Halves fp32's bytes at bf16's precision (about 3 digits).
+enum class WirePrecision { native, bf16 };
+
 struct MoeConfig {
   int64_t hidden = 0;        // H
   int num_experts = 0;       // E routed experts
@@ -29,6 +34,7 @@ struct MoeConfig {
   double aux_expert_alpha = 0.0;
   double aux_device_alpha = 0.0;
   double z_loss_alpha = 0.0;
+  WirePrecision wire = WirePrecision::native;
 
   kernels::RouterOptions router_options() const;
   // Throws Error(invalid_argument) naming the first field that is out of range and why.
@@ -36,5 +42,8 @@ struct MoeConfig {
 };
 
 kernels::ScoreFunc parse_score_func(const std::string& name);
+// "native" or "bf16"; throws Error(invalid_argument) naming the choices.
+WirePrecision parse_wire_precision(const std::string& name);
+const char* wire_precision_name(WirePrecision wire);
 
 }  // namespace switchyard

@@ -14,15 +14,11 @@
 #include "runtime/buffer_reuse.h"
 #include "runtime/error.h"
 #include "runtime/token_routes.h"
+#include "runtime/wire_rows.h"
 
 namespace switchyard {
 
 namespace {
-
-template <typename T>
-constexpr comm::DataType dtype_of() {
-  return sizeof(T) == sizeof(double) ? comm::DataType::fp64 : comm::DataType::fp32;
-}
 
 template <typename T>
 void add_into(T* dst, const T* src, int64_t n) {
@@ -195,10 +191,13 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         const int64_t rows = chunk.layout.num_recv_rows();
         recv_x[c].resize(rows * H);
         recv_side[c].resize(rows * routes[c].side_bytes);
-        alltoall_->dispatch(chunk.layout, x + chunk.begin * H, H * sizeof(T), routes[c].side.data(),
-                            routes[c].side_bytes, recv_x[c].data(), recv_side[c].data());
+        WireRows<T> send(config_.wire, H), recv(config_.wire, H);
+        alltoall_->dispatch(chunk.layout, send.encode(x + chunk.begin * H, chunk.end - chunk.begin),
+                            send.row_bytes(), routes[c].side.data(), routes[c].side_bytes,
+                            recv.receive_into(recv_x[c].data(), rows), recv_side[c].data());
+        recv.decode(recv_x[c].data(), rows);
         dispatch_stats[c] = alltoall_->stats().dispatch;
-        trace.all_to_all(chunk.layout, true, H * sizeof(T) + routes[c].side_bytes,
+        trace.all_to_all(chunk.layout, true, send.row_bytes() + routes[c].side_bytes,
                          dispatch_stats[c]);
       });
     }
@@ -237,9 +236,13 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         ScopedPhase busy(times_.comm_busy);
         TraceSpan trace(tracer_, TracePhase::combine);
         LatencyTimer latency(metrics_, &Metrics::combine_forward);
-        alltoall_->combine(chunk.layout, dtype_of<T>(), recv_y[c].data(), H, y + chunk.begin * H);
+        const int64_t rows = chunk.layout.num_recv_rows(), chunk_tokens = chunk.end - chunk.begin;
+        WireRows<T> send(config_.wire, H), back(config_.wire, H);
+        alltoall_->combine(chunk.layout, send.dtype(), send.encode(recv_y[c].data(), rows), H,
+                           back.receive_into(y + chunk.begin * H, chunk_tokens));
+        back.decode(y + chunk.begin * H, chunk_tokens);
         combine_stats[c] = alltoall_->stats().combine;
-        trace.all_to_all(chunk.layout, false, H * sizeof(T), combine_stats[c]);
+        trace.all_to_all(chunk.layout, false, send.row_bytes(), combine_stats[c]);
       });
     }
     shared_forward(shared_split, tokens);
@@ -429,11 +432,15 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
         ScopedPhase busy(times_.comm_busy);
         TraceSpan trace(tracer_, TracePhase::combine_bwd);
         LatencyTimer latency(metrics_, &Metrics::dispatch_backward);
-        grad_recv[c].resize(chunk.layout.num_recv_rows() * H);
-        alltoall_->dispatch(chunk.layout, grad_y + chunk.begin * H, H * sizeof(T), nullptr, 0,
-                            grad_recv[c].data(), nullptr);
+        const int64_t rows = chunk.layout.num_recv_rows();
+        grad_recv[c].resize(rows * H);
+        WireRows<T> send(config_.wire, H), recv(config_.wire, H);
+        alltoall_->dispatch(
+            chunk.layout, send.encode(grad_y + chunk.begin * H, chunk.end - chunk.begin),
+            send.row_bytes(), nullptr, 0, recv.receive_into(grad_recv[c].data(), rows), nullptr);
+        recv.decode(grad_recv[c].data(), rows);
         dispatch_stats[c] = alltoall_->stats().dispatch;
-        trace.all_to_all(chunk.layout, true, H * sizeof(T), dispatch_stats[c]);
+        trace.all_to_all(chunk.layout, true, send.row_bytes(), dispatch_stats[c]);
       });
     }
     if (config_.num_shared > 0) {
@@ -475,10 +482,14 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
           ScopedPhase busy(times_.comm_busy);
           TraceSpan trace(tracer_, TracePhase::dispatch_bwd);
           LatencyTimer latency(metrics_, &Metrics::combine_backward);
-          alltoall_->combine(chunk.layout, dtype_of<T>(), back_rows[c].data(), width,
-                             back_tokens.data() + chunk.begin * width);
+          const int64_t rows = chunk.layout.num_recv_rows(), chunk_tokens = chunk.end - chunk.begin;
+          T* out = back_tokens.data() + chunk.begin * width;
+          WireRows<T> send(config_.wire, width), back(config_.wire, width);
+          alltoall_->combine(chunk.layout, send.dtype(), send.encode(back_rows[c].data(), rows),
+                             width, back.receive_into(out, chunk_tokens));
+          back.decode(out, chunk_tokens);
           combine_stats[c] = alltoall_->stats().combine;
-          trace.all_to_all(chunk.layout, false, width * sizeof(T), combine_stats[c]);
+          trace.all_to_all(chunk.layout, false, send.row_bytes(), combine_stats[c]);
         });
       }
       // The weight gradients fill the time the rows above spend on the wire.

@@ -112,6 +112,10 @@ typedef enum { SY_GROUP_SCORE_TOP2_SUM = 0, SY_GROUP_SCORE_MAX = 1 } sy_group_sc
  * initialised with MPI_Init_thread(..., MPI_THREAD_SERIALIZED, ...) or higher (SY_UNSUPPORTED
  * otherwise); AUTO measures both on the first steps and falls back to OFF without that level. */
 typedef enum { SY_OVERLAP_OFF = 0, SY_OVERLAP_ON = 1, SY_OVERLAP_AUTO = 2 } sy_overlap_mode_t;
+/* Precision of the token rows on the wire (README "Overlapping communication with compute"):
+ * NATIVE sends fp32 as is; BF16 rounds every dispatched and combined row, forward and backward, to
+ * bfloat16 (half the bytes; combine adds in fp32). */
+typedef enum { SY_WIRE_NATIVE = 0, SY_WIRE_BF16 = 1 } sy_wire_precision_t;
 
 typedef struct {
   size_t size; /* sizeof(sy_layer_config_t), set by SY_LAYER_CONFIG_INIT */
@@ -133,11 +137,12 @@ typedef struct {
   double z_loss_alpha;
   sy_overlap_mode_t overlap;
   int overlap_chunks; /* token chunks of a pipelined step; 0: chosen from measurements */
+  sy_wire_precision_t wire;
 } sy_layer_config_t;
 
 #define SY_LAYER_CONFIG_INIT                                                                    \
   {sizeof(sy_layer_config_t), 0, 0, 0, 1, 0, SY_SCORE_SOFTMAX, 0, 1.0, 1, 1,                   \
-   SY_GROUP_SCORE_TOP2_SUM, 0, 0.001, 0.0, 0.0, 0.0, SY_OVERLAP_OFF, 0}
+   SY_GROUP_SCORE_TOP2_SUM, 0, 0.001, 0.0, 0.0, 0.0, SY_OVERLAP_OFF, 0, SY_WIRE_NATIVE}
 
 typedef struct {
   double expert_balance; /* unweighted, over the global batch */

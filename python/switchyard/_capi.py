@@ -29,6 +29,7 @@ STATUS_NAMES = {
 SCORE_FUNCS = {"softmax": 0, "sigmoid": 1}
 GROUP_SCORES = {"top2_sum": 0, "max": 1}
 OVERLAP_MODES = {"off": 0, "on": 1, "auto": 2}
+WIRE_PRECISIONS = {"native": 0, "bf16": 1}
 
 
 class SwitchyardError(RuntimeError):
@@ -93,6 +94,7 @@ class SyLayerConfig(ctypes.Structure):
         ("z_loss_alpha", ctypes.c_double),
         ("overlap", ctypes.c_int),
         ("overlap_chunks", ctypes.c_int),
+        ("wire", ctypes.c_int),
     ]
 
     def __init__(self, **fields):

@@ -10,8 +10,8 @@ class MoEConfig:
     """One DeepSeekMoE layer. Semantics: DESIGN.md "Routing semantics".
 
     The C library validates the values when the layer is created and names the first bad field
-    in the SwitchyardError it raises; only the two string fields are checked here, because they
-    are translated into the C enums.
+    in the SwitchyardError it raises; only the string fields are checked here, because they are
+    translated into the C enums.
     """
 
     hidden: int
@@ -34,12 +34,14 @@ class MoEConfig:
     # MPI_THREAD_SERIALIZED; mpi4py's default is MULTIPLE) or "auto"; chunks 0 = chosen by measurement.
     overlap: str = "off"
     overlap_chunks: int = 0
+    # Precision of the token rows on the wire: "native" (fp32) or "bf16" (half the bytes, rounded).
+    wire: str = "native"
 
     def to_c(self):
         """The sy_layer_config_t for this configuration."""
         fields = dict(vars(self))
         for field, table in (("scoring", _capi.SCORE_FUNCS), ("group_score", _capi.GROUP_SCORES),
-                             ("overlap", _capi.OVERLAP_MODES)):
+                             ("overlap", _capi.OVERLAP_MODES), ("wire", _capi.WIRE_PRECISIONS)):
             if fields[field] not in table:
                 raise ValueError(f"MoEConfig.{field} = {fields[field]!r}; expected one of "
                                  f"{sorted(table)}")

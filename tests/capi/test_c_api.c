@@ -135,6 +135,10 @@ static void test_layer_creation_errors(sy_context_t ctx) {
   c.overlap = (sy_overlap_mode_t)9;
   CHECK(sy_layer_create(ctx, &c, &layer) == SY_INVALID_ARGUMENT, "bad overlap mode accepted");
   CHECK(contains(sy_context_last_error(ctx), "overlap"), "message: %s", sy_context_last_error(ctx));
+  c = two_expert_config();
+  c.wire = (sy_wire_precision_t)4;
+  CHECK(sy_layer_create(ctx, &c, &layer) == SY_INVALID_ARGUMENT, "bad wire precision accepted");
+  CHECK(contains(sy_context_last_error(ctx), "wire"), "message: %s", sy_context_last_error(ctx));
   /* This program initialises MPI with MPI_Init (a single thread): no communication thread. */
   c = two_expert_config();
   c.overlap = SY_OVERLAP_ON;

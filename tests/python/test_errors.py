@@ -25,6 +25,8 @@ def test_bad_config_names_the_field(context, field, value):
 def test_bad_enum_string_names_the_field(context):
     with pytest.raises(ValueError, match="scoring"):
         switchyard.MoELayer(switchyard.MoEConfig(**CONFIG, scoring="tanh"), context)
+    with pytest.raises(ValueError, match="wire"):
+        switchyard.MoELayer(switchyard.MoEConfig(**CONFIG, wire="fp8"), context)
 
 
 def test_rejected_calls_keep_the_layer_usable(context):

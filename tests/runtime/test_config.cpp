@@ -35,19 +35,39 @@ void expect_rejected(const std::function<void(sy::MoeConfig&)>& edit, const std:
 
 TEST(MoeConfig, ValidConfigPasses) { EXPECT_NO_THROW(valid().validate()); }
 
-TEST(MoeConfig, TopKAboveExperts) { expect_rejected([](auto& c) { c.top_k = 9; }, "top_k"); }
-TEST(MoeConfig, TopKZero) { expect_rejected([](auto& c) { c.top_k = 0; }, "top_k"); }
+TEST(MoeConfig, TopKAboveExperts) {
+  expect_rejected([](auto& c) { c.top_k = 9; }, "top_k");
+}
+TEST(MoeConfig, TopKZero) {
+  expect_rejected([](auto& c) { c.top_k = 0; }, "top_k");
+}
 TEST(MoeConfig, NGroupNotDividingExperts) {
   expect_rejected([](auto& c) { c.n_group = 3; }, "n_group");
 }
 TEST(MoeConfig, TopkGroupAboveNGroup) {
-  expect_rejected([](auto& c) { c.n_group = 2; c.topk_group = 3; }, "topk_group");
+  expect_rejected(
+      [](auto& c) {
+        c.n_group = 2;
+        c.topk_group = 3;
+      },
+      "topk_group");
 }
 TEST(MoeConfig, TopKAboveExpertsInKeptGroups) {
-  expect_rejected([](auto& c) { c.n_group = 4; c.topk_group = 1; c.top_k = 3; }, "top_k");
+  expect_rejected(
+      [](auto& c) {
+        c.n_group = 4;
+        c.topk_group = 1;
+        c.top_k = 3;
+      },
+      "top_k");
 }
 TEST(MoeConfig, Top2GroupScoreNeedsTwoPerGroup) {
-  expect_rejected([](auto& c) { c.n_group = 8; c.topk_group = 4; }, "group_score");
+  expect_rejected(
+      [](auto& c) {
+        c.n_group = 8;
+        c.topk_group = 4;
+      },
+      "group_score");
 }
 TEST(MoeConfig, NonPositiveSizes) {
   expect_rejected([](auto& c) { c.hidden = 0; }, "hidden");
@@ -65,6 +85,19 @@ TEST(MoeConfig, BadCoefficients) {
 TEST(MoeConfig, UnknownScoring) {
   EXPECT_THROW(sy::parse_score_func("relu"), sy::Error);
   EXPECT_EQ(sy::parse_score_func("sigmoid"), sy::kernels::ScoreFunc::sigmoid);
+}
+TEST(MoeConfig, WirePrecisionByNameAndOutOfRange) {
+  EXPECT_EQ(sy::parse_wire_precision("bf16"), sy::WirePrecision::bf16);
+  EXPECT_EQ(sy::parse_wire_precision("native"), sy::WirePrecision::native);
+  try {
+    sy::parse_wire_precision("fp8");
+    ADD_FAILURE() << "fp8 accepted";
+  } catch (const sy::Error& e) {
+    EXPECT_EQ(e.code(), sy::ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("native"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+  }
+  expect_rejected([](auto& c) { c.wire = static_cast<sy::WirePrecision>(7); }, "wire");
 }
 
 }  // namespace

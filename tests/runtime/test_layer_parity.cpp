@@ -61,14 +61,27 @@ sy::planner::ExpertPlacement contiguous(int experts, int world) {
   return sy::planner::ExpertPlacement::contiguous(experts, world);
 }
 
-// Runs forward and backward on this rank's slice and checks everything this rank can see.
+// How the layer's tokens travel and how closely its results must follow the reference.
+struct Wire {
+  std::string alltoall = "flat";
+  int ranks_per_node = 0;  // > 0: the communicator's topology is that many ranks per node
+  double tolerance = 0;    // 0: the precision's (layer_test_util.h)
+};
+
+// Runs forward and backward on this rank's slice and checks everything this rank can see; returns
+// the output's relative error against the reference (0 on a rank without tokens).
 template <typename T>
-void check_against_reference(const sy::MoeConfig& config, std::vector<double> bias_values = {},
-                             const PlacementFor& placement_for = contiguous) {
+double check_against_reference(const sy::MoeConfig& config, std::vector<double> bias_values = {},
+                               const PlacementFor& placement_for = contiguous,
+                               const Wire& wire = {}) {
   sy::comm::Communicator comm(MPI_COMM_WORLD);
+  if (wire.ranks_per_node > 0) {
+    comm.override_topology(
+        sy::comm::Topology::blocked(comm.rank(), comm.size(), wire.ranks_per_node));
+  }
   const int world = comm.size(), rank = comm.rank();
   const auto placement = placement_for(config.num_experts, world);
-  sy::MoeLayer<T> layer(config, comm, placement);
+  sy::MoeLayer<T> layer(config, comm, placement, wire.alltoall);
   const uint64_t seed = 42;
   sy::init_params(layer.params(), seed);
 
@@ -95,7 +108,7 @@ void check_against_reference(const sy::MoeConfig& config, std::vector<double> bi
   const auto ref =
       sy::testing::reference_moe(config, to_double(full, config), bias, placement.owners(), world,
                                  to_double<T>(x), to_double<T>(grad_y));
-  const double tol = tolerance<T>();
+  const double tol = wire.tolerance > 0 ? wire.tolerance : tolerance<T>();
   auto slice = [&](const std::vector<double>& v) {
     return std::span<const double>(v.data() + batch.offset * H, local * H);
   };
@@ -129,6 +142,7 @@ void check_against_reference(const sy::MoeConfig& config, std::vector<double> bi
   std::vector<double> ref_load(config.num_experts, 0.0);
   for (int e : ref.idx) ref_load[e] += 1;
   EXPECT_EQ(layer.last_expert_load(), ref_load) << "global tokens per expert";
+  return rel_error<T, double>(y, slice(ref.y));
 }
 
 sy::MoeConfig small_config() {
@@ -219,6 +233,59 @@ TYPED_TEST(LayerParity, EveryTokenToOneExpert) {
   std::vector<double> bias(c.num_experts, 0.0);
   bias[c.num_experts - 1] = 100.0;  // the last expert, on the last rank, wins every token
   check_against_reference<TypeParam>(c, bias);
+}
+
+TYPED_TEST(LayerParity, HierarchicalAllToAllOverTwoRanksPerNode) {
+  auto c = small_config();
+  c.aux_device_alpha = 0.1;
+  check_against_reference<TypeParam>(c, {}, contiguous, {"hierarchical", 2});
+}
+
+// bf16 rows on the wire (MoeConfig.wire): every result stays within bf16's precision of the fp64
+// reference (unit roundoff 2^-9; a few roundings per value), and the output does show the rounding.
+TYPED_TEST(LayerParity, Bf16WireWithinBf16PrecisionFlatAndHierarchical) {
+  auto c = small_config();
+  c.wire = sy::WirePrecision::bf16;
+  c.aux_expert_alpha = 0.1;
+  for (const Wire& wire : {Wire{"flat", 0, 1e-2}, Wire{"hierarchical", 2, 1e-2}}) {
+    SCOPED_TRACE(wire.alltoall);
+    const double y_error = check_against_reference<TypeParam>(c, {}, contiguous, wire);
+    int world = 0, rank = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (split_batch(world, rank).tokens_per_rank[rank] > 0) {
+      EXPECT_GT(y_error, 1e-4) << "the output shows no bf16 rounding: was the wire used?";
+    }
+  }
+}
+
+// The same batch moves about half the bytes with bf16 rows: only the per-row routing data (slots
+// and weights, 16 of each dispatched row's 272 bytes here) keeps its size.
+TEST(LayerWire, Bf16RowsHalveTheBytesSent) {
+  sy::comm::Communicator comm(MPI_COMM_WORLD);
+  const int world = comm.size(), rank = comm.rank();
+  if (world == 1) GTEST_SKIP() << "one rank sends nothing to other ranks";
+  auto c = small_config();
+  c.hidden = 64;
+  const Batch batch = split_batch(world, rank);
+  const int64_t H = c.hidden, local = batch.tokens_per_rank[rank];
+  const auto x = random_values<float>(local * H, 21 + rank);
+  auto bytes_sent = [&](sy::WirePrecision wire) {
+    c.wire = wire;
+    sy::MoeLayer<float> layer(c, comm, contiguous(c.num_experts, world));
+    sy::init_params(layer.params(), 3);
+    std::vector<float> y(local * H), grad_x(local * H);
+    auto fwd = layer.forward(x.data(), local, H, y.data());
+    layer.backward(*fwd.saved, x.data(), grad_x.data());
+    double bytes = double(layer.traffic().intra_node_bytes + layer.traffic().inter_node_bytes);
+    MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return bytes;
+  };
+  const double native = bytes_sent(sy::WirePrecision::native);
+  const double bf16 = bytes_sent(sy::WirePrecision::bf16);
+  ASSERT_GT(native, 0);
+  EXPECT_GT(bf16, 0.45 * native);
+  EXPECT_LT(bf16, 0.55 * native);
 }
 
 }  // namespace

@@ -48,6 +48,13 @@ int64_t tokens_of(int rank, int world) {
   return world == 1 ? 17 : pattern[rank % 4];
 }
 
+// config() with bf16 rows on the wire: each token is rounded the same way whatever its chunk.
+sy::MoeConfig bf16_config() {
+  sy::MoeConfig c = config();
+  c.wire = sy::WirePrecision::bf16;
+  return c;
+}
+
 struct Workload {
   sy::MoeConfig config = ::config();
   bool replicated = false;
@@ -98,15 +105,16 @@ TYPED_TEST_SUITE(Overlap, Precisions);
 TYPED_TEST(Overlap, OnEqualsOffAtTheSameChunkCount) {
   using T = TypeParam;
   sy::comm::Communicator comm(MPI_COMM_WORLD);
-  for (const Workload& setup :
-       {Workload{}, Workload{config(), true, false}, Workload{config(), false, true}}) {
+  for (const Workload& setup : {Workload{}, Workload{config(), true, false},
+                                Workload{config(), false, true}, Workload{bf16_config()}}) {
     // 40 chunks exceed every rank's token count: most chunks are empty somewhere.
     for (int chunks : {1, 3, 7, 40}) {
       const auto off = run<T>(comm, setup, {sy::OverlapMode::off, chunks});
       const auto on = run<T>(comm, setup, {sy::OverlapMode::on, chunks});
       const std::string what = "chunks " + std::to_string(chunks) +
                                (setup.replicated ? ", replicated" : "") +
-                               (setup.skewed ? ", skewed" : "");
+                               (setup.skewed ? ", skewed" : "") +
+                               (setup.config.wire == sy::WirePrecision::bf16 ? ", bf16 wire" : "");
       ASSERT_EQ(on.y.size(), off.y.size());
       EXPECT_TRUE(on.y.empty() ||
                   std::memcmp(on.y.data(), off.y.data(), on.y.size() * sizeof(T)) == 0)
@@ -252,7 +260,7 @@ TEST(OverlapCommThreadPriority, RealtimeComputesWhatNormalDoesAndBadValuesAreRef
   sy::testing::ScopedCommThreadPriority env("realtime");
   const auto realtime = run<double>(comm, setup, {sy::OverlapMode::on, 3}, 2);
   EXPECT_TRUE(normal.y.empty() || std::memcmp(realtime.y.data(), normal.y.data(),
-                                               normal.y.size() * sizeof(double)) == 0);
+                                              normal.y.size() * sizeof(double)) == 0);
   EXPECT_EQ(realtime.grad_x, normal.grad_x);
   EXPECT_EQ(realtime.grads, normal.grads);
   sy::MoeLayer<float> layer(config(), comm, placement, "flat", {sy::OverlapMode::on, 3});

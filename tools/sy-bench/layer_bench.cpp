@@ -20,6 +20,7 @@
 #include "runtime/replanner.h"
 #include "runtime/routing_skew.h"
 #include "runtime/trace.h"
+#include "runtime/wire_rows.h"
 #include "tools/sy-bench/cpu_usage.h"
 #include "tools/sy-bench/stats.h"
 
@@ -78,16 +79,26 @@ void step(LayerUnderTest& l, const std::vector<float>& x, const std::vector<floa
 // their routing side data, combine of hidden-size rows; backward's dispatch of the output
 // gradient and combine of [grad_x | grad_weight per slot] rows.
 void comm_alone(comm::Communicator& sy_comm, comm::AllToAll& alltoall, const MoeChunk<float>& chunk,
-                int64_t hidden, int topk, MPI_Comm comm, Series& series, CpuUsage& cpu) {
+                int64_t hidden, int topk, WirePrecision wire, MPI_Comm comm, Series& series,
+                CpuUsage& cpu) {
   comm::RouteLayout layout = chunk.layout;
-  const int64_t tokens = layout.num_tokens;
+  const int64_t tokens = layout.num_tokens, rows = layout.num_recv_rows();
   const size_t side_bytes = static_cast<size_t>(topk) * (sizeof(int32_t) + sizeof(float));
   const int64_t width = hidden + topk;
   std::vector<float> x(tokens * hidden, 1.0f), back_tokens(tokens * width);
   std::vector<std::byte> side(layout.num_send_rows() * side_bytes);
-  std::vector<float> recv_x(layout.num_recv_rows() * hidden);
-  std::vector<std::byte> recv_side(layout.num_recv_rows() * side_bytes);
-  std::vector<float> back_rows(layout.num_recv_rows() * width, 1.0f);
+  std::vector<float> recv_x(rows * hidden);
+  std::vector<std::byte> recv_side(rows * side_bytes);
+  std::vector<float> back_rows(rows * width, 1.0f);
+  // The layer's four all-to-alls with its conversions to and from the wire's precision.
+  WireRows<float> send(wire, hidden), recv(wire, hidden);
+  WireRows<float> send_back(wire, width), recv_back(wire, width);
+  auto dispatch = [&](const void* side_rows, void* recv_side_rows) {
+    alltoall.dispatch(layout, send.encode(x.data(), tokens), send.row_bytes(), side_rows,
+                      side_rows ? side_bytes : 0, recv.receive_into(recv_x.data(), rows),
+                      recv_side_rows);
+    recv.decode(recv_x.data(), rows);
+  };
   // Waiting as the layer's calls do (runtime/comm_queue.h), which also leaves the CPU figure to
   // the transfers rather than to polling.
   comm::ScopedPollPause pause(CommQueue::kFirstPollPause, CommQueue::kLongestPollPause);
@@ -95,12 +106,15 @@ void comm_alone(comm::Communicator& sy_comm, comm::AllToAll& alltoall, const Moe
   cpu.begin();
   const double start = MPI_Wtime();
   alltoall.exchange_counts(layout);
-  alltoall.dispatch(layout, x.data(), hidden * sizeof(float), side.data(), side_bytes,
-                    recv_x.data(), recv_side.data());
-  alltoall.combine(layout, comm::DataType::fp32, recv_x.data(), hidden, x.data());
+  dispatch(side.data(), recv_side.data());
+  alltoall.combine(layout, send.dtype(), send.encode(recv_x.data(), rows), hidden,
+                   recv.receive_into(x.data(), tokens));
+  recv.decode(x.data(), tokens);
   const double forward_end = MPI_Wtime();
-  alltoall.dispatch(layout, x.data(), hidden * sizeof(float), nullptr, 0, recv_x.data(), nullptr);
-  alltoall.combine(layout, comm::DataType::fp32, back_rows.data(), width, back_tokens.data());
+  dispatch(nullptr, nullptr);
+  alltoall.combine(layout, send_back.dtype(), send_back.encode(back_rows.data(), rows), width,
+                   recv_back.receive_into(back_tokens.data(), tokens));
+  recv_back.decode(back_tokens.data(), tokens);
   double figures[2] = {forward_end - start, MPI_Wtime() - start};
   // Until the last rank is done, through a barrier whose waits sleep too: ranks done early would
   // otherwise poll in MPI's own wait and count as busy.
@@ -186,6 +200,7 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   config.num_shared = o.shared;
   config.top_k = o.topk;
   config.intermediate = o.inter;
+  config.wire = parse_wire_precision(o.wire);
   config.validate();
   const int fixed_chunks = parse_overlap_chunks(o.chunks);
   const RoutingSkew<float> skew(o.zipf, o.hidden, o.experts, 17);
@@ -198,10 +213,11 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   if (rank == 0) {
     fmt::print(
         "sy-bench layer: {} ranks ({} nodes), {} tokens/rank, hidden {}, {} routed experts "
-        "(inter {}) + {} shared, top-{}, zipf {}, fp32, alltoall {}, {} timed iterations after "
-        "{} warm-up steps\n{}\n",
+        "(inter {}) + {} shared, top-{}, zipf {}, fp32 with a {} wire, alltoall {}, {} timed "
+        "iterations after {} warm-up steps\n{}\n",
         world, comm.topology().num_nodes, o.tokens, o.hidden, o.experts, o.inter, o.shared, o.topk,
-        o.zipf, o.alltoall, o.iters, kWarmupSteps, comm.describe());
+        o.zipf, o.wire == "native" ? "fp32" : o.wire, o.alltoall, o.iters, kWarmupSteps,
+        comm.describe());
   }
   const auto placement = bench_placement(o, config, comm, skew, x);
 
@@ -251,8 +267,8 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   for (int i = 0; i < o.iters; ++i) {
     if (tracer) tracer->set_step(i);
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, true);
-    comm_alone(comm, *alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, mpi_comm,
-               comm_only, comm_cpu);
+    comm_alone(comm, *alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, config.wire,
+               mpi_comm, comm_only, comm_cpu);
     if (rank == 0) fmt::print("iteration {}/{} done\n", i + 1, o.iters);
   }
   if (tracer) {
@@ -356,6 +372,7 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
         {"zipf", o.zipf},
         {"placement", o.placement},
         {"redundant", o.redundant},
+        {"wire", o.wire},
         {"comm_thread_priority", thread_priority_name(layers[1].layer->comm_thread_priority())},
         {"alltoall", o.alltoall},
         {"iters", o.iters},

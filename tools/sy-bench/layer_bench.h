@@ -23,6 +23,8 @@ struct LayerBenchOptions {
   // "contiguous": blocks of experts by index, as a layer without a planner would.
   std::string placement = "balanced";
   int redundant = 0;  // balanced: extra replicas of hot experts, (experts + redundant) % ranks == 0
+  // Precision of the rows on the wire (MoeConfig.wire): native (fp32) or bf16.
+  std::string wire = "native";
   std::string chunks = "auto";  // token chunks of the pipelined layer: a count, or auto
   int iters = 5;
   std::string json;  // non-empty: rank 0 also writes the figures here

@@ -86,14 +86,22 @@ int main(int argc, char** argv) {
   layer->add_option("--alltoall", l.alltoall, "flat | hierarchical | auto")
       ->check(CLI::IsMember({"flat", "hierarchical", "auto"}))
       ->capture_default_str();
-  layer->add_option("--placement", l.placement,
-                    "balanced: the balance planner's placement for this routing; contiguous: "
-                    "experts in blocks by index")
+  layer
+      ->add_option("--placement", l.placement,
+                   "balanced: the balance planner's placement for this routing; contiguous: "
+                   "experts in blocks by index")
       ->check(CLI::IsMember({"balanced", "contiguous"}))
       ->capture_default_str();
-  layer->add_option("--redundant", l.redundant,
-                    "balanced: extra replicas of hot experts; experts + redundant must divide "
-                    "by the ranks")
+  layer
+      ->add_option("--redundant", l.redundant,
+                   "balanced: extra replicas of hot experts; experts + redundant must divide "
+                   "by the ranks")
+      ->capture_default_str();
+  layer
+      ->add_option("--wire", l.wire,
+                   "precision of the token rows on the wire: native (fp32) or bf16 (half the "
+                   "bytes, rounded to bfloat16)")
+      ->check(CLI::IsMember({"native", "bf16"}))
       ->capture_default_str();
   layer->add_option("--chunks", l.chunks, "token chunks of the pipelined layer, or auto")
       ->capture_default_str();

@@ -1,0 +1,55 @@
+// Token rows as the layer's all-to-alls carry them (MoeConfig.wire): the layer's own values, or
+// their bfloat16 rounding in a staging buffer, which halves fp32's bytes on the wire and the copies
+// that move them (DeepEP dispatches and combines in bf16 for the same reason).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "comm/alltoall.h"
+#include "comm/bf16.h"
+#include "runtime/moe_config.h"
+
+namespace switchyard {
+
+template <typename T>
+class WireRows {
+ public:
+  WireRows(WirePrecision precision, int64_t width)
+      : bf16_(precision == WirePrecision::bf16), width_(width) {}
+
+  size_t row_bytes() const { return width_ * (bf16_ ? sizeof(uint16_t) : sizeof(T)); }
+  comm::DataType dtype() const {
+    if (bf16_) return comm::DataType::bf16;
+    return sizeof(T) == sizeof(double) ? comm::DataType::fp64 : comm::DataType::fp32;
+  }
+
+  // rows x width values to send: src itself, or its bf16 rounding held here. fp64 values are
+  // rounded to fp32 first, as a cast to torch.bfloat16 from fp32 activations would see them.
+  const void* encode(const T* src, int64_t rows) {
+    if (!bf16_) return src;
+    staging_.resize(rows * width_);
+    for (int64_t i = 0; i < rows * width_; ++i) {
+      staging_[i] = comm::float_to_bf16(static_cast<float>(src[i]));
+    }
+    return staging_.data();
+  }
+
+  // Where rows bound for dst arrive: dst itself, or a staging buffer that decode widens into dst.
+  void* receive_into(T* dst, int64_t rows) {
+    if (!bf16_) return dst;
+    staging_.resize(rows * width_);
+    return staging_.data();
+  }
+  void decode(T* dst, int64_t rows) const {
+    if (!bf16_) return;
+    for (int64_t i = 0; i < rows * width_; ++i) dst[i] = comm::bf16_to_float(staging_[i]);
+  }
+
+ private:
+  bool bf16_;
+  int64_t width_;
+  std::vector<uint16_t> staging_;
+};
+
+}  // namespace switchyard
