@@ -44,6 +44,7 @@ struct Options {
   std::string alltoall = "flat";
   std::string overlap = "auto";  // communication/compute overlap of the student: off, on, auto
   std::string chunks = "auto";   // token chunks of a pipelined step, or auto
+  std::string wire = "native";   // precision of the rows on the wire: native or bf16
   int steps = 0;
   int64_t tokens_per_rank = 0;
   double lr = 0;
@@ -115,6 +116,7 @@ sy::MoeConfig preset_config(const Options& o, int* steps, int64_t* tokens, doubl
   c.selection_bias = o.selection_bias;
   c.aux_expert_alpha = o.aux_alpha;
   c.z_loss_alpha = o.aux_alpha > 0 ? 1e-4 : 0;
+  c.wire = sy::parse_wire_precision(o.wire);
   return c;
 }
 
@@ -192,6 +194,7 @@ void write_summary(const std::string& path, const Options& o, const sy::MoeConfi
       {"dtype", o.dtype},
       {"alltoall", o.alltoall},
       {"overlap", o.overlap},
+      {"wire", o.wire},
       {"overlap_decision", overlap_decision},
       {"ranks", comm.size()},
       {"nodes", comm.topology().num_nodes},
@@ -244,6 +247,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
 
   sy::MoeConfig teacher_config = config;
   teacher_config.selection_bias = false;
+  teacher_config.wire = sy::WirePrecision::native;  // the targets are exact
   sy::MoeLayer<T> teacher(teacher_config, comm, placement, o.alltoall);
   sy::MoeLayer<T> student(config, comm, placement, o.alltoall, overlap_options(o));
   sy::init_params(teacher.params(), o.seed * 1000 + 1);
@@ -272,10 +276,10 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
                 fmt::format("--metrics-port {}: rank {} would need port {}; use a lower port",
                             o.metrics_port, world - 1, o.metrics_port + world - 1));
     student.set_metrics(&metrics);
-    metrics_server.emplace(metrics, sy::MetricsServerOptions{
-                                        .address = o.metrics_address,
-                                        .port = static_cast<uint16_t>(o.metrics_port + rank),
-                                        .rank = rank});
+    metrics_server.emplace(
+        metrics, sy::MetricsServerOptions{.address = o.metrics_address,
+                                          .port = static_cast<uint16_t>(o.metrics_port + rank),
+                                          .rank = rank});
     if (rank == 0) {
       std::printf("metrics: rank r serves http://%s:%d+r/metrics (Prometheus text)\n",
                   o.metrics_address.c_str(), o.metrics_port);
@@ -289,12 +293,13 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
                 o.dtype.c_str(), world, comm.topology().describe().c_str());
     std::printf(
         "layer: H %lld, %d routed experts (top-%d, %s scoring) + %d shared, I %lld; "
-        "%lld tokens/rank; all-to-all %s; overlap %s (chunks %s); Adam lr %g; %d steps\n"
+        "%lld tokens/rank; all-to-all %s with %s rows; overlap %s (chunks %s); Adam lr %g; %d "
+        "steps\n"
         "times are means over ranks in ms; backward includes grad-reduce\n",
         (long long)H, config.num_experts, config.top_k,
         config.scoring == sy::kernels::ScoreFunc::softmax ? "softmax" : "sigmoid",
         config.num_shared, (long long)config.intermediate, (long long)tokens, o.alltoall.c_str(),
-        o.overlap.c_str(), o.chunks.c_str(), lr, steps);
+        sy::wire_precision_name(config.wire), o.overlap.c_str(), o.chunks.c_str(), lr, steps);
     std::fflush(stdout);
   }
 
@@ -463,6 +468,11 @@ int main(int argc, char** argv) {
                  "token chunks of a pipelined step: a count, or auto (from the measured "
                  "communication and compute times)")
       ->capture_default_str();
+  app.add_option("--wire", o.wire,
+                 "precision of the token rows on the wire: native (the --dtype) or bf16 (half of "
+                 "fp32's bytes, rounded to bfloat16)")
+      ->check(CLI::IsMember({"native", "bf16"}))
+      ->capture_default_str();
   app.add_option("--steps", o.steps, "training steps (default: the preset's)");
   app.add_option("--tokens-per-rank", o.tokens_per_rank, "tokens per rank (default: the preset's)");
   app.add_option("--lr", o.lr, "Adam learning rate (default: the preset's)");
@@ -490,8 +500,7 @@ int main(int argc, char** argv) {
                  "serve live Prometheus metrics: rank r on this port + r (0 = off)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
-  app.add_option("--metrics-address", o.metrics_address,
-                 "address the metrics endpoints listen on")
+  app.add_option("--metrics-address", o.metrics_address, "address the metrics endpoints listen on")
       ->capture_default_str();
   o.trace = sy::Tracer::path_from_env();
   CLI11_PARSE(app, argc, argv);
