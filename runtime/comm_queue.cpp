@@ -77,7 +77,7 @@ void CommQueue::cancel() noexcept {
 }
 
 void CommQueue::run() {
-  comm::set_poll_pause(kFirstPollPause, kLongestPollPause);
+  comm::set_poll_pause(kFirstPollPause, kLongestBackgroundPollPause);
   std::unique_lock<std::mutex> lock(mutex_);
   while (true) {
     work_ready_.wait(lock, [&] { return stop_ || !queue_.empty(); });

@@ -191,14 +191,11 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         const int64_t rows = chunk.layout.num_recv_rows();
         recv_x[c].resize(rows * H);
         recv_side[c].resize(rows * routes[c].side_bytes);
-        WireRows<T> send(config_.wire, H), recv(config_.wire, H);
-        alltoall_->dispatch(chunk.layout, send.encode(x + chunk.begin * H, chunk.end - chunk.begin),
-                            send.row_bytes(), routes[c].side.data(), routes[c].side_bytes,
-                            recv.receive_into(recv_x[c].data(), rows), recv_side[c].data());
-        recv.decode(recv_x[c].data(), rows);
+        const size_t row_bytes = dispatch_rows(
+            *alltoall_, config_.wire, chunk.layout, x + chunk.begin * H, H, routes[c].side.data(),
+            routes[c].side_bytes, recv_x[c].data(), recv_side[c].data());
         dispatch_stats[c] = alltoall_->stats().dispatch;
-        trace.all_to_all(chunk.layout, true, send.row_bytes() + routes[c].side_bytes,
-                         dispatch_stats[c]);
+        trace.all_to_all(chunk.layout, true, row_bytes + routes[c].side_bytes, dispatch_stats[c]);
       });
     }
     // The shared experts need no communication: they run while the first chunk's dispatch is in
@@ -236,13 +233,10 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         ScopedPhase busy(times_.comm_busy);
         TraceSpan trace(tracer_, TracePhase::combine);
         LatencyTimer latency(metrics_, &Metrics::combine_forward);
-        const int64_t rows = chunk.layout.num_recv_rows(), chunk_tokens = chunk.end - chunk.begin;
-        WireRows<T> send(config_.wire, H), back(config_.wire, H);
-        alltoall_->combine(chunk.layout, send.dtype(), send.encode(recv_y[c].data(), rows), H,
-                           back.receive_into(y + chunk.begin * H, chunk_tokens));
-        back.decode(y + chunk.begin * H, chunk_tokens);
+        const size_t row_bytes = combine_rows(*alltoall_, config_.wire, chunk.layout,
+                                              recv_y[c].data(), H, y + chunk.begin * H);
         combine_stats[c] = alltoall_->stats().combine;
-        trace.all_to_all(chunk.layout, false, send.row_bytes(), combine_stats[c]);
+        trace.all_to_all(chunk.layout, false, row_bytes, combine_stats[c]);
       });
     }
     shared_forward(shared_split, tokens);
@@ -432,15 +426,12 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
         ScopedPhase busy(times_.comm_busy);
         TraceSpan trace(tracer_, TracePhase::combine_bwd);
         LatencyTimer latency(metrics_, &Metrics::dispatch_backward);
-        const int64_t rows = chunk.layout.num_recv_rows();
-        grad_recv[c].resize(rows * H);
-        WireRows<T> send(config_.wire, H), recv(config_.wire, H);
-        alltoall_->dispatch(
-            chunk.layout, send.encode(grad_y + chunk.begin * H, chunk.end - chunk.begin),
-            send.row_bytes(), nullptr, 0, recv.receive_into(grad_recv[c].data(), rows), nullptr);
-        recv.decode(grad_recv[c].data(), rows);
+        grad_recv[c].resize(chunk.layout.num_recv_rows() * H);
+        const size_t row_bytes =
+            dispatch_rows(*alltoall_, config_.wire, chunk.layout, grad_y + chunk.begin * H, H,
+                          nullptr, 0, grad_recv[c].data(), nullptr);
         dispatch_stats[c] = alltoall_->stats().dispatch;
-        trace.all_to_all(chunk.layout, true, send.row_bytes(), dispatch_stats[c]);
+        trace.all_to_all(chunk.layout, true, row_bytes, dispatch_stats[c]);
       });
     }
     if (config_.num_shared > 0) {
@@ -482,14 +473,11 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
           ScopedPhase busy(times_.comm_busy);
           TraceSpan trace(tracer_, TracePhase::dispatch_bwd);
           LatencyTimer latency(metrics_, &Metrics::combine_backward);
-          const int64_t rows = chunk.layout.num_recv_rows(), chunk_tokens = chunk.end - chunk.begin;
-          T* out = back_tokens.data() + chunk.begin * width;
-          WireRows<T> send(config_.wire, width), back(config_.wire, width);
-          alltoall_->combine(chunk.layout, send.dtype(), send.encode(back_rows[c].data(), rows),
-                             width, back.receive_into(out, chunk_tokens));
-          back.decode(out, chunk_tokens);
+          const size_t row_bytes =
+              combine_rows(*alltoall_, config_.wire, chunk.layout, back_rows[c].data(), width,
+                           back_tokens.data() + chunk.begin * width);
           combine_stats[c] = alltoall_->stats().combine;
-          trace.all_to_all(chunk.layout, false, send.row_bytes(), combine_stats[c]);
+          trace.all_to_all(chunk.layout, false, row_bytes, combine_stats[c]);
         });
       }
       // The weight gradients fill the time the rows above spend on the wire.

@@ -52,4 +52,30 @@ class WireRows {
   std::vector<uint16_t> staging_;
 };
 
+// AllToAll::dispatch of layout.num_tokens rows of `width` values (src) into dst, one row per
+// received row, in the wire's precision; returns the bytes of a row on the wire.
+template <typename T>
+size_t dispatch_rows(comm::AllToAll& alltoall, WirePrecision wire, const comm::RouteLayout& layout,
+                     const T* src, int64_t width, const void* side, size_t side_bytes, T* dst,
+                     void* recv_side) {
+  WireRows<T> send(wire, width), recv(wire, width);
+  const int64_t rows = layout.num_recv_rows();
+  alltoall.dispatch(layout, send.encode(src, layout.num_tokens), send.row_bytes(), side, side_bytes,
+                    recv.receive_into(dst, rows), recv_side);
+  recv.decode(dst, rows);
+  return send.row_bytes();
+}
+
+// AllToAll::combine of one row of `width` values per received row (rows) into out, one summed row
+// per token, in the wire's precision; returns the bytes of a row on the wire.
+template <typename T>
+size_t combine_rows(comm::AllToAll& alltoall, WirePrecision wire, const comm::RouteLayout& layout,
+                    const T* rows, int64_t width, T* out) {
+  WireRows<T> send(wire, width), back(wire, width);
+  alltoall.combine(layout, send.dtype(), send.encode(rows, layout.num_recv_rows()), width,
+                   back.receive_into(out, layout.num_tokens));
+  back.decode(out, layout.num_tokens);
+  return send.row_bytes();
+}
+
 }  // namespace switchyard

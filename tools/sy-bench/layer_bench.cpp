@@ -90,15 +90,6 @@ void comm_alone(comm::Communicator& sy_comm, comm::AllToAll& alltoall, const Moe
   std::vector<float> recv_x(rows * hidden);
   std::vector<std::byte> recv_side(rows * side_bytes);
   std::vector<float> back_rows(rows * width, 1.0f);
-  // The layer's four all-to-alls with its conversions to and from the wire's precision.
-  WireRows<float> send(wire, hidden), recv(wire, hidden);
-  WireRows<float> send_back(wire, width), recv_back(wire, width);
-  auto dispatch = [&](const void* side_rows, void* recv_side_rows) {
-    alltoall.dispatch(layout, send.encode(x.data(), tokens), send.row_bytes(), side_rows,
-                      side_rows ? side_bytes : 0, recv.receive_into(recv_x.data(), rows),
-                      recv_side_rows);
-    recv.decode(recv_x.data(), rows);
-  };
   // Waiting as the layer's calls do (runtime/comm_queue.h), which also leaves the CPU figure to
   // the transfers rather than to polling.
   comm::ScopedPollPause pause(CommQueue::kFirstPollPause, CommQueue::kLongestPollPause);
@@ -106,15 +97,13 @@ void comm_alone(comm::Communicator& sy_comm, comm::AllToAll& alltoall, const Moe
   cpu.begin();
   const double start = MPI_Wtime();
   alltoall.exchange_counts(layout);
-  dispatch(side.data(), recv_side.data());
-  alltoall.combine(layout, send.dtype(), send.encode(recv_x.data(), rows), hidden,
-                   recv.receive_into(x.data(), tokens));
-  recv.decode(x.data(), tokens);
+  // The layer's four all-to-alls, with its conversions to and from the wire's precision.
+  dispatch_rows(alltoall, wire, layout, x.data(), hidden, side.data(), side_bytes, recv_x.data(),
+                recv_side.data());
+  combine_rows(alltoall, wire, layout, recv_x.data(), hidden, x.data());
   const double forward_end = MPI_Wtime();
-  dispatch(nullptr, nullptr);
-  alltoall.combine(layout, send_back.dtype(), send_back.encode(back_rows.data(), rows), width,
-                   recv_back.receive_into(back_tokens.data(), tokens));
-  recv_back.decode(back_tokens.data(), tokens);
+  dispatch_rows(alltoall, wire, layout, x.data(), hidden, nullptr, 0, recv_x.data(), nullptr);
+  combine_rows(alltoall, wire, layout, back_rows.data(), width, back_tokens.data());
   double figures[2] = {forward_end - start, MPI_Wtime() - start};
   // Until the last rank is done, through a barrier whose waits sleep too: ranks done early would
   // otherwise poll in MPI's own wait and count as busy.
