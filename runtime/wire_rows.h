@@ -24,8 +24,9 @@ class WireRows {
     return sizeof(T) == sizeof(double) ? comm::DataType::fp64 : comm::DataType::fp32;
   }
 
-  // rows x width values to send: src itself, or its bf16 rounding held here. fp64 values are
-  // rounded to fp32 first, as a cast to torch.bfloat16 from fp32 activations would see them.
+  // rows x width values to send: src itself, or its bf16 rounding held here. fp64 values go
+  // through fp32 (comm/bf16.h rounds from fp32), which can differ from a direct fp64 -> bf16
+  // rounding in the last bit at a near-tie.
   const void* encode(const T* src, int64_t rows) {
     if (!bf16_) return src;
     staging_.resize(rows * width_);
