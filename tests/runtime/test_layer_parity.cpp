@@ -62,7 +62,7 @@ sy::planner::ExpertPlacement contiguous(int experts, int world) {
 }
 
 // How the layer's tokens travel and how closely its results must follow the reference.
-struct Wire {
+struct Transport {
   std::string alltoall = "flat";
   int ranks_per_node = 0;  // > 0: the communicator's topology is that many ranks per node
   double tolerance = 0;    // 0: the precision's (layer_test_util.h)
@@ -73,15 +73,15 @@ struct Wire {
 template <typename T>
 double check_against_reference(const sy::MoeConfig& config, std::vector<double> bias_values = {},
                                const PlacementFor& placement_for = contiguous,
-                               const Wire& wire = {}) {
+                               const Transport& transport = {}) {
   sy::comm::Communicator comm(MPI_COMM_WORLD);
-  if (wire.ranks_per_node > 0) {
+  if (transport.ranks_per_node > 0) {
     comm.override_topology(
-        sy::comm::Topology::blocked(comm.rank(), comm.size(), wire.ranks_per_node));
+        sy::comm::Topology::blocked(comm.rank(), comm.size(), transport.ranks_per_node));
   }
   const int world = comm.size(), rank = comm.rank();
   const auto placement = placement_for(config.num_experts, world);
-  sy::MoeLayer<T> layer(config, comm, placement, wire.alltoall);
+  sy::MoeLayer<T> layer(config, comm, placement, transport.alltoall);
   const uint64_t seed = 42;
   sy::init_params(layer.params(), seed);
 
@@ -108,7 +108,7 @@ double check_against_reference(const sy::MoeConfig& config, std::vector<double> 
   const auto ref =
       sy::testing::reference_moe(config, to_double(full, config), bias, placement.owners(), world,
                                  to_double<T>(x), to_double<T>(grad_y));
-  const double tol = wire.tolerance > 0 ? wire.tolerance : tolerance<T>();
+  const double tol = transport.tolerance > 0 ? transport.tolerance : tolerance<T>();
   auto slice = [&](const std::vector<double>& v) {
     return std::span<const double>(v.data() + batch.offset * H, local * H);
   };
@@ -247,9 +247,10 @@ TYPED_TEST(LayerParity, Bf16WireWithinBf16PrecisionFlatAndHierarchical) {
   auto c = small_config();
   c.wire = sy::WirePrecision::bf16;
   c.aux_expert_alpha = 0.1;
-  for (const Wire& wire : {Wire{"flat", 0, 1e-2}, Wire{"hierarchical", 2, 1e-2}}) {
-    SCOPED_TRACE(wire.alltoall);
-    const double y_error = check_against_reference<TypeParam>(c, {}, contiguous, wire);
+  for (const Transport& transport :
+       {Transport{"flat", 0, 1e-2}, Transport{"hierarchical", 2, 1e-2}}) {
+    SCOPED_TRACE(transport.alltoall);
+    const double y_error = check_against_reference<TypeParam>(c, {}, contiguous, transport);
     int world = 0, rank = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
