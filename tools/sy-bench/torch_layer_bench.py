@@ -58,6 +58,10 @@ def parse_args():
                         help="torch and OpenBLAS threads per rank (default %(default)s)")
     parser.add_argument("--overlap", choices=("off", "on", "auto"), default="off",
                         help="switchyard's MoEConfig.overlap (default: the package's, off)")
+    parser.add_argument("--zero-grad", choices=("inplace", "none"), default="inplace",
+                        help="clear gradients between steps in place (torch 1.x's zero_grad, "
+                        "Megatron-Core's gradient buffers; default) or to None (torch 2.x's "
+                        "zero_grad: backward then allocates them)")
     parser.add_argument("--seed", type=_count(0), default=1,
                         help="of the weights and inputs (default %(default)s)")
     return parser.parse_args()

@@ -53,9 +53,11 @@ def idle_until_all_arrive():
         time.sleep(0.01)
 
 
-def step(layer, x, grad_y, finish=None):
-    """One forward and backward of this rank after all ranks start together: (y, fwd s, bwd s)."""
-    layer.zero_grad(set_to_none=True)
+def step(layer, x, grad_y, finish=None, set_to_none=False):
+    """One forward and backward of this rank after all ranks start together: (y, fwd s, bwd s).
+    Gradients are cleared first, untimed: zeroed in place, or dropped (set_to_none), in which
+    case backward allocates them anew."""
+    layer.zero_grad(set_to_none=set_to_none)
     x.grad = None
     COMM.Barrier()
     start = time.perf_counter()
@@ -102,7 +104,7 @@ def check_agreement(sy, base, x, grad_y, reduce):
         f"<= {TOLERANCE:.0e}: ok")
 
 
-def time_layers(layers, x, grad_y, warmup, iters):
+def time_layers(layers, x, grad_y, warmup, iters, set_to_none):
     """Median over the timed steps of the slowest rank's [forward, backward, step] seconds, per
     layer. The layers take turns, in alternating order."""
     times = {name: [] for name in layers}
@@ -110,7 +112,7 @@ def time_layers(layers, x, grad_y, warmup, iters):
     for i in range(warmup + iters):
         for name in list(layers) if i % 2 == 0 else reversed(list(layers)):
             layer, finish = layers[name]
-            _, fwd, bwd = step(layer, x, grad_y, finish)
+            _, fwd, bwd = step(layer, x, grad_y, finish, set_to_none)
             if i >= warmup:
                 times[name].append(worst_over_ranks([fwd, bwd, fwd + bwd]))
         done = i + 1 - warmup
@@ -184,9 +186,10 @@ def run(args):
         f"best of 3); {cores} cores in use")
 
     layers = {SWITCHYARD: (sy, None), BASELINE: (base, reduce.finish)}
-    medians = time_layers(layers, x, grad_y, args.warmup, args.iters)
+    medians = time_layers(layers, x, grad_y, args.warmup, args.iters, args.zero_grad == "none")
     say(f"medians over {args.iters} timed steps (after {args.warmup} warm-up) of the slowest "
-        "rank; step = forward + backward, gradient all-reduce included")
+        "rank, each column its own; step = forward + backward, gradient all-reduce included; "
+        f"gradients cleared {'to None' if args.zero_grad == 'none' else 'in place'} between steps")
     report(medians, tokens, step_flops(cfg, tokens), gemm_rate, cores)
     context.close()
 
