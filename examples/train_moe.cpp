@@ -42,9 +42,11 @@ struct Options {
   std::string dtype = "fp32";
   std::string scoring;
   std::string alltoall = "flat";
-  std::string overlap = "auto";  // communication/compute overlap of the student: off, on, auto
-  std::string chunks = "auto";   // token chunks of a pipelined step, or auto
-  std::string wire = "native";   // precision of the rows on the wire: native or bf16
+  std::string overlap = "auto";    // communication/compute overlap of the student: off, on, auto
+  std::string chunks = "auto";     // token chunks of a pipelined step, or auto
+  std::string wire = "native";     // precision of the rows on the wire: native or bf16
+  std::string backend;             // kernel backend; "" = SWITCHYARD_BACKEND, else openblas
+  std::string compute = "native";  // GEMM input precision: native or bf16 (onednn)
   int steps = 0;
   int64_t tokens_per_rank = 0;
   double lr = 0;
@@ -127,11 +129,11 @@ void fill_tokens(std::vector<T>& x, uint64_t seed) {
   for (auto& v : x) v = static_cast<T>(normal(rng));
 }
 
-// OpenBLAS's own rate on one expert's gate_proj GEMM shape ([tokens per expert, H] x [H, I]),
+// The backend's own rate on one expert's gate_proj GEMM shape ([tokens per expert, H] x [H, I]),
 // repeated for a fixed time on every rank at once so that it shares the cores as the layer does.
 template <typename T>
-double blas_gflops_per_rank(sy::comm::Communicator& comm, int64_t rows, int64_t hidden,
-                            int64_t inter) {
+double blas_gflops_per_rank(sy::kernels::Backend<T>& backend, sy::comm::Communicator& comm,
+                            int64_t rows, int64_t hidden, int64_t inter) {
   rows = std::max<int64_t>(rows, 1);
   std::vector<T> a(rows * hidden, T(0.5)), b(inter * hidden, T(0.25)), c(rows * inter);
   comm.barrier();
@@ -139,8 +141,8 @@ double blas_gflops_per_rank(sy::comm::Communicator& comm, int64_t rows, int64_t 
   double seconds = 0;
   int64_t reps = 0;
   while (seconds < 1.0) {
-    sy::kernels::gemm<T>(false, true, rows, inter, hidden, T(1), a.data(), hidden, b.data(), hidden,
-                         T(0), c.data(), inter);
+    backend.gemm(false, true, rows, inter, hidden, T(1), a.data(), hidden, b.data(), hidden, T(0),
+                 c.data(), inter, sy::kernels::ParamOperand::b);
     ++reps;
     seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
@@ -195,6 +197,8 @@ void write_summary(const std::string& path, const Options& o, const sy::MoeConfi
       {"alltoall", o.alltoall},
       {"overlap", o.overlap},
       {"wire", o.wire},
+      {"backend", o.backend.empty() ? "default" : o.backend},
+      {"compute", o.compute},
       {"overlap_decision", overlap_decision},
       {"ranks", comm.size()},
       {"nodes", comm.topology().num_nodes},
@@ -249,7 +253,10 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   teacher_config.selection_bias = false;
   teacher_config.wire = sy::WirePrecision::native;  // the targets are exact
   sy::MoeLayer<T> teacher(teacher_config, comm, placement, o.alltoall);
-  sy::MoeLayer<T> student(config, comm, placement, o.alltoall, overlap_options(o));
+  const sy::kernels::BackendOptions backend{o.backend,
+                                            sy::kernels::parse_compute_precision(o.compute)};
+  sy::MoeLayer<T> student(config, comm, placement,
+                          sy::LayerOptions{o.alltoall, overlap_options(o), backend});
   sy::init_params(teacher.params(), o.seed * 1000 + 1);
   sy::init_params(student.params(), o.seed * 1000 + 2);
   const sy::RoutingSkew<T> skew(o.skew, config.hidden, config.num_experts, o.seed * 1000 + 3);
@@ -300,6 +307,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
         config.scoring == sy::kernels::ScoreFunc::softmax ? "softmax" : "sigmoid",
         config.num_shared, (long long)config.intermediate, (long long)tokens, o.alltoall.c_str(),
         sy::wire_precision_name(config.wire), o.overlap.c_str(), o.chunks.c_str(), lr, steps);
+    std::printf("kernels: %s\n", student.backend().describe().c_str());
     std::fflush(stdout);
   }
 
@@ -419,8 +427,9 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   }
 
   const double pairs = global_tokens * config.top_k;
-  const double blas_rate = blas_gflops_per_rank<T>(
-      comm, static_cast<int64_t>(pairs / config.num_experts), H, config.intermediate);
+  const double blas_rate = blas_gflops_per_rank<T>(student.backend(), comm,
+                                                   static_cast<int64_t>(pairs / config.num_experts),
+                                                   H, config.intermediate);
   if (rank == 0 && timed_steps > 0) {
     const double n = timed_steps;
     std::printf(
@@ -432,7 +441,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     const double expert_rate =
         n * pairs * 6.0 * H * config.intermediate / (timed[kExpertsPhase] * world) / 1e9;
     std::printf(
-        "routed experts (forward) ran at %.1f GFLOP/s per rank; OpenBLAS alone on one "
+        "routed experts (forward) ran at %.1f GFLOP/s per rank; the backend alone on one "
         "expert's GEMM shape, all ranks at once: %.1f GFLOP/s per rank (%.0f%%)\n",
         expert_rate, blas_rate, 100.0 * expert_rate / blas_rate);
   }
@@ -471,6 +480,14 @@ int main(int argc, char** argv) {
   app.add_option("--wire", o.wire,
                  "precision of the token rows on the wire: native (the --dtype) or bf16 (half of "
                  "fp32's bytes, rounded to bfloat16)")
+      ->check(CLI::IsMember({"native", "bf16"}))
+      ->capture_default_str();
+  app.add_option("--backend", o.backend,
+                 "kernel backend: openblas or onednn (default: SWITCHYARD_BACKEND, else openblas)")
+      ->check(CLI::IsMember({"openblas", "onednn"}));
+  app.add_option("--compute", o.compute,
+                 "GEMM input precision: native (the --dtype) or bf16 (onednn, fp32 only; fp32 "
+                 "accumulation)")
       ->check(CLI::IsMember({"native", "bf16"}))
       ->capture_default_str();
   app.add_option("--steps", o.steps, "training steps (default: the preset's)");

@@ -20,11 +20,6 @@ namespace switchyard {
 
 namespace {
 
-template <typename T>
-void add_into(T* dst, const T* src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-}
-
 // Appends p's three tensors to out (the wire format of replica gradients and migrations).
 template <typename T>
 void append_swiglu(std::vector<T>& out, const SwigluParams<T>& p) {
@@ -44,10 +39,11 @@ void unpack_swiglu(const std::vector<T>& packed, size_t& offset, SwigluParams<T>
 
 // Adds the three tensors packed at the start of `packed` (append_swiglu's layout) into p.
 template <typename T>
-void add_packed_swiglu(const std::vector<T>& packed, SwigluParams<T>& p) {
+void add_packed_swiglu(kernels::Backend<T>& backend, const std::vector<T>& packed,
+                       SwigluParams<T>& p) {
   size_t offset = 0;
   for (auto* t : {&p.gate_proj, &p.up_proj, &p.down_proj}) {
-    add_into(t->data(), packed.data() + offset, static_cast<int64_t>(t->size()));
+    backend.add(t->data(), packed.data() + offset, static_cast<int64_t>(t->size()));
     offset += t->size();
   }
 }
@@ -58,14 +54,19 @@ template <typename T>
 MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
                       planner::ExpertPlacement placement, const std::string& alltoall,
                       const OverlapOptions& overlap)
+    : MoeLayer(config, comm, std::move(placement), LayerOptions{alltoall, overlap, {}}) {}
+
+template <typename T>
+MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
+                      planner::ExpertPlacement placement, const LayerOptions& options)
     : config_(config),
       comm_(comm),
       placement_(std::move(placement)),
       thread_allowed_(comm_thread_allowed()),
       comm_thread_priority_(comm_thread_priority_from_env()),
-      overlap_(overlap, thread_allowed_) {
+      overlap_(options.overlap, thread_allowed_) {
   config_.validate();
-  require_comm_thread_priority(overlap);
+  require_comm_thread_priority(options.overlap);
   reuse_freed_buffers();
   require(placement_.num_experts() == config_.num_experts,
           fmt::format("the placement places {} experts but MoeConfig.num_experts is {}",
@@ -73,7 +74,12 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
   require(placement_.num_devices() == comm_.size(),
           fmt::format("the placement is for {} devices but the communicator has {} ranks",
                       placement_.num_devices(), comm_.size()));
-  alltoall_ = comm::make_alltoall(alltoall, comm_);
+  try {
+    backend_ = kernels::make_backend<T>(options.backend);
+  } catch (const std::invalid_argument& e) {
+    throw Error(ErrorCode::invalid_argument, e.what());
+  }
+  alltoall_ = comm::make_alltoall(options.alltoall, comm_);
   params_ = MoeParams<T>(config_, placement_.experts_of(comm_.rank()));
   grads_ = MoeParams<T>(config_, params_.expert_ids);
   bias_.assign(config_.num_experts, T(0));
@@ -135,18 +141,18 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
     ScopedPhase phase(times_.gate);
     TraceSpan trace(tracer_, TracePhase::gate);
     s.logits.resize(tokens * E);
-    kernels::gemm<T>(false, true, tokens, E, H, T(1), x, H, params_.gate_weight.data(), H, T(0),
-                     s.logits.data(), E);
+    backend_->gemm(false, true, tokens, E, H, T(1), x, H, params_.gate_weight.data(), H, T(0),
+                   s.logits.data(), E, kernels::ParamOperand::b, kernels::GemmPrecision::native);
     s.scores.resize(tokens * E);
-    kernels::compute_scores(s.logits.data(), tokens, E, config_.scoring, s.scores.data());
+    backend_->compute_scores(s.logits.data(), tokens, E, config_.scoring, s.scores.data());
     s.idx.resize(tokens * K);
-    kernels::select_experts(s.scores.data(), config_.selection_bias ? bias_.data() : nullptr,
-                            tokens, E, router, s.idx.data());
-    kernels::routing_weights(s.scores.data(), s.idx.data(), tokens, E, router, weights.data());
+    backend_->select_experts(s.scores.data(), config_.selection_bias ? bias_.data() : nullptr,
+                             tokens, E, router, s.idx.data());
+    backend_->routing_weights(s.scores.data(), s.idx.data(), tokens, E, router, weights.data());
 
     kernels::RouterStats stats(E);
-    kernels::accumulate_router_stats(s.logits.data(), s.scores.data(), s.idx.data(), tokens, E, K,
-                                     stats);
+    backend_->accumulate_router_stats(s.logits.data(), s.scores.data(), s.idx.data(), tokens, E, K,
+                                      stats);
     comm_.allreduce_sum(stats.flat().data(), stats.flat().size());
     result.aux = kernels::aux_losses(stats, K, device_of_expert_, comm_.size());
     last_load_.assign(stats.counts(), stats.counts() + E);
@@ -206,9 +212,9 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
       if (config_.num_shared == 0 || begin == end) return;
       ScopedPhase phase(times_.shared);
       TraceSpan trace(tracer_, TracePhase::shared);
-      kernels::swiglu_forward(params_.shared.weights(), x + begin * H, end - begin,
-                              s.shared_gate_pre.data() + begin * I,
-                              s.shared_up_pre.data() + begin * I, shared_y.data() + begin * H);
+      backend_->swiglu_forward(params_.shared.weights(), x + begin * H, end - begin,
+                               s.shared_gate_pre.data() + begin * I,
+                               s.shared_up_pre.data() + begin * I, shared_y.data() + begin * H);
     };
     if (config_.num_shared > 0) {
       s.shared_gate_pre.resize(tokens * I);
@@ -247,7 +253,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
     throw;
   }
   for (int c = 0; c < C; ++c) count_traffic(combine_stats[c]);
-  if (config_.num_shared > 0) add_into(y, shared_y.data(), tokens * H);
+  if (config_.num_shared > 0) backend_->add(y, shared_y.data(), tokens * H);
 
   const double elapsed =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - call_start).count();
@@ -300,7 +306,8 @@ void MoeLayer<T>::experts_forward(MoeChunk<T>& chunk, const std::vector<std::byt
   }
 
   chunk.expert_x.resize(num_pairs * H);
-  kernels::permute_rows(recv_x.data(), H, chunk.pair_rows.data(), num_pairs, chunk.expert_x.data());
+  backend_->permute_rows(recv_x.data(), H, chunk.pair_rows.data(), num_pairs,
+                         chunk.expert_x.data());
   chunk.expert_gate_pre.resize(num_pairs * I);
   chunk.expert_up_pre.resize(num_pairs * I);
   chunk.expert_out.resize(num_pairs * H);
@@ -308,14 +315,14 @@ void MoeLayer<T>::experts_forward(MoeChunk<T>& chunk, const std::vector<std::byt
     const int64_t begin = chunk.expert_offsets[e];
     const int64_t n = chunk.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
-    kernels::swiglu_forward(params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
-                            chunk.expert_gate_pre.data() + begin * I,
-                            chunk.expert_up_pre.data() + begin * I,
-                            chunk.expert_out.data() + begin * H);
+    backend_->swiglu_forward(params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
+                             chunk.expert_gate_pre.data() + begin * I,
+                             chunk.expert_up_pre.data() + begin * I,
+                             chunk.expert_out.data() + begin * H);
   }
   recv_y.assign(rows * H, T(0));
-  kernels::unpermute_rows(chunk.expert_out.data(), H, chunk.pair_rows.data(),
-                          chunk.pair_weights.data(), num_pairs, recv_y.data());
+  backend_->unpermute_rows(chunk.expert_out.data(), H, chunk.pair_rows.data(),
+                           chunk.pair_weights.data(), num_pairs, recv_y.data());
 }
 
 template <typename T>
@@ -330,13 +337,11 @@ void MoeLayer<T>::experts_backward_data(const MoeChunk<T>& chunk, const std::vec
   // dot(expert_out_j, grad_recv[row_j]).
   const int64_t num_pairs = static_cast<int64_t>(chunk.pair_rows.size());
   grad_out.resize(num_pairs * H);
-  kernels::permute_rows(grad_recv.data(), H, chunk.pair_rows.data(), num_pairs, grad_out.data());
+  backend_->permute_rows(grad_recv.data(), H, chunk.pair_rows.data(), num_pairs, grad_out.data());
   std::vector<T> grad_pair_weight(num_pairs);
-  kernels::gathered_row_dots(chunk.expert_out.data(), grad_recv.data(), H, chunk.pair_rows.data(),
-                             num_pairs, grad_pair_weight.data());
-  for (int64_t j = 0; j < num_pairs; ++j) {
-    for (int64_t h = 0; h < H; ++h) grad_out[j * H + h] *= chunk.pair_weights[j];
-  }
+  backend_->gathered_row_dots(chunk.expert_out.data(), grad_recv.data(), H, chunk.pair_rows.data(),
+                              num_pairs, grad_pair_weight.data());
+  backend_->scale_rows(grad_out.data(), num_pairs, H, chunk.pair_weights.data());
   std::vector<T> grad_expert_x(num_pairs * H);
   grad_gate_pre.resize(num_pairs * I);
   grad_up_pre.resize(num_pairs * I);
@@ -344,21 +349,19 @@ void MoeLayer<T>::experts_backward_data(const MoeChunk<T>& chunk, const std::vec
     const int64_t begin = chunk.expert_offsets[e];
     const int64_t n = chunk.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
-    kernels::swiglu_backward_data(params_.experts[e].weights(), n,
-                                  chunk.expert_gate_pre.data() + begin * I,
-                                  chunk.expert_up_pre.data() + begin * I,
-                                  grad_out.data() + begin * H, grad_expert_x.data() + begin * H,
-                                  grad_gate_pre.data() + begin * I, grad_up_pre.data() + begin * I);
+    backend_->swiglu_backward_data(
+        params_.experts[e].weights(), n, chunk.expert_gate_pre.data() + begin * I,
+        chunk.expert_up_pre.data() + begin * I, grad_out.data() + begin * H,
+        grad_expert_x.data() + begin * H, grad_gate_pre.data() + begin * I,
+        grad_up_pre.data() + begin * I);
   }
   // Each row goes back as [grad_x (H) | grad_weight per slot (K)]; a slot is served by one rank,
   // so summing rows over ranks assembles every slot's gradient.
   const int64_t width = H + K;
-  back_rows.assign(rows * width, T(0));
-  for (int64_t j = 0; j < num_pairs; ++j) {
-    T* row = back_rows.data() + chunk.pair_rows[j] * width;
-    add_into(row, grad_expert_x.data() + j * H, H);
-    row[H + chunk.pair_slots[j]] += grad_pair_weight[j];
-  }
+  back_rows.resize(rows * width);
+  backend_->pack_backward_rows(grad_expert_x.data(), num_pairs, H, chunk.pair_rows.data(),
+                               chunk.pair_slots.data(), grad_pair_weight.data(), K, rows,
+                               back_rows.data());
 }
 
 template <typename T>
@@ -374,7 +377,7 @@ void MoeLayer<T>::experts_backward_weights(const MoeChunk<T>& chunk, const std::
     if (n == 0) continue;
     auto target =
         replicated(static_cast<int>(e)) ? replica_grads[e].grads() : grads_.experts[e].grads();
-    kernels::swiglu_backward_weights(
+    backend_->swiglu_backward_weights(
         params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
         chunk.expert_gate_pre.data() + begin * I, chunk.expert_up_pre.data() + begin * I,
         grad_out.data() + begin * H, grad_gate_pre.data() + begin * I,
@@ -438,10 +441,10 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       {
         TraceSpan trace(tracer_, TracePhase::shared_bwd);
         std::vector<T> shared_grad_x(tokens * H);
-        kernels::swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
-                                 s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
-                                 shared_grad_x.data(), replicated_grad.shared.grads());
-        add_into(grad_x, shared_grad_x.data(), tokens * H);
+        backend_->swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
+                                  s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
+                                  shared_grad_x.data(), replicated_grad.shared.grads());
+        backend_->add(grad_x, shared_grad_x.data(), tokens * H);
       }
       // The shared experts' gradients are summed over ranks while the routed experts' backward
       // runs (the gate's are known only at the end).
@@ -494,33 +497,32 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
 
   std::optional<TraceSpan> gate_trace(std::in_place, tracer_, TracePhase::gate_bwd);
   std::vector<T> grad_weights(tokens * K);
-  for (int64_t t = 0; t < tokens; ++t) {
-    add_into(grad_x + t * H, back_tokens.data() + t * width, H);
-    std::copy_n(back_tokens.data() + t * width + H, K, grad_weights.data() + t * K);
-  }
+  backend_->unpack_backward_rows(back_tokens.data(), tokens, H, K, grad_x, grad_weights.data());
 
   // Router backward: weights -> scores (+ balance losses) -> logits (+ z-loss) -> x and gate.
   const kernels::RouterOptions router = config_.router_options();
   std::vector<T> grad_scores(tokens * E, T(0));
-  kernels::routing_weights_backward(s.scores.data(), s.idx.data(), grad_weights.data(), tokens, E,
-                                    router, grad_scores.data());
+  backend_->routing_weights_backward(s.scores.data(), s.idx.data(), grad_weights.data(), tokens, E,
+                                     router, grad_scores.data());
   if (config_.aux_expert_alpha > 0 || config_.aux_device_alpha > 0) {
     const auto coef =
         kernels::balance_score_grad(s.global_stats, K, device_of_expert_, comm_.size(),
                                     config_.aux_expert_alpha, config_.aux_device_alpha);
-    kernels::add_balance_grad(coef.data(), tokens, E, grad_scores.data());
+    backend_->add_balance_grad(coef.data(), tokens, E, grad_scores.data());
   }
   std::vector<T> grad_logits(tokens * E);
-  kernels::scores_backward(s.scores.data(), grad_scores.data(), tokens, E, config_.scoring,
-                           grad_logits.data());
+  backend_->scores_backward(s.scores.data(), grad_scores.data(), tokens, E, config_.scoring,
+                            grad_logits.data());
   if (config_.z_loss_alpha > 0) {
-    kernels::z_loss_backward(s.logits.data(), tokens, E, config_.z_loss_alpha,
-                             s.global_stats.tokens(), grad_logits.data());
+    backend_->z_loss_backward(s.logits.data(), tokens, E, config_.z_loss_alpha,
+                              s.global_stats.tokens(), grad_logits.data());
   }
-  kernels::gemm<T>(false, false, tokens, H, E, T(1), grad_logits.data(), E,
-                   params_.gate_weight.data(), H, T(1), grad_x, H);
-  kernels::gemm<T>(true, false, E, H, tokens, T(1), grad_logits.data(), E, s.x.data(), H, T(0),
-                   replicated_grad.gate_weight.data(), H);
+  backend_->gemm(false, false, tokens, H, E, T(1), grad_logits.data(), E,
+                 params_.gate_weight.data(), H, T(1), grad_x, H, kernels::ParamOperand::b,
+                 kernels::GemmPrecision::native);
+  backend_->gemm(true, false, E, H, tokens, T(1), grad_logits.data(), E, s.x.data(), H, T(0),
+                 replicated_grad.gate_weight.data(), H, kernels::ParamOperand::none,
+                 kernels::GemmPrecision::native);
   gate_trace.reset();
 
   const double compute_end =
@@ -528,19 +530,19 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   {
     ScopedPhase phase(times_.grad_reduce);
     TraceSpan trace(tracer_, TracePhase::grad_reduce);
-    std::vector<T>& gate = replicated_grad.gate_weight;
+    auto& gate = replicated_grad.gate_weight;
     comm_.allreduce_sum(gate.data(), gate.size());
     trace.payload(static_cast<int64_t>(gate.size() * sizeof(T)));
     sum_replica_grads(replica_grads);
-    add_into(grads_.gate_weight.data(), gate.data(), static_cast<int64_t>(gate.size()));
-    if (!shared_sum.empty()) add_packed_swiglu(shared_sum, grads_.shared);
+    backend_->add(grads_.gate_weight.data(), gate.data(), static_cast<int64_t>(gate.size()));
+    if (!shared_sum.empty()) add_packed_swiglu(*backend_, shared_sum, grads_.shared);
     for (size_t e = 0; e < replica_grads.size(); ++e) {
       if (!replicated(static_cast<int>(e))) continue;
       auto& sum = replica_grads[e];
       auto& total_grad = grads_.experts[e];
-      add_into(total_grad.gate_proj.data(), sum.gate_proj.data(), sum.gate_proj.size());
-      add_into(total_grad.up_proj.data(), sum.up_proj.data(), sum.up_proj.size());
-      add_into(total_grad.down_proj.data(), sum.down_proj.data(), sum.down_proj.size());
+      backend_->add(total_grad.gate_proj.data(), sum.gate_proj.data(), sum.gate_proj.size());
+      backend_->add(total_grad.up_proj.data(), sum.up_proj.data(), sum.up_proj.size());
+      backend_->add(total_grad.down_proj.data(), sum.down_proj.data(), sum.down_proj.size());
     }
   }
   // The step's timing for the overlap decision; the gradient reduction cannot be overlapped and
@@ -609,8 +611,8 @@ void MoeLayer<T>::sum_replica_grads(std::vector<SwigluParams<T>>& grads) {
     const auto& holders = placement_.replicas(params_.expert_ids[e]);
     std::vector<T> sum(mine[e].size(), T(0));
     for (size_t i = 0; i < holders.size(); ++i) {
-      add_into(sum.data(), holders[i] == me ? mine[e].data() : theirs[e][i].data(),
-               static_cast<int64_t>(sum.size()));
+      backend_->add(sum.data(), holders[i] == me ? mine[e].data() : theirs[e][i].data(),
+                    static_cast<int64_t>(sum.size()));
     }
     size_t offset = 0;
     unpack_swiglu(sum, offset, grads[e]);
@@ -716,6 +718,8 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
   }
   grads_ = std::move(next_grads);
   placement_ = next;
+  // Expert tensors moved, arrived or left: nothing the backend derived from them holds.
+  backend_->parameters_changed();
   device_of_expert_ = placement_.owners();
   if (metrics_ != nullptr) {
     metrics_->replans.fetch_add(1, std::memory_order_relaxed);

@@ -12,10 +12,11 @@
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
 #include "kernels/aux_loss.h"
+#include "kernels/backend.h"
 #include "planner/placement.h"
+#include "runtime/comm_queue.h"
 #include "runtime/metrics.h"
 #include "runtime/moe_config.h"
-#include "runtime/comm_queue.h"
 #include "runtime/moe_params.h"
 #include "runtime/overlap.h"
 #include "runtime/phase_times.h"
@@ -47,13 +48,13 @@ struct MoeChunk {
 template <typename T>
 struct MoeSaved {
   int64_t tokens = 0;
-  std::vector<T> x;        // [tokens, H] input
-  std::vector<T> logits;   // [tokens, E]
-  std::vector<T> scores;   // [tokens, E] unbiased
+  std::vector<T> x;          // [tokens, H] input
+  std::vector<T> logits;     // [tokens, E]
+  std::vector<T> scores;     // [tokens, E] unbiased
   std::vector<int32_t> idx;  // [tokens, K]
   std::vector<MoeChunk<T>> chunks;
-  std::vector<T> shared_gate_pre;       // [tokens, S*I]
-  std::vector<T> shared_up_pre;         // [tokens, S*I]
+  std::vector<T> shared_gate_pre;  // [tokens, S*I]
+  std::vector<T> shared_up_pre;    // [tokens, S*I]
   kernels::RouterStats global_stats{0};
 };
 
@@ -63,19 +64,39 @@ struct MoeForward {
   kernels::AuxLosses aux;  // unweighted; over the global batch
 };
 
+// How a layer runs, apart from what it computes (MoeConfig): the all-to-all algorithm, overlap,
+// and the kernel backend. Every rank passes the same options.
+struct LayerOptions {
+  std::string alltoall = "flat";  // comm::make_alltoall's names
+  OverlapOptions overlap;
+  kernels::BackendOptions backend;  // name "" = SWITCHYARD_BACKEND, else openblas
+};
+
 template <typename T>
 class MoeLayer {
  public:
   // Validates config; throws Error(invalid_argument) naming a bad field. Parameters start at zero.
   // overlap: whether forward and backward pipeline their all-to-all with expert compute
   // (overlap.h); Error(unsupported) for mode on when MPI's thread level does not allow it.
+  // Error(invalid_argument) for a backend this build lacks or that cannot compute in the asked
+  // precision.
+  MoeLayer(const MoeConfig& config, comm::Communicator& comm, planner::ExpertPlacement placement,
+           const LayerOptions& options);
   MoeLayer(const MoeConfig& config, comm::Communicator& comm, planner::ExpertPlacement placement,
            const std::string& alltoall = "flat", const OverlapOptions& overlap = {});
   ~MoeLayer();
 
   const MoeConfig& config() const { return config_; }
   const planner::ExpertPlacement& placement() const { return placement_; }
-  MoeParams<T>& params() { return params_; }
+  // Mutable access may change parameters: the backend drops what it derived from them.
+  MoeParams<T>& params() {
+    backend_->parameters_changed();
+    return params_;
+  }
+  const MoeParams<T>& params() const { return params_; }
+  // Parameters were changed in place through memory the caller kept: tell the backend.
+  void parameters_changed() { backend_->parameters_changed(); }
+  kernels::Backend<T>& backend() { return *backend_; }
   MoeParams<T>& grads() { return grads_; }
   std::vector<T>& selection_bias() { return bias_; }
 
@@ -156,6 +177,7 @@ class MoeLayer {
   comm::Communicator& comm_;
   planner::ExpertPlacement placement_;
   std::unique_ptr<comm::AllToAll> alltoall_;
+  std::unique_ptr<kernels::Backend<T>> backend_;
   MoeParams<T> params_;
   MoeParams<T> grads_;
   std::vector<T> bias_;
@@ -167,11 +189,11 @@ class MoeLayer {
   TrafficCounters traffic_;
   Tracer* tracer_ = nullptr;
   Metrics* metrics_ = nullptr;
-  bool thread_allowed_ = false;  // comm_thread_allowed() at construction
+  bool thread_allowed_ = false;          // comm_thread_allowed() at construction
   ThreadPriority comm_thread_priority_;  // SWITCHYARD_COMM_THREAD_PRIORITY at construction
   OverlapController overlap_;
   std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
-  StepTiming step_;                          // of the step in progress, for overlap_
+  StepTiming step_;                         // of the step in progress, for overlap_
 };
 
 }  // namespace switchyard

@@ -1,5 +1,7 @@
 #include "kernels/blas.h"
 
+#include "kernels/backend.h"
+
 #include <climits>
 #include <limits>
 
@@ -44,23 +46,27 @@ TYPED_TEST(Gemm, MatchesNaiveForAllTransposes) {
   struct Size {
     int64_t m, n, k;
   };
-  for (const Size s : {Size{7, 5, 9}, Size{67, 45, 130}}) {
-    for (const bool ta : {false, true}) {
-      for (const bool tb : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << "m=" << s.m << " ta=" << ta << " tb=" << tb);
-        const int64_t lda = (ta ? s.m : s.k) + 3;
-        const int64_t ldb = (tb ? s.k : s.n) + 2;
-        const int64_t ldc = s.n + 1;
-        const auto a = cast<T>(uniform((ta ? s.k : s.m) * lda, 1));
-        const auto b = cast<T>(uniform((tb ? s.n : s.k) * ldb, 2));
-        auto c = cast<T>(uniform(s.m * ldc, 3));
-        const auto expected =
-            naive_gemm(ta, tb, s.m, s.n, s.k, 0.75, testing::to_double(a), lda,
-                       testing::to_double(b), ldb, -1.25, testing::to_double(c), ldc);
-        gemm<T>(ta, tb, s.m, s.n, s.k, T(0.75), a.data(), lda, b.data(), ldb, T(-1.25), c.data(),
-                ldc);
-        // Compare the whole buffer: padding must come back untouched (it is in both).
-        EXPECT_LE(rel_err(c, expected), tol<T>());
+  for (const auto& bc : testing::backend_cases<T>()) {
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    for (const Size s : {Size{7, 5, 9}, Size{67, 45, 130}}) {
+      for (const bool ta : {false, true}) {
+        for (const bool tb : {false, true}) {
+          SCOPED_TRACE(::testing::Message()
+                       << testing::case_name(bc) << " m=" << s.m << " ta=" << ta << " tb=" << tb);
+          const int64_t lda = (ta ? s.m : s.k) + 3;
+          const int64_t ldb = (tb ? s.k : s.n) + 2;
+          const int64_t ldc = s.n + 1;
+          const auto a = cast<T>(uniform((ta ? s.k : s.m) * lda, 1));
+          const auto b = cast<T>(uniform((tb ? s.n : s.k) * ldb, 2));
+          auto c = cast<T>(uniform(s.m * ldc, 3));
+          const auto expected =
+              naive_gemm(ta, tb, s.m, s.n, s.k, 0.75, testing::to_double(a), lda,
+                         testing::to_double(b), ldb, -1.25, testing::to_double(c), ldc);
+          backend->gemm(ta, tb, s.m, s.n, s.k, T(0.75), a.data(), lda, b.data(), ldb, T(-1.25),
+                        c.data(), ldc);
+          // Compare the whole buffer: padding must come back untouched (it is in both).
+          EXPECT_LE(rel_err(c, expected), bc.tol);
+        }
       }
     }
   }
@@ -71,29 +77,38 @@ TYPED_TEST(Gemm, BetaZeroNeverReadsC) {
   const int64_t m = 4, n = 3, k = 5;
   const auto a = cast<T>(uniform(m * k, 4));
   const auto b = cast<T>(uniform(k * n, 5));
-  std::vector<T> c(m * n, std::numeric_limits<T>::quiet_NaN());
-  gemm<T>(false, false, m, n, k, T(2), a.data(), k, b.data(), n, T(0), c.data(), n);
   const auto expected = naive_gemm(false, false, m, n, k, 2.0, testing::to_double(a), k,
                                    testing::to_double(b), n, 0.0, std::vector<double>(m * n), n);
-  EXPECT_LE(rel_err(c, expected), tol<T>());
+  for (const auto& bc : testing::backend_cases<T>()) {
+    SCOPED_TRACE(testing::case_name(bc));
+    std::vector<T> c(m * n, std::numeric_limits<T>::quiet_NaN());
+    make_backend<T>({bc.name, bc.compute})
+        ->gemm(false, false, m, n, k, T(2), a.data(), k, b.data(), n, T(0), c.data(), n);
+    EXPECT_LE(rel_err(c, expected), bc.tol);
+  }
 }
 
 TYPED_TEST(Gemm, ZeroSizes) {
   using T = TypeParam;
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  // m == 0 or n == 0: nothing is touched (A and B may be null).
-  std::vector<T> c{T(1.5)};
-  gemm<T>(false, false, 0, 3, 4, T(1), nullptr, 4, nullptr, 3, T(2), c.data(), 3);
-  gemm<T>(true, true, 3, 0, 4, T(1), nullptr, 3, nullptr, 4, T(2), c.data(), 1);
-  EXPECT_EQ(c[0], T(1.5));
-  // k == 0, beta == 0: C = 0 even where it held NaN; the padding column stays as it was.
-  std::vector<T> c0{nan, nan, T(7), nan, nan, T(7)};
-  gemm<T>(false, false, 2, 2, 0, T(1), nullptr, 1, nullptr, 2, T(0), c0.data(), 3);
-  EXPECT_EQ(c0, (std::vector<T>{0, 0, T(7), 0, 0, T(7)}));
-  // k == 0, beta != 0: C is scaled by beta.
-  std::vector<T> c1{1, 2, 3, 4};
-  gemm<T>(true, false, 2, 2, 0, T(1), nullptr, 2, nullptr, 2, T(-2), c1.data(), 2);
-  EXPECT_EQ(c1, (std::vector<T>{-2, -4, -6, -8}));
+  for (const auto& bc : testing::backend_cases<T>()) {
+    SCOPED_TRACE(testing::case_name(bc));
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    auto gemm = [&](auto... args) { backend->gemm(args...); };
+    // m == 0 or n == 0: nothing is touched (A and B may be null).
+    std::vector<T> c{T(1.5)};
+    gemm(false, false, 0, 3, 4, T(1), nullptr, 4, nullptr, 3, T(2), c.data(), 3);
+    gemm(true, true, 3, 0, 4, T(1), nullptr, 3, nullptr, 4, T(2), c.data(), 1);
+    EXPECT_EQ(c[0], T(1.5));
+    // k == 0, beta == 0: C = 0 even where it held NaN; the padding column stays as it was.
+    std::vector<T> c0{nan, nan, T(7), nan, nan, T(7)};
+    gemm(false, false, 2, 2, 0, T(1), nullptr, 1, nullptr, 2, T(0), c0.data(), 3);
+    EXPECT_EQ(c0, (std::vector<T>{0, 0, T(7), 0, 0, T(7)}));
+    // k == 0, beta != 0: C is scaled by beta.
+    std::vector<T> c1{1, 2, 3, 4};
+    gemm(true, false, 2, 2, 0, T(1), nullptr, 2, nullptr, 2, T(-2), c1.data(), 2);
+    EXPECT_EQ(c1, (std::vector<T>{-2, -4, -6, -8}));
+  }
 }
 
 TEST(GemmErrors, NameTheBadArgument) {

@@ -1,5 +1,7 @@
 #include "kernels/swiglu.h"
 
+#include "kernels/backend.h"
+
 #include <limits>
 #include <utility>
 
@@ -108,90 +110,109 @@ TYPED_TEST_SUITE(Swiglu, testing::FloatTypes);
 
 TYPED_TEST(Swiglu, ForwardMatchesNaive) {
   using T = TypeParam;
-  const Expert<T> e(random_expert(6, 16, 24, 81));
-  std::vector<T> g(6 * 24), u(6 * 24), y(6 * 16);
-  swiglu_forward<T>(e.weights(), e.x.data(), 6, g.data(), u.data(), y.data());
-  const NaiveForward f = naive_forward(e.rounded);
-  EXPECT_LE(rel_err(g, f.g), tol<T>());
-  EXPECT_LE(rel_err(u, f.u), tol<T>());
-  EXPECT_LE(rel_err(y, f.y), tol<T>());
+  for (const auto& bc : testing::backend_cases<T>()) {
+    SCOPED_TRACE(testing::case_name(bc));
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    const Expert<T> e(random_expert(6, 16, 24, 81));
+    std::vector<T> g(6 * 24), u(6 * 24), y(6 * 16);
+    swiglu_forward<T>(*backend, e.weights(), e.x.data(), 6, g.data(), u.data(), y.data());
+    const NaiveForward f = naive_forward(e.rounded);
+    EXPECT_LE(rel_err(g, f.g), bc.tol);
+    EXPECT_LE(rel_err(u, f.u), bc.tol);
+    EXPECT_LE(rel_err(y, f.y), bc.tol);
+  }
 }
 
 TYPED_TEST(Swiglu, NoTokens) {
   using T = TypeParam;
-  const Expert<T> e(random_expert(0, 4, 3, 82));
-  std::vector<T> grad(12, T(1));
-  const SwigluGrads<T> grads{grad.data(), grad.data(), grad.data()};
-  swiglu_forward<T>(e.weights(), nullptr, 0, nullptr, nullptr, nullptr);
-  swiglu_backward<T>(e.weights(), nullptr, 0, nullptr, nullptr, nullptr, nullptr, grads);
-  EXPECT_EQ(grad, std::vector<T>(12, T(1)));
+  for (const auto& bc : testing::backend_cases<T>()) {
+    SCOPED_TRACE(testing::case_name(bc));
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    const Expert<T> e(random_expert(0, 4, 3, 82));
+    std::vector<T> grad(12, T(1));
+    const SwigluGrads<T> grads{grad.data(), grad.data(), grad.data()};
+    swiglu_forward<T>(*backend, e.weights(), nullptr, 0, nullptr, nullptr, nullptr);
+    swiglu_backward<T>(*backend, e.weights(), nullptr, 0, nullptr, nullptr, nullptr, nullptr,
+                       grads);
+    EXPECT_EQ(grad, std::vector<T>(12, T(1)));
+  }
 }
 
 // Backward against the analytic fp64 reference; weight gradients start non-zero to check that
 // they are accumulated into, and grad_x starts as NaN to check that it is overwritten.
 TYPED_TEST(Swiglu, BackwardMatchesNaive) {
   using T = TypeParam;
-  const int64_t n = 7, h = 12, in = 20;
-  const Expert<T> e(random_expert(n, h, in, 83));
-  const auto grad_y = cast<T>(testing::uniform(n * h, 87));
-  std::vector<T> g(n * in), u(n * in), y(n * h);
-  swiglu_forward<T>(e.weights(), e.x.data(), n, g.data(), u.data(), y.data());
-  std::vector<T> grad_x(n * h, std::numeric_limits<T>::quiet_NaN());
-  const auto init = cast<T>(testing::uniform(in * h, 88));
-  auto gate = init, up = init, down = init;
-  swiglu_backward<T>(e.weights(), e.x.data(), n, g.data(), u.data(), grad_y.data(), grad_x.data(),
-                     {gate.data(), up.data(), down.data()});
-  NaiveGrads r = naive_backward(e.rounded, to_double(grad_y));
-  for (size_t i = 0; i < init.size(); ++i) {
-    r.gate[i] += init[i];
-    r.up[i] += init[i];
-    r.down[i] += init[i];
+  for (const auto& bc : testing::backend_cases<T>()) {
+    SCOPED_TRACE(testing::case_name(bc));
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    const int64_t n = 7, h = 12, in = 20;
+    const Expert<T> e(random_expert(n, h, in, 83));
+    const auto grad_y = cast<T>(testing::uniform(n * h, 87));
+    std::vector<T> g(n * in), u(n * in), y(n * h);
+    swiglu_forward<T>(*backend, e.weights(), e.x.data(), n, g.data(), u.data(), y.data());
+    std::vector<T> grad_x(n * h, std::numeric_limits<T>::quiet_NaN());
+    const auto init = cast<T>(testing::uniform(in * h, 88));
+    auto gate = init, up = init, down = init;
+    swiglu_backward<T>(*backend, e.weights(), e.x.data(), n, g.data(), u.data(), grad_y.data(),
+                       grad_x.data(), {gate.data(), up.data(), down.data()});
+    NaiveGrads r = naive_backward(e.rounded, to_double(grad_y));
+    for (size_t i = 0; i < init.size(); ++i) {
+      r.gate[i] += init[i];
+      r.up[i] += init[i];
+      r.down[i] += init[i];
+    }
+    EXPECT_LE(rel_err(grad_x, r.x), bc.tol);
+    EXPECT_LE(rel_err(gate, r.gate), bc.tol);
+    EXPECT_LE(rel_err(up, r.up), bc.tol);
+    EXPECT_LE(rel_err(down, r.down), bc.tol);
   }
-  EXPECT_LE(rel_err(grad_x, r.x), tol<T>());
-  EXPECT_LE(rel_err(gate, r.gate), tol<T>());
-  EXPECT_LE(rel_err(up, r.up), tol<T>());
-  EXPECT_LE(rel_err(down, r.down), tol<T>());
 }
 
 // The data and weight halves applied to two row blocks in turn (as a pipelined layer does with its
 // token chunks) give the analytic gradients too: grad_x per block, weight gradients accumulated.
 TYPED_TEST(Swiglu, HalvesOverRowBlocksMatchNaive) {
   using T = TypeParam;
-  const int64_t n = 7, h = 12, in = 20, split = 3;
-  const Expert<T> e(random_expert(n, h, in, 93));
-  const auto grad_y = cast<T>(testing::uniform(n * h, 94));
-  std::vector<T> g(n * in), u(n * in), y(n * h);
-  swiglu_forward<T>(e.weights(), e.x.data(), n, g.data(), u.data(), y.data());
-  std::vector<T> grad_x(n * h, std::numeric_limits<T>::quiet_NaN());
-  std::vector<T> grad_g(n * in), grad_u(n * in);
-  std::vector<T> gate(in * h, T(0)), up(in * h, T(0)), down(in * h, T(0));
-  for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, n}}) {
-    const int64_t rows = end - begin;
-    swiglu_backward_data<T>(e.weights(), rows, g.data() + begin * in, u.data() + begin * in,
-                            grad_y.data() + begin * h, grad_x.data() + begin * h,
-                            grad_g.data() + begin * in, grad_u.data() + begin * in);
-    swiglu_backward_weights<T>(e.weights(), e.x.data() + begin * h, rows, g.data() + begin * in,
-                               u.data() + begin * in, grad_y.data() + begin * h,
-                               grad_g.data() + begin * in, grad_u.data() + begin * in,
-                               {gate.data(), up.data(), down.data()});
+  for (const auto& bc : testing::backend_cases<T>()) {
+    SCOPED_TRACE(testing::case_name(bc));
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    const int64_t n = 7, h = 12, in = 20, split = 3;
+    const Expert<T> e(random_expert(n, h, in, 93));
+    const auto grad_y = cast<T>(testing::uniform(n * h, 94));
+    std::vector<T> g(n * in), u(n * in), y(n * h);
+    swiglu_forward<T>(*backend, e.weights(), e.x.data(), n, g.data(), u.data(), y.data());
+    std::vector<T> grad_x(n * h, std::numeric_limits<T>::quiet_NaN());
+    std::vector<T> grad_g(n * in), grad_u(n * in);
+    std::vector<T> gate(in * h, T(0)), up(in * h, T(0)), down(in * h, T(0));
+    for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, split}, {split, n}}) {
+      const int64_t rows = end - begin;
+      swiglu_backward_data<T>(*backend, e.weights(), rows, g.data() + begin * in,
+                              u.data() + begin * in, grad_y.data() + begin * h,
+                              grad_x.data() + begin * h, grad_g.data() + begin * in,
+                              grad_u.data() + begin * in);
+      swiglu_backward_weights<T>(*backend, e.weights(), e.x.data() + begin * h, rows,
+                                 g.data() + begin * in, u.data() + begin * in,
+                                 grad_y.data() + begin * h, grad_g.data() + begin * in,
+                                 grad_u.data() + begin * in, {gate.data(), up.data(), down.data()});
+    }
+    const NaiveGrads r = naive_backward(e.rounded, to_double(grad_y));
+    EXPECT_LE(rel_err(grad_x, r.x), bc.tol);
+    EXPECT_LE(rel_err(gate, r.gate), bc.tol);
+    EXPECT_LE(rel_err(up, r.up), bc.tol);
+    EXPECT_LE(rel_err(down, r.down), bc.tol);
   }
-  const NaiveGrads r = naive_backward(e.rounded, to_double(grad_y));
-  EXPECT_LE(rel_err(grad_x, r.x), tol<T>());
-  EXPECT_LE(rel_err(gate, r.gate), tol<T>());
-  EXPECT_LE(rel_err(up, r.up), tol<T>());
-  EXPECT_LE(rel_err(down, r.down), tol<T>());
 }
 
 // Backward against central differences of L = sum(grad_y * y), in fp64, for every input and
 // weight entry.
 TEST(SwigluFiniteDifferences, AllGradients) {
+  auto backend = make_backend<double>({"openblas"});
   const int64_t n = 3, h = 5, in = 4;
   const Expert<double> e(random_expert(n, h, in, 91));
   const auto grad_y = testing::uniform(n * h, 92);
   std::vector<double> g(n * in), u(n * in), y(n * h), grad_x(n * h);
   std::vector<double> gate(in * h, 0.0), up(in * h, 0.0), down(h * in, 0.0);
-  swiglu_forward<double>(e.weights(), e.x.data(), n, g.data(), u.data(), y.data());
-  swiglu_backward<double>(e.weights(), e.x.data(), n, g.data(), u.data(), grad_y.data(),
+  swiglu_forward<double>(*backend, e.weights(), e.x.data(), n, g.data(), u.data(), y.data());
+  swiglu_backward<double>(*backend, e.weights(), e.x.data(), n, g.data(), u.data(), grad_y.data(),
                           grad_x.data(), {gate.data(), up.data(), down.data()});
 
   auto numeric = [&](std::vector<double> Naive::*field) {
@@ -213,12 +234,15 @@ TEST(SwigluFiniteDifferences, AllGradients) {
 }
 
 TEST(SwigluErrors, NameTheBadShape) {
+  auto backend = make_backend<double>({"openblas"});
   const SwigluWeights<double> w{nullptr, nullptr, nullptr, 0, 4};
-  testing::expect_invalid([&] { swiglu_forward<double>(w, nullptr, 0, nullptr, nullptr, nullptr); },
-                          {"swiglu_forward", "hidden = 0"});
+  testing::expect_invalid(
+      [&] { swiglu_forward<double>(*backend, w, nullptr, 0, nullptr, nullptr, nullptr); },
+      {"swiglu_forward", "hidden = 0"});
   const SwigluWeights<double> ok{nullptr, nullptr, nullptr, 4, 4};
   testing::expect_invalid(
-      [&] { swiglu_forward<double>(ok, nullptr, -2, nullptr, nullptr, nullptr); }, {"n = -2"});
+      [&] { swiglu_forward<double>(*backend, ok, nullptr, -2, nullptr, nullptr, nullptr); },
+      {"n = -2"});
 }
 
 }  // namespace

@@ -13,6 +13,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "kernels/backend.h"
+
 namespace switchyard::kernels::testing {
 
 using FloatTypes = ::testing::Types<float, double>;
@@ -28,6 +30,35 @@ constexpr double tol() {
 template <typename T>
 constexpr double fd_tol() {
   return std::is_same_v<T, float> ? 1e-5 : 1e-6;
+}
+
+// Tolerance of bf16 compute (inputs rounded to bfloat16, fp32 accumulation) on the relative error
+// (norm-wise, rel_err below) against the fp64 reference: one rounding of each input is 2^-9
+// relative; the whole layer (tests/runtime, LayerCompute) measured at most 6.2e-3.
+constexpr double kBf16Tol = 1.5e-2;
+
+// One backend configuration to run a kernel test with, and the tolerance it is held to.
+struct BackendCase {
+  std::string name;
+  ComputePrecision compute;
+  double tol;
+};
+
+// Every backend this build has for T: openblas; and for fp32, onednn in fp32 and in bf16.
+template <typename T>
+std::vector<BackendCase> backend_cases() {
+  std::vector<BackendCase> cases{{"openblas", ComputePrecision::native, tol<T>()}};
+#ifdef SWITCHYARD_HAVE_ONEDNN
+  if constexpr (std::is_same_v<T, float>) {
+    cases.push_back({"onednn", ComputePrecision::native, tol<T>()});
+    cases.push_back({"onednn", ComputePrecision::bf16, kBf16Tol});
+  }
+#endif
+  return cases;
+}
+
+inline std::string case_name(const BackendCase& c) {
+  return c.name + "/" + compute_precision_name(c.compute);
 }
 
 inline std::vector<double> uniform(size_t n, uint64_t seed, double lo = -1, double hi = 1) {

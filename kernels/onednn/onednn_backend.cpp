@@ -1,0 +1,232 @@
+#include "kernels/onednn/onednn_backend.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <unordered_map>
+#include <vector>
+
+#include <dnnl.hpp>
+
+#include "kernels/cpu/check.h"
+
+namespace switchyard::kernels {
+
+namespace {
+
+using dnnl::memory;
+using dt = memory::data_type;
+
+// One GEMM's shape as the cache keys it: everything a primitive depends on. alpha and beta are
+// compared bitwise (the layer uses 1 and 0/1).
+struct GemmKey {
+  int64_t m, n, k, lda, ldb, ldc;
+  bool trans_a, trans_b;
+  uint32_t alpha_bits, beta_bits;
+  bool operator==(const GemmKey&) const = default;
+};
+
+// A stored row-major matrix as a conversion keys it.
+struct MatrixKey {
+  int64_t rows, cols, ld;
+  bool operator==(const MatrixKey&) const = default;
+};
+
+struct KeyHash {
+  template <typename Key>
+  size_t operator()(const Key& key) const {
+    // The keys are plain values without padding holes that matter: FNV-1a over their bytes.
+    const auto* bytes = reinterpret_cast<const unsigned char*>(&key);
+    size_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(Key); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+    return h;
+  }
+};
+
+uint32_t bits_of(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+
+// op(X) of a stored row-major matrix as a oneDNN descriptor of dims {rows, cols}: strides (ld, 1),
+// or (1, ld) when the stored matrix is the transpose.
+memory::desc matrix_desc(int64_t rows, int64_t cols, int64_t ld, bool trans, dt type) {
+  return memory::desc({rows, cols}, type, trans ? memory::dims{1, ld} : memory::dims{ld, 1});
+}
+
+void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int64_t lda,
+                     int64_t ldb, int64_t ldc) {
+  const struct {
+    const char* name;
+    int64_t value, min;
+  } args[] = {{"m", m, 0},
+              {"n", n, 0},
+              {"k", k, 0},
+              {"lda", lda, std::max<int64_t>(1, trans_a ? m : k)},
+              {"ldb", ldb, std::max<int64_t>(1, trans_b ? k : n)},
+              {"ldc", ldc, std::max<int64_t>(1, n)}};
+  for (const auto& a : args) {
+    if (a.value < a.min) {
+      detail::invalid_argument("gemm (onednn): ", a.name, " = ", a.value, " must be >= ", a.min);
+    }
+  }
+}
+
+}  // namespace
+
+struct OneDnnBackend::State {
+  struct Matmul {
+    dnnl::matmul primitive;
+    memory a, b, c;  // descriptors fixed, data handles set per call
+  };
+  struct Conversion {
+    dnnl::reorder primitive;
+    memory src, dst;
+  };
+  struct ParamCopy {
+    std::vector<uint16_t> bf16;
+    uint64_t generation = 0;
+  };
+
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  dnnl::stream stream{engine};
+  std::unordered_map<GemmKey, Matmul, KeyHash> matmuls;
+  std::unordered_map<MatrixKey, Conversion, KeyHash> conversions;
+  std::unordered_map<const float*, ParamCopy> params;
+  uint64_t generation = 1;  // bumped by parameters_changed()
+  uint64_t param_conversions = 0;
+  std::vector<uint16_t> a_bf16, b_bf16;
+
+  // src [rows, cols] fp32 with leading dimension ld -> dst, compact bf16 [rows, cols].
+  void convert(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
+    const MatrixKey key{rows, cols, ld};
+    auto it = conversions.find(key);
+    if (it == conversions.end()) {
+      const memory::desc from = matrix_desc(rows, cols, ld, false, dt::f32);
+      const memory::desc to = matrix_desc(rows, cols, cols, false, dt::bf16);
+      memory src_mem(from, engine, DNNL_MEMORY_NONE), dst_mem(to, engine, DNNL_MEMORY_NONE);
+      it = conversions.emplace(key, Conversion{dnnl::reorder(src_mem, dst_mem), src_mem, dst_mem})
+               .first;
+    }
+    Conversion& c = it->second;
+    c.src.set_data_handle(const_cast<float*>(src));
+    c.dst.set_data_handle(dst);
+    c.primitive.execute(stream, c.src, c.dst);
+  }
+
+  // The bf16 form of a stored operand: the parameter's copy of this generation, or a conversion
+  // into a per-call buffer.
+  const uint16_t* bf16_operand(const float* src, int64_t rows, int64_t cols, int64_t ld,
+                               bool is_param, std::vector<uint16_t>& buffer) {
+    const size_t count = static_cast<size_t>(rows * cols);
+    if (is_param) {
+      ParamCopy& copy = params[src];
+      if (copy.generation != generation || copy.bf16.size() != count) {
+        copy.bf16.resize(count);
+        convert(src, rows, cols, ld, copy.bf16.data());
+        copy.generation = generation;
+        ++param_conversions;
+      }
+      return copy.bf16.data();
+    }
+    if (buffer.size() < count) buffer.resize(count);
+    convert(src, rows, cols, ld, buffer.data());
+    return buffer.data();
+  }
+};
+
+OneDnnBackend::OneDnnBackend(ComputePrecision compute)
+    : compute_(compute), state_(std::make_unique<State>()) {
+  // oneDNN threads with OpenMP: without OMP_NUM_THREADS it would take every core in each rank.
+  // Follow OpenBLAS's setting (one thread per rank under the project's launchers).
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
+    const char* blas_threads = std::getenv("OPENBLAS_NUM_THREADS");
+    omp_set_num_threads(blas_threads != nullptr ? std::max(1, std::atoi(blas_threads)) : 1);
+  }
+}
+
+OneDnnBackend::~OneDnnBackend() = default;
+
+std::string OneDnnBackend::describe() const {
+  std::ostringstream out;
+  const auto isa = dnnl::get_effective_cpu_isa();
+  const char* isa_name = isa == dnnl::cpu_isa::avx512_core_amx    ? "avx512_core_amx"
+                         : isa == dnnl::cpu_isa::avx512_core_bf16 ? "avx512_core_bf16"
+                         : isa == dnnl::cpu_isa::avx512_core_vnni ? "avx512_core_vnni"
+                         : isa == dnnl::cpu_isa::avx512_core      ? "avx512_core"
+                         : isa == dnnl::cpu_isa::avx2             ? "avx2"
+                                                                  : "below avx2";
+  const auto* v = dnnl::version();
+  out << "onednn " << v->major << "." << v->minor << "." << v->patch << " ("
+      << (compute_ == ComputePrecision::bf16 ? "bf16 compute, fp32 accumulation" : "fp32") << ", "
+      << isa_name << ", " << omp_get_max_threads() << " thread"
+      << (omp_get_max_threads() == 1 ? "" : "s") << ")";
+  return out.str();
+}
+
+void OneDnnBackend::parameters_changed() { ++state_->generation; }
+
+size_t OneDnnBackend::cached_primitives() const { return state_->matmuls.size(); }
+
+uint64_t OneDnnBackend::param_conversions() const { return state_->param_conversions; }
+
+void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                         const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                         float* c, int64_t ldc, ParamOperand param, GemmPrecision precision) {
+  check_gemm_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    // Only the beta term remains; beta == 0 must not read C.
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.f ? 0.f : beta * c[i * ldc + j];
+    }
+    return;
+  }
+  State& s = *state_;
+  const bool bf16 = compute_ == ComputePrecision::bf16 && precision == GemmPrecision::compute;
+  // bf16 operands are compact copies of the stored matrices: their leading dimension changes.
+  const int64_t a_ld = bf16 ? (trans_a ? m : k) : lda;
+  const int64_t b_ld = bf16 ? (trans_b ? k : n) : ldb;
+  const GemmKey key{m, n, k, a_ld, b_ld, ldc, trans_a, trans_b, bits_of(alpha), bits_of(beta)};
+  auto it = s.matmuls.find(key);
+  if (it == s.matmuls.end()) {
+    const dt in = bf16 ? dt::bf16 : dt::f32;
+    const memory::desc a_md = matrix_desc(m, k, a_ld, trans_a, in);
+    const memory::desc b_md = matrix_desc(k, n, b_ld, trans_b, in);
+    const memory::desc c_md = matrix_desc(m, n, ldc, false, dt::f32);
+    dnnl::primitive_attr attr;
+    if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+    if (beta != 0.f) {
+      dnnl::post_ops ops;
+      ops.append_sum(beta);
+      attr.set_post_ops(ops);
+    }
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, s.engine);
+    it = s.matmuls
+             .emplace(key, State::Matmul{dnnl::matmul(pd), memory(a_md, s.engine, DNNL_MEMORY_NONE),
+                                         memory(b_md, s.engine, DNNL_MEMORY_NONE),
+                                         memory(c_md, s.engine, DNNL_MEMORY_NONE)})
+             .first;
+  }
+  State::Matmul& mm = it->second;
+  if (bf16) {
+    // Stored shapes: A is [m,k] ([k,m] when transposed), B is [k,n] ([n,k] when transposed).
+    mm.a.set_data_handle(const_cast<uint16_t*>(s.bf16_operand(
+        a, trans_a ? k : m, trans_a ? m : k, lda, param == ParamOperand::a, s.a_bf16)));
+    mm.b.set_data_handle(const_cast<uint16_t*>(s.bf16_operand(
+        b, trans_b ? n : k, trans_b ? k : n, ldb, param == ParamOperand::b, s.b_bf16)));
+  } else {
+    mm.a.set_data_handle(const_cast<float*>(a));
+    mm.b.set_data_handle(const_cast<float*>(b));
+  }
+  mm.c.set_data_handle(c);
+  mm.primitive.execute(s.stream,
+                       {{DNNL_ARG_SRC, mm.a}, {DNNL_ARG_WEIGHTS, mm.b}, {DNNL_ARG_DST, mm.c}});
+  s.stream.wait();
+}
+
+}  // namespace switchyard::kernels

@@ -1,0 +1,85 @@
+// What the onednn backend keeps between calls: primitives once per shape, bf16 copies of
+// parameters once per update, and results that follow a parameter change once it is announced.
+#include "kernels/onednn/onednn_backend.h"
+
+#include "tests/kernels/testing.h"
+
+namespace switchyard::kernels {
+namespace {
+
+using testing::cast;
+using testing::uniform;
+
+struct Problem {
+  int64_t m = 5, n = 7, k = 9;
+  std::vector<float> a = cast<float>(uniform(5 * 9, 31));
+  std::vector<float> b = cast<float>(uniform(7 * 9, 32));  // a parameter, stored [n, k]
+  std::vector<float> c = std::vector<float>(5 * 7);
+
+  void run(Backend<float>& backend) {
+    backend.gemm(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n,
+                 ParamOperand::b);
+  }
+  // c[0] recomputed in fp64 from the current a and b.
+  double first() const {
+    double sum = 0;
+    for (int64_t p = 0; p < k; ++p) sum += double(a[p]) * double(b[p]);
+    return sum;
+  }
+};
+
+TEST(OneDnnBackend, CreatesOnePrimitivePerShape) {
+  for (const auto compute : {ComputePrecision::native, ComputePrecision::bf16}) {
+    OneDnnBackend backend(compute);
+    Problem p;
+    for (int i = 0; i < 3; ++i) p.run(backend);
+    EXPECT_EQ(backend.cached_primitives(), 1u);
+    p.m = 3;  // another shape
+    p.run(backend);
+    p.run(backend);
+    EXPECT_EQ(backend.cached_primitives(), 2u);
+  }
+}
+
+TEST(OneDnnBackend, ConvertsAParameterOncePerUpdate) {
+  OneDnnBackend backend(ComputePrecision::bf16);
+  Problem p;
+  p.run(backend);
+  p.run(backend);
+  EXPECT_EQ(backend.param_conversions(), 1u);
+  // A changed parameter is read again once the change is announced, and only then.
+  for (float& v : p.b) v *= -2.f;
+  backend.parameters_changed();
+  p.run(backend);
+  p.run(backend);
+  EXPECT_EQ(backend.param_conversions(), 2u);
+  EXPECT_NEAR(p.c[0], p.first(), testing::kBf16Tol * 3);
+}
+
+TEST(OneDnnBackend, NativeGemmsOfABf16BackendStayFp32) {
+  OneDnnBackend backend(ComputePrecision::bf16);
+  Problem p;
+  backend.gemm(false, true, p.m, p.n, p.k, 1.f, p.a.data(), p.k, p.b.data(), p.k, 0.f, p.c.data(),
+               p.n, ParamOperand::b, GemmPrecision::native);
+  EXPECT_NEAR(p.c[0], p.first(), 1e-5);
+  EXPECT_EQ(backend.param_conversions(), 0u);
+}
+
+TEST(OneDnnBackend, DescribesItsPrecisionAndIsa) {
+  EXPECT_NE(OneDnnBackend(ComputePrecision::bf16).describe().find("bf16"), std::string::npos);
+  EXPECT_NE(OneDnnBackend(ComputePrecision::native).describe().find("fp32"), std::string::npos);
+}
+
+TEST(BackendFactory, RefusesWhatItCannotDo) {
+  testing::expect_invalid([] { make_backend<float>({"cublas"}); }, {"cublas", "openblas, onednn"});
+  testing::expect_invalid([] { make_backend<double>({"onednn"}); }, {"onednn", "fp32"});
+  testing::expect_invalid(
+      [] {
+        make_backend<float>({"openblas", ComputePrecision::bf16});
+      },
+      {"openblas", "bf16"});
+  testing::expect_invalid([] { parse_compute_precision("fp8"); }, {"fp8", "native, bf16"});
+}
+
+}  // namespace
+}  // namespace switchyard::kernels
