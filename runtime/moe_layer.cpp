@@ -465,6 +465,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       }
       count_traffic(dispatch_stats[c]);
       {
+        ScopedPhase phase(times_.experts_backward);
         TraceSpan trace(tracer_, TracePhase::experts_bwd);
         experts_backward_data(s.chunks[c], grad_recv[c], grad_out, grad_gate_pre, grad_up_pre,
                               back_rows[c]);
@@ -484,6 +485,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
         });
       }
       // The weight gradients fill the time the rows above spend on the wire.
+      ScopedPhase phase(times_.experts_backward);
       TraceSpan trace(tracer_, TracePhase::experts_bwd);
       experts_backward_weights(s.chunks[c], grad_out, grad_gate_pre, grad_up_pre, replica_grads);
     }

@@ -12,7 +12,7 @@ build_dir="$root/build/$preset"
 
 packages=(build-essential cmake ninja-build pkg-config git
           openmpi-bin libopenmpi-dev libucx-dev libboost-dev libfmt-dev nlohmann-json3-dev
-          libcli11-dev libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
+          libcli11-dev libopenblas-dev libdnnl-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
           python3 python3-torch python3-mpi4py python3-numpy python3-pytest)
 
 install_dependencies() {
@@ -60,6 +60,17 @@ sanitized_tests() {
 mpi_env() {
   # OpenMPI refuses root without these; one BLAS thread per rank on a shared machine.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+  # OpenBLAS picks its kernels from the CPU model when it loads; on a CPU newer than the library
+  # knows it falls back to SSE3 kernels, ~5x slower. sy-bench names the core type that suits this
+  # CPU when (only when) OpenBLAS's own choice does not; a value the user set is kept.
+  if [[ -z "${OPENBLAS_CORETYPE:-}" ]]; then
+    local coretype
+    coretype="$("$build_dir/tools/sy-bench/sy-bench" gemm --coretype 2>/dev/null || true)"
+    if [[ -n "$coretype" ]]; then
+      echo "bootstrap: OpenBLAS chose kernels too old for this CPU; OPENBLAS_CORETYPE=$coretype"
+      export OPENBLAS_CORETYPE="$coretype"
+    fi
+  fi
 }
 
 case "${1:-}" in

@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
 #include "comm/poll_pause.h"
@@ -22,6 +24,7 @@
 #include "runtime/trace.h"
 #include "runtime/wire_rows.h"
 #include "tools/sy-bench/cpu_usage.h"
+#include "tools/sy-bench/gemm_bench.h"
 #include "tools/sy-bench/stats.h"
 
 namespace switchyard::bench {
@@ -42,28 +45,41 @@ struct LayerUnderTest {
   Series wall;
   Series compute;  // wall minus time inside all-to-all calls and the gradient all-reduce
   Series grad_reduce;
-  double experts_seconds = 0;  // this rank's forward expert FFNs over the timed iterations
+  double experts_seconds = 0;           // this rank's forward expert FFNs over the timed iterations
+  double experts_backward_seconds = 0;  // and their backward
+  int64_t minor_faults = 0;             // this rank's, over the timed steps
   std::vector<float> y, grad_x;
   std::unique_ptr<MoeSaved<float>> last_saved;
 };
+
+int64_t minor_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
 
 // One forward + backward on every rank, started together.
 void step(LayerUnderTest& l, const std::vector<float>& x, const std::vector<float>& grad_y,
           int64_t tokens, int64_t hidden, MPI_Comm comm, bool record) {
   PhaseTimes& t = l.layer->times();
   MPI_Barrier(comm);
+  const int64_t faults0 = minor_faults();
   const double start = MPI_Wtime();
   const double busy0 = t.comm_busy;
   const double experts0 = t.experts;
+  const double experts_backward0 = t.experts_backward;
   auto fwd = l.layer->forward(x.data(), tokens, hidden, l.y.data());
   const double forward_end = MPI_Wtime();
   const double busy1 = t.comm_busy;
   const double reduce0 = t.grad_reduce;
   l.layer->backward(*fwd.saved, grad_y.data(), l.grad_x.data());
   const double end = MPI_Wtime();
+  const int64_t faults = minor_faults() - faults0;
   l.last_saved = std::move(fwd.saved);
   if (!record) return;
+  l.minor_faults += faults;
   l.experts_seconds += t.experts - experts0;
+  l.experts_backward_seconds += t.experts_backward - experts_backward0;
   const double reduce = t.grad_reduce - reduce0;
   double figures[5] = {forward_end - start, end - start, (forward_end - start) - (busy1 - busy0),
                        (end - start) - (t.comm_busy - busy0) - reduce, reduce};
@@ -209,6 +225,7 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
         comm.describe());
   }
   const auto placement = bench_placement(o, config, comm, skew, x);
+  const kernels::BackendOptions backend{o.backend, kernels::parse_compute_precision(o.compute)};
 
   std::vector<LayerUnderTest> layers(3);
   layers[0].label = "overlap off (1 chunk)";
@@ -218,7 +235,8 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
                                    {OverlapMode::on, fixed_chunks},
                                    {OverlapMode::automatic, fixed_chunks}};
   auto make_layer = [&](LayerUnderTest& l, const OverlapOptions& mode) {
-    l.layer = std::make_unique<MoeLayer<float>>(config, comm, placement, o.alltoall, mode);
+    l.layer = std::make_unique<MoeLayer<float>>(config, comm, placement,
+                                                LayerOptions{o.alltoall, mode, backend});
     init_params(l.layer->params(), 5);
     if (o.zipf > 0) skew.apply_to_gate(l.layer->params().gate_weight, o.hidden);
     l.y.resize(o.tokens * o.hidden);
@@ -229,8 +247,9 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   if (rank == 0) {
     fmt::print(
         "{}\ncommunication thread of the pipelined layers: {} priority "
-        "(SWITCHYARD_COMM_THREAD_PRIORITY=normal|realtime)\n",
-        buffer_reuse_description(), thread_priority_name(layers[1].layer->comm_thread_priority()));
+        "(SWITCHYARD_COMM_THREAD_PRIORITY=normal|realtime)\nkernels: {}\n",
+        buffer_reuse_description(), thread_priority_name(layers[1].layer->comm_thread_priority()),
+        layers[0].layer->backend().describe());
   }
   for (int s = 0; s < kWarmupSteps; ++s) {
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, false);
@@ -291,6 +310,20 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   double experts_ms[4];
   for (int i = 0; i < 4; ++i) experts_ms[i] = layers[i].experts_seconds * 1e3 / o.iters;
   MPI_Allreduce(MPI_IN_PLACE, experts_ms, 4, MPI_DOUBLE, MPI_MAX, mpi_comm);
+  // The serial layer's routed-expert rate: 3 GEMMs of 2*H*I flops per (token, expert) pair
+  // forward, twice that backward, over the time of the expert phases (which also hold their
+  // permutes: the GEMMs alone run a little faster), summed over ranks.
+  const std::vector<double> pairs = layers[0].layer->measure_device_load();
+  const double pair_flops = 6.0 * o.hidden * o.inter;
+  double expert_work[3] = {pairs[rank] * pair_flops * o.iters, layers[0].experts_seconds,
+                           layers[0].experts_backward_seconds};
+  MPI_Allreduce(MPI_IN_PLACE, expert_work, 3, MPI_DOUBLE, MPI_SUM, mpi_comm);
+  const double expert_gflops[2] = {expert_work[0] / expert_work[1] / 1e9,
+                                   2 * expert_work[0] / expert_work[2] / 1e9};
+  const MachinePeak peak = machine_gemm_peak(backend.compute, 1024, 0.5, mpi_comm);
+  double faults[2] = {double(layers[0].minor_faults) / o.iters,
+                      double(layers[1].minor_faults) / o.iters};
+  MPI_Allreduce(MPI_IN_PLACE, faults, 2, MPI_DOUBLE, MPI_MAX, mpi_comm);
   const LayerUnderTest& off = layers[0];
   const LayerUnderTest& on = layers[1];
   const double t_comm[2] = {median(comm_only.forward), median(comm_only.step)};
@@ -335,6 +368,24 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
                100 * (median(layers[2].wall.step) / t_off[1] - 1));
     fmt::print("\npipelined vs serial results: output rel. error {:.2e}, grad x {:.2e} ({})\n",
                errors[0], errors[1], agree ? "agree within fp32 1e-5" : "DISAGREE");
+    const double global_tokens = double(o.tokens) * world;
+    fmt::print(
+        "\nwhole layer (forward + backward + gradient all-reduce): {:.0f} tokens/s serial, {:.0f} "
+        "pipelined (global tokens / median step)\n",
+        global_tokens / t_off[1], global_tokens / t_on[1]);
+    fmt::print(
+        "routed-expert FFNs (serial layer): forward {:.1f}, backward {:.1f} GFLOP/s per rank = "
+        "{:.0f}% / {:.0f}% of the machine's measured {} GEMM peak, {:.1f} GFLOP/s per rank "
+        "({} on 1024^3, all ranks at once)\n",
+        expert_gflops[0], expert_gflops[1], 100 * expert_gflops[0] / peak.gflops,
+        100 * expert_gflops[1] / peak.gflops,
+        backend.compute == kernels::ComputePrecision::bf16 ? "bf16" : "fp32", peak.gflops,
+        peak.backend);
+    fmt::print("backward / forward (serial, median): {:.2f}\n", (t_off[1] - t_off[0]) / t_off[0]);
+    fmt::print(
+        "minor page faults per timed step (the most on any rank): serial {:.0f}, pipelined "
+        "{:.0f}\n",
+        faults[0], faults[1]);
   }
   if (rank == 0 && !o.json.empty()) {
     nlohmann::json rows = nlohmann::json::array();
@@ -372,6 +423,14 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
         {"cores", comm_cpu.cores()},
         {"eta_forward", etas[0]},
         {"eta_forward_backward", etas[1]},
+        {"backend", layers[0].layer->backend().describe()},
+        {"tokens_per_second_serial", double(o.tokens) * world / t_off[1]},
+        {"tokens_per_second_pipelined", double(o.tokens) * world / t_on[1]},
+        {"expert_gflops_forward", expert_gflops[0]},
+        {"expert_gflops_backward", expert_gflops[1]},
+        {"machine_gemm_peak_gflops", peak.gflops},
+        {"minor_faults_per_step_serial", faults[0]},
+        {"minor_faults_per_step_pipelined", faults[1]},
         {"output_rel_error", errors[0]},
         {"grad_x_rel_error", errors[1]},
         {"definitions",

@@ -25,7 +25,9 @@ struct LayerBenchOptions {
   int redundant = 0;  // balanced: extra replicas of hot experts, (experts + redundant) % ranks == 0
   // Precision of the rows on the wire (MoeConfig.wire): native (fp32) or bf16.
   std::string wire = "native";
-  std::string chunks = "auto";  // token chunks of the pipelined layer: a count, or auto
+  std::string backend;             // kernel backend; "" = SWITCHYARD_BACKEND, else openblas
+  std::string compute = "native";  // GEMM input precision: native (fp32) or bf16 (onednn)
+  std::string chunks = "auto";     // token chunks of the pipelined layer: a count, or auto
   int iters = 5;
   std::string json;  // non-empty: rank 0 also writes the figures here
   // Non-empty: the pipelined layer's timed iterations are traced (runtime/trace.h), merged here.

@@ -1,7 +1,8 @@
 // sy-bench: communication benchmarks. `sy-bench alltoall` times dispatch and combine of each
 // all-to-all algorithm on one synthetic MoE routing, checks every received byte and every combined
 // sum, and reports each figure against the MPI_Alltoallv baseline measured in the same run.
-// `sy-bench layer` times the whole MoE layer with overlap off and on (layer_bench.h).
+// `sy-bench layer` times the whole MoE layer with overlap off and on (layer_bench.h);
+// `sy-bench gemm` the kernel backends' GEMMs against the machine's measured peak (gemm_bench.h).
 #include <fmt/format.h>
 #include <mpi.h>
 #include <CLI/CLI.hpp>
@@ -12,6 +13,7 @@
 
 #include "comm/error.h"
 #include "tools/sy-bench/alltoall_bench.h"
+#include "tools/sy-bench/gemm_bench.h"
 #include "tools/sy-bench/layer_bench.h"
 
 int main(int argc, char** argv) {
@@ -103,6 +105,16 @@ int main(int argc, char** argv) {
                    "bytes, rounded to bfloat16)")
       ->check(CLI::IsMember({"native", "bf16"}))
       ->capture_default_str();
+  layer
+      ->add_option("--backend", l.backend,
+                   "kernel backend: openblas or onednn (default: SWITCHYARD_BACKEND, else "
+                   "openblas)")
+      ->check(CLI::IsMember({"openblas", "onednn"}));
+  layer
+      ->add_option("--compute", l.compute,
+                   "GEMM input precision: native (fp32) or bf16 (onednn; fp32 accumulation)")
+      ->check(CLI::IsMember({"native", "bf16"}))
+      ->capture_default_str();
   layer->add_option("--chunks", l.chunks, "token chunks of the pipelined layer, or auto")
       ->capture_default_str();
   layer->add_option("--iters", l.iters, "timed iterations")->capture_default_str();
@@ -110,11 +122,28 @@ int main(int argc, char** argv) {
   layer->add_option("--trace", l.trace,
                     "trace the pipelined layer's timed iterations (overlap on) into this Chrome "
                     "trace file; read it with tools/sy-trace");
+  switchyard::bench::GemmBenchOptions g;
+  CLI::App* gemm = app.add_subcommand(
+      "gemm", "each kernel backend's GEMM rate on a square and on the expert shapes");
+  gemm->add_option("--hidden", g.hidden, "hidden size of the expert shapes")->capture_default_str();
+  gemm->add_option("--inter", g.inter, "intermediate size of the expert shapes")
+      ->capture_default_str();
+  gemm->add_option("--rows", g.rows, "tokens per expert")->capture_default_str();
+  gemm->add_option("--square", g.square, "size of the square GEMM")->capture_default_str();
+  gemm->add_option("--seconds", g.seconds, "time per figure")->capture_default_str();
+  gemm->add_flag("--coretype", g.coretype_only,
+                 "print only the OPENBLAS_CORETYPE launchers should set: nothing when the kernels "
+                 "OpenBLAS chose suit this CPU");
   int rc = 0;
   try {
     app.parse(argc, argv);
-    rc = layer->parsed() ? switchyard::bench::run_layer_bench(l, MPI_COMM_WORLD)
-                         : switchyard::bench::run_alltoall_bench(o, MPI_COMM_WORLD);
+    if (layer->parsed()) {
+      rc = switchyard::bench::run_layer_bench(l, MPI_COMM_WORLD);
+    } else if (gemm->parsed()) {
+      rc = switchyard::bench::run_gemm_bench(g, MPI_COMM_WORLD);
+    } else {
+      rc = switchyard::bench::run_alltoall_bench(o, MPI_COMM_WORLD);
+    }
   } catch (const CLI::ParseError& e) {
     rc = rank == 0 ? app.exit(e) : (e.get_exit_code() != 0 ? 1 : 0);
   } catch (const std::exception& e) {
