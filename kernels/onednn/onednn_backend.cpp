@@ -81,7 +81,7 @@ void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 struct OneDnnBackend::State {
   struct Matmul {
     dnnl::matmul primitive;
-    memory a, b, c;  // descriptors fixed, data handles set per call
+    memory a, b, c, scratch;  // descriptors fixed, data handles set per call
   };
   struct Conversion {
     dnnl::reorder primitive;
@@ -100,6 +100,10 @@ struct OneDnnBackend::State {
   uint64_t generation = 1;  // bumped by parameters_changed()
   uint64_t param_conversions = 0;
   std::vector<uint16_t> a_bf16, b_bf16;
+  // The primitives' scratchpad, ours rather than oneDNN's (scratchpad_mode::user): oneDNN's own
+  // is allocated per call and page-faults on every step. One buffer serves every primitive:
+  // calls never overlap.
+  std::vector<uint8_t> scratchpad;
 
   // src [rows, cols] fp32 with leading dimension ld -> dst, compact bf16 [rows, cols].
   void convert(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
@@ -199,6 +203,7 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
     const memory::desc b_md = matrix_desc(k, n, b_ld, trans_b, in);
     const memory::desc c_md = matrix_desc(m, n, ldc, false, dt::f32);
     dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (alpha != 1.f) attr.set_output_scales(0, {alpha});
     if (beta != 0.f) {
       dnnl::post_ops ops;
@@ -206,10 +211,13 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
       attr.set_post_ops(ops);
     }
     const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, s.engine);
+    const memory::desc scratch_md = pd.scratchpad_desc();
+    if (s.scratchpad.size() < scratch_md.get_size()) s.scratchpad.resize(scratch_md.get_size());
     it = s.matmuls
              .emplace(key, State::Matmul{dnnl::matmul(pd), memory(a_md, s.engine, DNNL_MEMORY_NONE),
                                          memory(b_md, s.engine, DNNL_MEMORY_NONE),
-                                         memory(c_md, s.engine, DNNL_MEMORY_NONE)})
+                                         memory(c_md, s.engine, DNNL_MEMORY_NONE),
+                                         memory(scratch_md, s.engine, DNNL_MEMORY_NONE)})
              .first;
   }
   State::Matmul& mm = it->second;
@@ -224,8 +232,11 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
     mm.b.set_data_handle(const_cast<float*>(b));
   }
   mm.c.set_data_handle(c);
-  mm.primitive.execute(s.stream,
-                       {{DNNL_ARG_SRC, mm.a}, {DNNL_ARG_WEIGHTS, mm.b}, {DNNL_ARG_DST, mm.c}});
+  mm.scratch.set_data_handle(s.scratchpad.data());
+  mm.primitive.execute(s.stream, {{DNNL_ARG_SRC, mm.a},
+                                  {DNNL_ARG_WEIGHTS, mm.b},
+                                  {DNNL_ARG_DST, mm.c},
+                                  {DNNL_ARG_SCRATCHPAD, mm.scratch}});
   s.stream.wait();
 }
 

@@ -15,6 +15,7 @@
 #include "tools/sy-bench/alltoall_bench.h"
 #include "tools/sy-bench/gemm_bench.h"
 #include "tools/sy-bench/layer_bench.h"
+#include "tools/sy-bench/step_bench.h"
 
 int main(int argc, char** argv) {
   // A pipelined MoE layer (overlap on) moves data from a communication thread.
@@ -134,11 +135,41 @@ int main(int argc, char** argv) {
   gemm->add_flag("--coretype", g.coretype_only,
                  "print only the OPENBLAS_CORETYPE launchers should set: nothing when the kernels "
                  "OpenBLAS chose suit this CPU");
+  switchyard::bench::StepBenchOptions st;
+  CLI::App* step = app.add_subcommand(
+      "step", "one layer's training step at one configuration: tokens/s, GEMM share of peak");
+  step->add_option("--preset", st.preset, "dsmoe16b | tiny")
+      ->check(CLI::IsMember({"dsmoe16b", "tiny"}))
+      ->capture_default_str();
+  step->add_option("--tokens", st.tokens, "tokens per rank")->capture_default_str();
+  step->add_option("--hidden", st.hidden, "hidden size (default: the preset's)");
+  step->add_option("--experts", st.experts, "routed experts (default: the preset's)");
+  step->add_option("--shared", st.shared, "shared experts (default: the preset's)");
+  step->add_option("--topk", st.topk, "experts per token (default: the preset's)");
+  step->add_option("--inter", st.inter, "routed expert intermediate size (default: the preset's)");
+  step->add_option("--zipf", st.zipf, "routing skew (0: none)")->capture_default_str();
+  step->add_option("--alltoall", st.alltoall, "flat | hierarchical")
+      ->check(CLI::IsMember({"flat", "hierarchical"}))
+      ->capture_default_str();
+  step->add_option("--backend", st.backend,
+                   "kernel backend: openblas or onednn (default: SWITCHYARD_BACKEND, else "
+                   "openblas)")
+      ->check(CLI::IsMember({"openblas", "onednn"}));
+  step->add_option("--compute", st.compute, "GEMM input precision: native or bf16 (onednn)")
+      ->check(CLI::IsMember({"native", "bf16"}))
+      ->capture_default_str();
+  step->add_option("--wire", st.wire, "rows on the wire: native or bf16")
+      ->check(CLI::IsMember({"native", "bf16"}))
+      ->capture_default_str();
+  step->add_option("--warmup", st.warmup, "untimed steps first")->capture_default_str();
+  step->add_option("--iters", st.iters, "timed steps")->capture_default_str();
   int rc = 0;
   try {
     app.parse(argc, argv);
     if (layer->parsed()) {
       rc = switchyard::bench::run_layer_bench(l, MPI_COMM_WORLD);
+    } else if (step->parsed()) {
+      rc = switchyard::bench::run_step_bench(st, MPI_COMM_WORLD);
     } else if (gemm->parsed()) {
       rc = switchyard::bench::run_gemm_bench(g, MPI_COMM_WORLD);
     } else {
