@@ -26,22 +26,35 @@ struct GemmKey {
   int64_t m, n, k, lda, ldb, ldc;
   bool trans_a, trans_b;
   uint32_t alpha_bits, beta_bits;
+  bool bf16;
   bool operator==(const GemmKey&) const = default;
 };
 
-// A stored row-major matrix as a conversion keys it.
+// A conversion: op(X) of a stored row-major matrix into a compact one.
 struct MatrixKey {
   int64_t rows, cols, ld;
+  bool trans, to_bf16;
   bool operator==(const MatrixKey&) const = default;
 };
 
+// FNV-1a over the keys' fields (not their bytes: padding holds anything).
 struct KeyHash {
-  template <typename Key>
-  size_t operator()(const Key& key) const {
-    // The keys are plain values without padding holes that matter: FNV-1a over their bytes.
-    const auto* bytes = reinterpret_cast<const unsigned char*>(&key);
+  static size_t mix(size_t h, int64_t v) {
+    for (int i = 0; i < 8; ++i)
+      h = (h ^ ((static_cast<uint64_t>(v) >> (8 * i)) & 0xff)) * 1099511628211ull;
+    return h;
+  }
+  size_t operator()(const GemmKey& k) const {
     size_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < sizeof(Key); ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+    for (int64_t v : {k.m, k.n, k.k, k.lda, k.ldb, k.ldc, int64_t{k.trans_a}, int64_t{k.trans_b},
+                      int64_t{k.alpha_bits}, int64_t{k.beta_bits}, int64_t{k.bf16}}) {
+      h = mix(h, v);
+    }
+    return h;
+  }
+  size_t operator()(const MatrixKey& k) const {
+    size_t h = 1469598103934665603ull;
+    for (int64_t v : {k.rows, k.cols, k.ld, int64_t{k.trans}, int64_t{k.to_bf16}}) h = mix(h, v);
     return h;
   }
 };
@@ -100,19 +113,22 @@ struct OneDnnBackend::State {
   uint64_t generation = 1;  // bumped by parameters_changed()
   uint64_t param_conversions = 0;
   std::vector<uint16_t> a_bf16, b_bf16;
+  std::vector<float> a_f32;
   // The primitives' scratchpad, ours rather than oneDNN's (scratchpad_mode::user): oneDNN's own
   // is allocated per call and page-faults on every step. One buffer serves every primitive:
   // calls never overlap.
   std::vector<uint8_t> scratchpad;
 
-  // src [rows, cols] fp32 with leading dimension ld -> dst, compact bf16 [rows, cols].
-  void convert(const float* src, int64_t rows, int64_t cols, int64_t ld, uint16_t* dst) {
-    const MatrixKey key{rows, cols, ld};
+  // op(src) [rows, cols], fp32 with leading dimension ld (stored transposed when trans) -> dst,
+  // compact row-major [rows, cols] of type `to`.
+  void convert(const float* src, int64_t rows, int64_t cols, int64_t ld, bool trans, dt to,
+               void* dst) {
+    const MatrixKey key{rows, cols, ld, trans, to == dt::bf16};
     auto it = conversions.find(key);
     if (it == conversions.end()) {
-      const memory::desc from = matrix_desc(rows, cols, ld, false, dt::f32);
-      const memory::desc to = matrix_desc(rows, cols, cols, false, dt::bf16);
-      memory src_mem(from, engine, DNNL_MEMORY_NONE), dst_mem(to, engine, DNNL_MEMORY_NONE);
+      const memory::desc from = matrix_desc(rows, cols, ld, trans, dt::f32);
+      const memory::desc into = matrix_desc(rows, cols, cols, false, to);
+      memory src_mem(from, engine, DNNL_MEMORY_NONE), dst_mem(into, engine, DNNL_MEMORY_NONE);
       it = conversions.emplace(key, Conversion{dnnl::reorder(src_mem, dst_mem), src_mem, dst_mem})
                .first;
     }
@@ -122,23 +138,27 @@ struct OneDnnBackend::State {
     c.primitive.execute(stream, c.src, c.dst);
   }
 
-  // The bf16 form of a stored operand: the parameter's copy of this generation, or a conversion
-  // into a per-call buffer.
-  const uint16_t* bf16_operand(const float* src, int64_t rows, int64_t cols, int64_t ld,
-                               bool is_param, std::vector<uint16_t>& buffer) {
+  // The bf16 copy of a stored parameter [rows, cols] of this generation (made once per update;
+  // kept in the stored layout, so that both orientations of a weight read one copy).
+  const uint16_t* param_bf16(const float* src, int64_t rows, int64_t cols, int64_t ld) {
     const size_t count = static_cast<size_t>(rows * cols);
-    if (is_param) {
-      ParamCopy& copy = params[src];
-      if (copy.generation != generation || copy.bf16.size() != count) {
-        copy.bf16.resize(count);
-        convert(src, rows, cols, ld, copy.bf16.data());
-        copy.generation = generation;
-        ++param_conversions;
-      }
-      return copy.bf16.data();
+    ParamCopy& copy = params[src];
+    if (copy.generation != generation || copy.bf16.size() != count) {
+      copy.bf16.resize(count);
+      convert(src, rows, cols, ld, false, dt::bf16, copy.bf16.data());
+      copy.generation = generation;
+      ++param_conversions;
     }
+    return copy.bf16.data();
+  }
+
+  // op(src) [rows, cols] as a compact row-major copy in buffer, fp32 or bf16.
+  template <typename Element>
+  Element* compact(const float* src, int64_t rows, int64_t cols, int64_t ld, bool trans,
+                   std::vector<Element>& buffer) {
+    const size_t count = static_cast<size_t>(rows * cols);
     if (buffer.size() < count) buffer.resize(count);
-    convert(src, rows, cols, ld, buffer.data());
+    convert(src, rows, cols, ld, trans, sizeof(Element) == 2 ? dt::bf16 : dt::f32, buffer.data());
     return buffer.data();
   }
 };
@@ -192,15 +212,39 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
   }
   State& s = *state_;
   const bool bf16 = compute_ == ComputePrecision::bf16 && precision == GemmPrecision::compute;
-  // bf16 operands are compact copies of the stored matrices: their leading dimension changes.
-  const int64_t a_ld = bf16 ? (trans_a ? m : k) : lda;
-  const int64_t b_ld = bf16 ? (trans_b ? k : n) : ldb;
-  const GemmKey key{m, n, k, a_ld, b_ld, ldc, trans_a, trans_b, bits_of(alpha), bits_of(beta)};
+  const dt in = bf16 ? dt::bf16 : dt::f32;
+  // Operands as the matmul reads them. A transposed A is copied into a compact op(A) first:
+  // oneDNN's matmul runs 1.5-2x slower on one (measured on the weight gradients' [I, tokens] x
+  // [tokens, H] GEMMs), and the copy is the size of A, small beside the product. bf16 operands
+  // are converted copies: B a parameter's (once per update, stored layout), others per call.
+  const void* a_data = a;
+  const void* b_data = b;
+  int64_t a_ld = lda, b_ld = ldb;
+  bool a_trans = trans_a;
+  if (bf16 && param == ParamOperand::a) {
+    a_data = s.param_bf16(a, trans_a ? k : m, trans_a ? m : k, lda);
+    a_ld = trans_a ? m : k;
+  } else if (bf16) {
+    a_data = s.compact(a, m, k, lda, trans_a, s.a_bf16);
+    a_ld = k, a_trans = false;
+  } else if (trans_a) {
+    a_data = s.compact(a, m, k, lda, trans_a, s.a_f32);
+    a_ld = k, a_trans = false;
+  }
+  if (bf16 && param == ParamOperand::b) {
+    b_data = s.param_bf16(b, trans_b ? n : k, trans_b ? k : n, ldb);
+    b_ld = trans_b ? k : n;
+  } else if (bf16) {
+    b_data = s.compact(b, k, n, ldb, trans_b, s.b_bf16);
+    b_ld = n;
+  }
+  const bool b_trans = trans_b && !(bf16 && param != ParamOperand::b);
+  const GemmKey key{m,   n, k, a_ld, b_ld, ldc, a_trans, b_trans, bits_of(alpha), bits_of(beta),
+                    bf16};
   auto it = s.matmuls.find(key);
   if (it == s.matmuls.end()) {
-    const dt in = bf16 ? dt::bf16 : dt::f32;
-    const memory::desc a_md = matrix_desc(m, k, a_ld, trans_a, in);
-    const memory::desc b_md = matrix_desc(k, n, b_ld, trans_b, in);
+    const memory::desc a_md = matrix_desc(m, k, a_ld, a_trans, in);
+    const memory::desc b_md = matrix_desc(k, n, b_ld, b_trans, in);
     const memory::desc c_md = matrix_desc(m, n, ldc, false, dt::f32);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -221,16 +265,8 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
              .first;
   }
   State::Matmul& mm = it->second;
-  if (bf16) {
-    // Stored shapes: A is [m,k] ([k,m] when transposed), B is [k,n] ([n,k] when transposed).
-    mm.a.set_data_handle(const_cast<uint16_t*>(s.bf16_operand(
-        a, trans_a ? k : m, trans_a ? m : k, lda, param == ParamOperand::a, s.a_bf16)));
-    mm.b.set_data_handle(const_cast<uint16_t*>(s.bf16_operand(
-        b, trans_b ? n : k, trans_b ? k : n, ldb, param == ParamOperand::b, s.b_bf16)));
-  } else {
-    mm.a.set_data_handle(const_cast<float*>(a));
-    mm.b.set_data_handle(const_cast<float*>(b));
-  }
+  mm.a.set_data_handle(const_cast<void*>(a_data));
+  mm.b.set_data_handle(const_cast<void*>(b_data));
   mm.c.set_data_handle(c);
   mm.scratch.set_data_handle(s.scratchpad.data());
   mm.primitive.execute(s.stream, {{DNNL_ARG_SRC, mm.a},
