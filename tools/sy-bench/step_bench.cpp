@@ -78,11 +78,11 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
 
   std::vector<double> forward, step;
   int64_t faults = 0;
-  double experts_fwd = 0, experts_bwd = 0;
+  double experts_fwd = 0, experts_bwd = 0, reduce = 0, shared = 0;
   for (int i = 0; i < o.warmup + o.iters; ++i) {
     const bool timed = i >= o.warmup;
     PhaseTimes& t = layer.times();
-    const double e0 = t.experts, eb0 = t.experts_backward;
+    const double e0 = t.experts, eb0 = t.experts_backward, r0 = t.grad_reduce, s0 = t.shared;
     MPI_Barrier(mpi_comm);
     const int64_t faults0 = minor_faults();
     const double start = MPI_Wtime();
@@ -102,6 +102,8 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
       faults += step_faults;
       experts_fwd += t.experts - e0;
       experts_bwd += t.experts_backward - eb0;
+      reduce += t.grad_reduce - r0;
+      shared += t.shared - s0;
     }
     if (rank == 0)
       fmt::print(stderr, "step {}/{}{}\n", i + 1, o.warmup + o.iters, timed ? "" : " (warm-up)");
@@ -112,6 +114,9 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
                     double(faults) / o.iters};
   MPI_Allreduce(MPI_IN_PLACE, work, 3, MPI_DOUBLE, MPI_SUM, mpi_comm);
   MPI_Allreduce(MPI_IN_PLACE, work + 3, 1, MPI_DOUBLE, MPI_MAX, mpi_comm);
+  // Rank 0's phases per step, ms: where the step's time goes.
+  const double phases[4] = {1e3 * experts_fwd / o.iters, 1e3 * shared / o.iters,
+                            1e3 * experts_bwd / o.iters, 1e3 * reduce / o.iters};
   const MachinePeak peak = machine_gemm_peak(backend.compute, 1024, 0.5, mpi_comm);
   if (rank == 0) {
     const double t_fwd = median(forward), t_step = median(step);
@@ -119,6 +124,10 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
     fmt::print(
         "\nmedian of the slowest rank per step, ms: forward {:.1f}, backward {:.1f}, step {:.1f}\n",
         1e3 * t_fwd, 1e3 * (t_step - t_fwd), 1e3 * t_step);
+    fmt::print(
+        "rank 0, ms per step: routed experts forward {:.1f}, shared experts forward {:.1f}, routed "
+        "experts backward {:.1f}, gradient all-reduce {:.1f}\n",
+        phases[0], phases[1], phases[2], phases[3]);
     fmt::print("tokens/s (global tokens / step): {:.1f}\n", double(o.tokens) * world / t_step);
     fmt::print("backward / forward: {:.2f}\n", (t_step - t_fwd) / t_fwd);
     fmt::print(
