@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -107,17 +108,15 @@ sy_status_t aborted_status(std::string& message) {
   return SY_ABORTED;
 }
 
-// Parameter (or gradient) tensor by Hugging Face name.
-std::span<float> find_tensor(sy::MoeLayer<float>& layer, sy::MoeParams<float>& params,
-                             std::string_view name, bool allow_bias) {
+constexpr std::string_view kBiasName = "gate.e_score_correction_bias";
+
+// A parameter (or gradient) tensor of params by Hugging Face name; the selection bias, which the
+// layer keeps apart from its parameters, is not one of them.
+sy::ParamTensor<float>& find_tensor(sy::MoeLayer<float>& layer, sy::MoeParams<float>& params,
+                                    std::string_view name) {
   const auto& c = layer.config();
   if (name == "gate.weight") return params.gate_weight;
-  if (name == "gate.e_score_correction_bias") {
-    require_arg(allow_bias, "gate.e_score_correction_bias has no gradient: it is a selection "
-                            "bias updated by sy_layer_update_selection_bias");
-    return layer.selection_bias();
-  }
-  auto pick = [&](sy::SwigluParams<float>& p, std::string_view proj) -> std::span<float> {
+  auto pick = [&](sy::SwigluParams<float>& p, std::string_view proj) -> sy::ParamTensor<float>& {
     if (proj == "gate_proj.weight") return p.gate_proj;
     if (proj == "up_proj.weight") return p.up_proj;
     if (proj == "down_proj.weight") return p.down_proj;
@@ -155,6 +154,19 @@ std::span<float> find_tensor(sy::MoeLayer<float>& layer, sy::MoeParams<float>& p
                               "e.g. gate.weight, experts.3.up_proj.weight, "
                               "shared_experts.down_proj.weight",
                               name));
+}
+
+// The memory of a parameter (params = the layer's parameters, the selection bias included) or of
+// a gradient (params = its gradients).
+std::span<float> find_memory(sy::MoeLayer<float>& layer, sy::MoeParams<float>& params,
+                             const char* name, bool gradient) {
+  require_arg(name != nullptr, "parameter name is NULL");
+  if (name == kBiasName) {
+    require_arg(!gradient, "gate.e_score_correction_bias has no gradient: it is a selection "
+                           "bias updated by sy_layer_update_selection_bias");
+    return layer.selection_bias();
+  }
+  return find_tensor(layer, params, name);
 }
 
 sy::MoeConfig to_config(const sy_layer_config_t& c) {
@@ -380,18 +392,43 @@ sy_status_t sy_layer_local_experts(sy_layer_t layer, int* ids, int capacity, int
 
 namespace {
 
-void copy_tensor(sy_layer& l, sy::MoeParams<float>& params, const char* name, float* out,
-                 const float* in, size_t count, bool allow_bias) {
+void require_count(const char* name, size_t size, size_t count) {
+  require_arg(count == size, fmt::format("'{}' has {} elements but count is {}", name, size, count));
+}
+
+// The memory of a parameter (or gradient), with count checked against it.
+std::span<float> counted_memory(sy_layer& l, sy::MoeParams<float>& params, const char* name,
+                                const void* data, size_t count, bool gradient) {
+  std::span<float> t = find_memory(*l.layer, params, name, gradient);
+  require_count(name, t.size(), count);
+  require_arg(data != nullptr || count == 0, fmt::format("'{}': data is NULL", name));
+  return t;
+}
+
+void bind_tensor(sy_layer& l, sy::MoeParams<float>& params, const char* name, float* data,
+                 size_t count, bool gradient) {
   require_arg(name != nullptr, "parameter name is NULL");
-  std::span<float> t = find_tensor(*l.layer, params, name, allow_bias);
-  require_arg(count == t.size(), fmt::format("'{}' has {} elements but count is {}", name,
-                                             t.size(), count));
-  require_arg((in ? in : out) != nullptr || count == 0, fmt::format("'{}': data is NULL", name));
-  if (in != nullptr) {
-    std::copy(in, in + count, t.begin());
+  require_arg(name != kBiasName,
+              gradient ? "gate.e_score_correction_bias has no gradient: it is a selection bias "
+                         "updated by sy_layer_update_selection_bias"
+                       : "gate.e_score_correction_bias cannot be bound: the layer keeps the "
+                         "selection bias (num_experts floats) itself; copy it with "
+                         "sy_layer_set_param / sy_layer_get_param");
+  sy::ParamTensor<float>& t = find_tensor(*l.layer, params, name);
+  require_count(name, t.size(), count);
+  if (data == nullptr) {
+    t.unbind();
   } else {
-    std::copy(t.begin(), t.end(), out);
+    t.bind(data, count);
   }
+}
+
+void tensor_data(sy_layer& l, sy::MoeParams<float>& params, const char* name, float** data,
+                 size_t* count, bool gradient) {
+  require_arg(data != nullptr && count != nullptr, "data and count (the outputs) must be non-NULL");
+  std::span<float> t = find_memory(*l.layer, params, name, gradient);
+  *data = t.data();
+  *count = t.size();
 }
 
 }  // namespace
@@ -399,19 +436,46 @@ void copy_tensor(sy_layer& l, sy::MoeParams<float>& params, const char* name, fl
 sy_status_t sy_layer_set_param(sy_layer_t layer, const char* name, const float* data,
                                size_t count) {
   return on_layer(layer, [&](sy_layer& l) {
-    copy_tensor(l, l.layer->params(), name, nullptr, data, count, true);
+    std::span<float> t = counted_memory(l, l.layer->params(), name, data, count, false);
+    std::copy_n(data, count, t.begin());
   });
 }
 
 sy_status_t sy_layer_get_param(sy_layer_t layer, const char* name, float* data, size_t count) {
   return on_layer(layer, [&](sy_layer& l) {
-    copy_tensor(l, l.layer->params(), name, data, nullptr, count, true);
+    std::span<const float> t = counted_memory(l, l.layer->params(), name, data, count, false);
+    std::copy(t.begin(), t.end(), data);
   });
 }
 
 sy_status_t sy_layer_get_grad(sy_layer_t layer, const char* name, float* data, size_t count) {
   return on_layer(layer, [&](sy_layer& l) {
-    copy_tensor(l, l.layer->grads(), name, data, nullptr, count, false);
+    std::span<const float> t = counted_memory(l, l.layer->grads(), name, data, count, true);
+    std::copy(t.begin(), t.end(), data);
+  });
+}
+
+sy_status_t sy_layer_bind_param(sy_layer_t layer, const char* name, float* data, size_t count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    bind_tensor(l, l.layer->params(), name, data, count, false);
+  });
+}
+
+sy_status_t sy_layer_bind_grad(sy_layer_t layer, const char* name, float* data, size_t count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    bind_tensor(l, l.layer->grads(), name, data, count, true);
+  });
+}
+
+sy_status_t sy_layer_param_data(sy_layer_t layer, const char* name, float** data, size_t* count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    tensor_data(l, l.layer->params(), name, data, count, false);
+  });
+}
+
+sy_status_t sy_layer_grad_data(sy_layer_t layer, const char* name, float** data, size_t* count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    tensor_data(l, l.layer->grads(), name, data, count, true);
   });
 }
 
@@ -427,6 +491,9 @@ sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, i
     require_arg(tokens >= 0, fmt::format("sy_layer_forward: tokens must be >= 0, got {}", tokens));
     require_arg(tokens == 0 || (x != nullptr && y != nullptr),
                 "sy_layer_forward: x and y must be non-NULL when tokens > 0");
+    // Bound parameters change in the caller's memory (an optimizer step) with no call to say
+    // so: the backend drops what it derived from them (a bf16 copy), as sy_layer_set_param does.
+    if (std::as_const(*l.layer).params().any_bound()) l.layer->parameters_changed();
     auto result = l.layer->forward(x, tokens, hidden, y);
     auto handle = std::make_unique<sy_saved>();
     handle->layer = &l;

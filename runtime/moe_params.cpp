@@ -68,6 +68,14 @@ void MoeParams<T>::zero() {
   for (auto t : tensors()) std::fill(t.begin(), t.end(), T(0));
 }
 
+template <typename T>
+bool MoeParams<T>::any_bound() const {
+  auto bound = [](const SwigluParams<T>& p) {
+    return p.gate_proj.bound() || p.up_proj.bound() || p.down_proj.bound();
+  };
+  return gate_weight.bound() || bound(shared) || std::any_of(experts.begin(), experts.end(), bound);
+}
+
 namespace {
 
 uint64_t splitmix64(uint64_t x) {
@@ -79,7 +87,7 @@ uint64_t splitmix64(uint64_t x) {
 
 // Counter-based: element i of stream `stream` is a pure function of (seed, stream, i).
 template <typename T>
-void fill_uniform(std::vector<T>& data, uint64_t seed, uint64_t stream, double bound) {
+void fill_uniform(ParamTensor<T>& data, uint64_t seed, uint64_t stream, double bound) {
   const uint64_t key = splitmix64(seed ^ splitmix64(stream));
   for (size_t i = 0; i < data.size(); ++i) {
     const double u = static_cast<double>(splitmix64(key + i) >> 11) * 0x1.0p-53;  // [0, 1)

@@ -1,6 +1,7 @@
 // Parameters (and, with the same shapes, gradients) of one MoE layer as held by one rank, in
 // Hugging Face's DeepSeek layout. The gate and shared experts are replicated on every rank; a
-// routed expert lives only on the rank(s) the placement gives it.
+// routed expert lives only on the rank(s) the placement gives it. Each tensor is a ParamTensor:
+// the layer's own storage, or a caller's memory bound to it.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 
 #include "kernels/swiglu.h"
 #include "runtime/moe_config.h"
+#include "runtime/param_tensor.h"
 
 namespace switchyard {
 
@@ -16,9 +18,9 @@ template <typename T>
 struct SwigluParams {
   int64_t hidden = 0;
   int64_t inter = 0;
-  std::vector<T> gate_proj;  // [inter, hidden]
-  std::vector<T> up_proj;    // [inter, hidden]
-  std::vector<T> down_proj;  // [hidden, inter]
+  ParamTensor<T> gate_proj;  // [inter, hidden]
+  ParamTensor<T> up_proj;    // [inter, hidden]
+  ParamTensor<T> down_proj;  // [hidden, inter]
 
   SwigluParams() = default;
   SwigluParams(int64_t hidden_size, int64_t inter_size);  // zero-filled
@@ -30,7 +32,7 @@ struct SwigluParams {
 template <typename T>
 struct MoeParams {
   int64_t hidden = 0;
-  std::vector<T> gate_weight;            // [E, H]
+  ParamTensor<T> gate_weight;            // [E, H]
   SwigluParams<T> shared;                // intermediate S * I; empty when S == 0
   std::vector<int> expert_ids;           // routed experts held here, ascending
   std::vector<SwigluParams<T>> experts;  // parallel to expert_ids
@@ -46,6 +48,8 @@ struct MoeParams {
   // optimizers).
   std::vector<std::span<T>> tensors();
   void zero();
+  // Whether any tensor views a caller's memory (ParamTensor::bind).
+  bool any_bound() const;
 };
 
 // Deterministic initialisation: every tensor is drawn from a stream keyed by (seed, tensor, expert

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <span>
 #include <vector>
 
 namespace switchyard {
@@ -34,7 +35,7 @@ struct RoutingSkew {
     std::shuffle(order.begin(), order.end(), rng);
     for (int r = 0; r < experts; ++r) bonus[order[r]] = -skew * std::log(1.0 + r);
   }
-  void apply_to_gate(std::vector<T>& gate, int64_t hidden) const {
+  void apply_to_gate(std::span<T> gate, int64_t hidden) const {
     for (size_t e = 0; e < bonus.size(); ++e) {
       for (int64_t h = 0; h < hidden; ++h)
         gate[e * hidden + h] += static_cast<T>(bonus[e]) * direction[h];

@@ -7,6 +7,9 @@
  *   gradients partly accumulated, which sy_layer_zero_grads clears.
  * - Parameter structs carry their own size as the first field; initialise them with the
  *   SY_*_INIT macros so that fields added later keep old callers working.
+ * - Version 0.3 added caller-owned parameter and gradient memory (sy_layer_bind_param,
+ *   sy_layer_bind_grad, sy_layer_param_data, sy_layer_grad_data); a caller that needs them
+ *   checks sy_version() >= 300.
  * - No C++ exception crosses this boundary.
  * - Thread safety: calls on one context and its layers must not run concurrently (they
  *   communicate, and every rank must issue the same collective calls in the same order).
@@ -30,7 +33,7 @@ extern "C" {
 #endif
 
 #define SY_VERSION_MAJOR 0
-#define SY_VERSION_MINOR 2
+#define SY_VERSION_MINOR 3
 #define SY_VERSION_PATCH 0
 #define SY_VERSION_CODE (SY_VERSION_MAJOR * 10000 + SY_VERSION_MINOR * 100 + SY_VERSION_PATCH)
 
@@ -175,6 +178,34 @@ SY_API sy_status_t sy_layer_get_param(sy_layer_t layer, const char* name, float*
 SY_API sy_status_t sy_layer_get_grad(sy_layer_t layer, const char* name, float* data, size_t count);
 SY_API sy_status_t sy_layer_zero_grads(sy_layer_t layer);
 
+/* Caller-owned memory (since 0.3). A trainer that keeps its own parameter and gradient tensors
+ * (PyTorch's, say) binds them once instead of copying every step: the layer then reads that
+ * parameter from data, and accumulates that gradient into data, in place. Names as above; the
+ * selection bias cannot be bound (it has no gradient, and the layer keeps its E floats itself).
+ * - count must equal the tensor's element count; data holds count contiguous floats.
+ * - Binding copies nothing: from then on data holds the values. A bound gradient goes on
+ *   accumulating onto what data holds (every backward adds to it, as autograd adds to .grad).
+ * - The caller keeps data allocated and unmoved, and does not write it during a forward or
+ *   backward of this layer, until it is unbound, bound elsewhere, or the layer is destroyed.
+ * - data NULL unbinds: the layer's own storage returns, holding a copy of the current values.
+ * - set_param, get_param, get_grad and zero_grads read and write the bound memory.
+ * - sy_layer_apply_placement keeps the bindings of the gate, the shared experts and the routed
+ *   experts this rank keeps; experts that arrive are held in the layer's own storage; every
+ *   gradient binding is released (the gradients restart at zero in the layer's storage, the
+ *   caller's gradient memory is not written). Bind the new tensors again after it.
+ * Local (not collective); on failure nothing changes. */
+SY_API sy_status_t sy_layer_bind_param(sy_layer_t layer, const char* name, float* data,
+                                       size_t count);
+SY_API sy_status_t sy_layer_bind_grad(sy_layer_t layer, const char* name, float* data,
+                                      size_t count);
+/* Where the layer reads a parameter (the bias included) or accumulates its gradient now: the bound
+ * memory, or else its own storage, valid until the next bind, sy_layer_apply_placement or
+ * sy_layer_destroy. *data and *count are set. Local. */
+SY_API sy_status_t sy_layer_param_data(sy_layer_t layer, const char* name, float** data,
+                                       size_t* count);
+SY_API sy_status_t sy_layer_grad_data(sy_layer_t layer, const char* name, float** data,
+                                      size_t* count);
+
 /* x [tokens, hidden] -> y [tokens, hidden], caller-owned. tokens may differ per rank and may be 0.
  * *saved receives the state backward needs (free it with sy_saved_destroy); aux may be NULL.
  * Collective. */
@@ -196,8 +227,9 @@ SY_API sy_status_t sy_layer_update_selection_bias(sy_layer_t layer);
  * Every expert at least once, never twice on one rank. Experts a rank newly holds arrive with their
  * weights from their current holder; tokens of a replicated expert are split over its replicas and
  * the replicas' gradients are summed, so they stay identical. Gradients are reset to zero; the
- * caller's optimizer state for moved experts is the caller's to move. Collective; every rank passes
- * the same placement. On failure nothing changes. */
+ * caller's optimizer state for moved experts is the caller's to move. Bound memory: see
+ * sy_layer_bind_param (gradient bindings are released). Collective; every rank passes the same
+ * placement. On failure nothing changes. */
 SY_API sy_status_t sy_layer_apply_placement(sy_layer_t layer, const int* phy2log, int num_slots);
 
 #ifdef __cplusplus

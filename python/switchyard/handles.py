@@ -185,6 +185,9 @@ class Layer:
                                            ctypes.byref(handle)))
         self._handle = handle
         self.context = context
+        # ("param" | "grad", name) -> a tensor sharing the bound storage, which keeps that memory
+        # alive while the C layer points at it, whatever torch does to the original tensor.
+        self._bound = {}
         context._layers.add(self)
 
     @property
@@ -226,6 +229,44 @@ class Layer:
     def zero_grads(self):
         self._check(lib.sy_layer_zero_grads(self.handle))
 
+    def bind_param(self, name, tensor):
+        """Makes the layer read parameter `name` from tensor's memory, in place, until bound
+        elsewhere or closed; nothing is copied. Local."""
+        self._bind(lib.sy_layer_bind_param, "param", name, tensor)
+
+    def bind_grad(self, name, tensor):
+        """Makes the layer accumulate the gradient of `name` into tensor's memory, in place (each
+        backward adds to what it holds), until unbound, bound elsewhere or closed. Local."""
+        self._bind(lib.sy_layer_bind_grad, "grad", name, tensor)
+
+    def unbind_grad(self, name):
+        """The gradient of `name` returns to the layer's own storage (a copy of its values)."""
+        alias = self._bound.pop(("grad", name))
+        self._check(lib.sy_layer_bind_grad(self.handle, name.encode(), None, alias.numel()))
+
+    def bound(self, kind, name):
+        """The tensor bound as parameter or gradient (kind "param" or "grad") `name`, or None."""
+        return self._bound.get((kind, name))
+
+    def _bind(self, fn, kind, name, tensor):
+        alias = tensor.detach()
+        self._check(fn(self.handle, name.encode(), _float_arg(alias, name), alias.numel()))
+        self._bound[(kind, name)] = alias
+
+    def param_data(self, name):
+        """(address, element count) of the memory the layer reads parameter `name` from."""
+        return self._data(lib.sy_layer_param_data, name)
+
+    def grad_data(self, name):
+        """(address, element count) of the memory the layer accumulates `name`'s gradient in."""
+        return self._data(lib.sy_layer_grad_data, name)
+
+    def _data(self, fn, name):
+        data = ctypes.POINTER(ctypes.c_float)()
+        count = ctypes.c_size_t()
+        self._check(fn(self.handle, name.encode(), ctypes.byref(data), ctypes.byref(count)))
+        return ctypes.cast(data, ctypes.c_void_p).value or 0, count.value
+
     def forward(self, x, y):
         """x [T, H] -> y [T, H] (T may be 0); returns (Saved, AuxLosses). Collective."""
         saved = ctypes.c_void_p()
@@ -255,6 +296,7 @@ class Layer:
         if self._handle is not None and not _mpi_finalized():
             lib.sy_layer_destroy(self._handle)
         self._handle = None
+        self._bound = {}  # the layer no longer points at them
 
     def __del__(self):
         self.close()

@@ -1,8 +1,11 @@
 """MoELayer: the expert-parallel DeepSeekMoE layer as a torch.nn.Module.
 
-The parameters live in torch (so optimisers, state dicts and hooks work as usual) under Hugging
-Face's DeepSeek names; the C layer holds a copy that is refreshed from them before every forward,
-and its gradients are handed to autograd, which accumulates them into `.grad`.
+The parameters and their gradients live in torch (so optimisers and state dicts work as usual)
+under Hugging Face's DeepSeek names, and the C layer works on that memory in place: it reads each
+parameter from the tensor's storage and its backward adds straight into `.grad`, so no step copies
+a parameter or a gradient. The storage is bound once (sy_layer_bind_param / sy_layer_bind_grad)
+and bound again only when torch replaced it (`p.data = ...`, `module.to(...)`, `p.grad = ...`,
+`zero_grad(set_to_none=True)`).
 """
 
 import math
@@ -43,39 +46,39 @@ class _Gate(nn.Module):
 
 
 class _MoEFunction(torch.autograd.Function):
-    """y = layer(x), with the parameters as inputs so that autograd delivers their gradients."""
+    """y = layer(x). The parameters are inputs so that autograd tells which need a gradient and
+    checks that none changed in place before backward; their gradients are not returned: the C
+    backward has already added them to `.grad`."""
 
     @staticmethod
     def forward(ctx, module, names, x, *params):
+        module._bind_params()
         layer = module._layer
-        for name, param in zip(names, params):
-            layer.set_param(name, param)
         if module.config.selection_bias:
+            # The C layer keeps its own E floats of selection bias (it cannot be bound): copied.
             layer.set_param(_BIAS, module.gate.e_score_correction_bias)
         x = x.contiguous()
         y = torch.empty_like(x)
         ctx.saved_state, module.last_aux = layer.forward(x, y)
-        ctx.layer, ctx.names = layer, names
-        # Saved only for autograd's check that no parameter changed in place before backward
-        # (the C layer's backward uses the values pushed above).
+        ctx.module, ctx.names = module, names
+        # The C backward reads the parameters from torch's memory: autograd's version check on
+        # these refuses a backward after they changed in place (e.g. an optimizer step).
         ctx.save_for_backward(*params)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        params = ctx.saved_tensors
+        ctx.saved_tensors  # raises if a parameter was modified in place since forward
         saved, ctx.saved_state = ctx.saved_state, None
         if saved is None:
             raise RuntimeError("switchyard: backward twice through one MoELayer forward "
                                "(retain_graph) is not supported")
+        needs = ctx.needs_input_grad[3:]
+        ctx.module._bind_grads(ctx.names, needs)
         grad_x = torch.empty_like(grad_y)
-        # The layer accumulates; zeroing first leaves exactly this call's gradients to hand on.
-        ctx.layer.zero_grads()
-        ctx.layer.backward(saved, grad_y.contiguous(), grad_x)
+        ctx.module._layer.backward(saved, grad_y.contiguous(), grad_x)
         saved.close()
-        grads = [ctx.layer.get_grad(name, p.shape) if needed else None
-                 for name, p, needed in zip(ctx.names, params, ctx.needs_input_grad[3:])]
-        return (None, None, grad_x, *grads)
+        return (None, None, grad_x) + (None,) * len(needs)
 
 
 class MoELayer(nn.Module):
@@ -93,6 +96,12 @@ class MoELayer(nn.Module):
     Gradients of the replicated parameters (the gate and the shared experts) are already summed
     over all ranks by the C layer: do not all-reduce them again. The routed experts' gradients
     hold every rank's tokens too. So the gradients are those of the sum of every rank's loss.
+
+    The C layer reads the parameters' and writes the gradients' own memory (see the module
+    docstring). Backward adds into `.grad` as autograd would (creating it, zero, when None), but
+    does so itself, so tensor hooks on the parameters (`register_hook`) do not see these
+    gradients. A parameter with requires_grad False gets none. Parameters must stay float32 on
+    the CPU; a non-contiguous one is made contiguous (`p.data = p.data.contiguous()`).
 
     After each forward, `last_aux` holds the unweighted aux losses of the global batch (floats,
     for logging): their gradients, weighted by the config's alphas, are added in backward.
@@ -114,6 +123,7 @@ class MoELayer(nn.Module):
         self.experts = nn.ModuleDict({str(e): _SwiGLU(h, i) for e in self.expert_ids})
         self.last_aux = None
         self.reset_parameters(seed)
+        self._bind_params()  # now, so that the C layer frees its own parameter storage at once
 
     def reset_parameters(self, seed):
         with torch.no_grad():
@@ -129,6 +139,34 @@ class MoELayer(nn.Module):
         names, params = zip(*self.named_parameters())
         y = _MoEFunction.apply(self, names, x.reshape(-1, x.shape[-1]), *params)
         return y.reshape(x.shape)
+
+    def _bind_params(self):
+        """Points the C layer at every parameter's storage, binding again the ones whose storage
+        torch replaced since they were bound."""
+        for name, param in self.named_parameters():
+            if not param.is_contiguous():
+                param.data = param.data.contiguous()  # the C layer reads a dense row-major array
+            bound = self._layer.bound("param", name)
+            if bound is None or bound.data_ptr() != param.data_ptr():
+                self._layer.bind_param(name, param)
+
+    def _bind_grads(self, names, needs):
+        """Before a backward: the gradient of each parameter that needs one goes into its .grad
+        (created as zeros when None, as autograd does); the others' into the C layer's own
+        storage, so that a frozen parameter's .grad is left alone."""
+        params = dict(self.named_parameters())
+        for name, needed in zip(names, needs):
+            param, bound = params[name], self._layer.bound("grad", name)
+            if not needed:
+                if bound is not None:
+                    self._layer.unbind_grad(name)
+                continue
+            if param.grad is None:
+                param.grad = torch.zeros_like(param)
+            elif not param.grad.is_contiguous():
+                param.grad = param.grad.contiguous()
+            if bound is None or bound.data_ptr() != param.grad.data_ptr():
+                self._layer.bind_grad(name, param.grad)
 
     def load_hf_state_dict(self, state_dict, prefix=""):
         """Copies this rank's tensors from a dict of Hugging Face-named tensors.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <span>
 
 namespace switchyard::testing {
 
@@ -48,9 +49,9 @@ std::vector<int> route_token(const MoeConfig& c, const std::vector<double>& sel)
 }
 
 struct Ffn {
-  const std::vector<double>& wg;  // [I, H]
-  const std::vector<double>& wu;  // [I, H]
-  const std::vector<double>& wd;  // [H, I]
+  std::span<const double> wg;  // [I, H]
+  std::span<const double> wu;  // [I, H]
+  std::span<const double> wd;  // [H, I]
   int64_t H, I;
 };
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <numeric>
 #include <random>
+#include <span>
 #include <vector>
 
 #include "tests/runtime/reference_moe.h"
@@ -52,7 +53,7 @@ double objective(const Problem& p) {
 }
 
 // Checks a few entries of one tensor: analytic gradient against a central difference.
-void check_entries(Problem& p, std::vector<double>& tensor, const std::vector<double>& analytic,
+void check_entries(Problem& p, std::span<double> tensor, std::span<const double> analytic,
                    const char* name) {
   const double h = 1e-6;
   for (size_t i = 0; i < tensor.size(); i += 1 + tensor.size() / 7) {

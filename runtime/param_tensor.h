@@ -1,0 +1,106 @@
+// One parameter (or gradient) tensor of a layer: storage the layer owns, or a view onto memory a
+// caller bound to it (the C API's sy_layer_bind_param / sy_layer_bind_grad), so that a trainer's
+// own tensors are read and accumulated into in place instead of being copied every step.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "runtime/error.h"
+
+namespace switchyard {
+
+template <typename T>
+class ParamTensor {
+ public:
+  using value_type = T;
+  using iterator = T*;
+  using const_iterator = const T*;
+
+  ParamTensor() = default;
+  explicit ParamTensor(size_t count) : owned_(count) { point_at_owned(); }  // zero-filled
+
+  // A copy owns its values, also of a bound tensor: a copy (an optimizer moment, an expected
+  // value in a test) must never write into the caller's memory.
+  ParamTensor(const ParamTensor& other) : owned_(other.begin(), other.end()) { point_at_owned(); }
+  ParamTensor& operator=(const ParamTensor& other) {
+    if (this != &other) {
+      owned_.assign(other.begin(), other.end());
+      point_at_owned();
+    }
+    return *this;
+  }
+  // A move carries a binding along: expert migration moves the experts a rank keeps, and their
+  // bindings with them.
+  ParamTensor(ParamTensor&& other) noexcept { take(other); }
+  ParamTensor& operator=(ParamTensor&& other) noexcept {
+    if (this != &other) take(other);
+    return *this;
+  }
+
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  T* begin() { return data_; }
+  T* end() { return data_ + size_; }
+  const T* begin() const { return data_; }
+  const T* end() const { return data_ + size_; }
+  T& operator[](size_t i) { return data_[i]; }
+  const T& operator[](size_t i) const { return data_[i]; }
+
+  // Replaces the tensor by count owned copies of value (a binding is released).
+  void assign(size_t count, const T& value) {
+    owned_.assign(count, value);
+    point_at_owned();
+  }
+
+  bool bound() const { return bound_; }
+  // Reads and writes external[0, count) from now on, with no copy: the values are whatever the
+  // caller's memory holds. The owned storage is freed. The caller keeps external allocated and
+  // unmoved until unbind(), another bind() or the tensor's destruction.
+  void bind(T* external, size_t count) {
+    require(external != nullptr, "ParamTensor::bind: the memory is NULL; use unbind()");
+    require(count == size_, fmt::format("ParamTensor::bind: the memory holds {} elements but the "
+                                        "tensor has {}",
+                                        count, size_));
+    std::vector<T>().swap(owned_);
+    data_ = external;
+    bound_ = true;
+  }
+  // Back to owned storage holding a copy of the current values; nothing when not bound.
+  void unbind() {
+    if (!bound_) return;
+    owned_.assign(data_, data_ + size_);
+    point_at_owned();
+  }
+
+  friend bool operator==(const ParamTensor& a, const ParamTensor& b) {
+    return std::equal(a.begin(), a.end(), b.begin(), b.end());
+  }
+
+ private:
+  void point_at_owned() {
+    data_ = owned_.data();
+    size_ = owned_.size();
+    bound_ = false;
+  }
+  void take(ParamTensor& other) {
+    owned_ = std::move(other.owned_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    bound_ = std::exchange(other.bound_, false);
+    other.owned_.clear();
+  }
+
+  std::vector<T> owned_;  // empty while bound
+  T* data_ = nullptr;     // owned_.data() or the bound memory
+  size_t size_ = 0;
+  bool bound_ = false;
+};
+
+}  // namespace switchyard
