@@ -8,8 +8,9 @@
  * - Parameter structs carry their own size as the first field; initialise them with the
  *   SY_*_INIT macros so that fields added later keep old callers working.
  * - Version 0.3 added caller-owned parameter and gradient memory (sy_layer_bind_param,
- *   sy_layer_bind_grad, sy_layer_param_data, sy_layer_grad_data); a caller that needs them
- *   checks sy_version() >= 300.
+ *   sy_layer_bind_grad, sy_layer_param_data, sy_layer_grad_data)
+ *   and the kernel backend fields of sy_layer_config_t; a caller that needs them checks
+ *   sy_version() >= 300.
  * - No C++ exception crosses this boundary.
  * - Thread safety: calls on one context and its layers must not run concurrently (they
  *   communicate, and every rank must issue the same collective calls in the same order).
@@ -119,6 +120,14 @@ typedef enum { SY_OVERLAP_OFF = 0, SY_OVERLAP_ON = 1, SY_OVERLAP_AUTO = 2 } sy_o
  * NATIVE sends fp32 as is; BF16 rounds every dispatched and combined row, forward and backward, to
  * bfloat16 (half the bytes; combine adds in fp32). */
 typedef enum { SY_WIRE_NATIVE = 0, SY_WIRE_BF16 = 1 } sy_wire_precision_t;
+/* Kernel backend (docs/kernels.md), since 0.3. DEFAULT: SWITCHYARD_BACKEND, else OPENBLAS. */
+typedef enum { SY_BACKEND_DEFAULT = 0, SY_BACKEND_OPENBLAS = 1, SY_BACKEND_ONEDNN = 2 } sy_backend_t;
+/* Precision of the expert GEMMs' inputs, since 0.3: NATIVE is fp32; BF16 rounds them to bfloat16
+ * and accumulates in fp32 (ONEDNN only; the router stays fp32; within 1e-2 of fp32, tested).
+ * BF16 converts each parameter once and keeps the copy until a call changes parameters; bound
+ * parameters (sy_layer_bind_param) can change with no call, so they are converted again at every
+ * forward (once per training step). */
+typedef enum { SY_COMPUTE_NATIVE = 0, SY_COMPUTE_BF16 = 1 } sy_compute_precision_t;
 
 typedef struct {
   size_t size; /* sizeof(sy_layer_config_t), set by SY_LAYER_CONFIG_INIT */
@@ -141,11 +150,14 @@ typedef struct {
   sy_overlap_mode_t overlap;
   int overlap_chunks; /* token chunks of a pipelined step; 0: chosen from measurements */
   sy_wire_precision_t wire;
+  sy_backend_t backend;           /* since 0.3 */
+  sy_compute_precision_t compute; /* since 0.3 */
 } sy_layer_config_t;
 
 #define SY_LAYER_CONFIG_INIT                                                                    \
   {sizeof(sy_layer_config_t), 0, 0, 0, 1, 0, SY_SCORE_SOFTMAX, 0, 1.0, 1, 1,                   \
-   SY_GROUP_SCORE_TOP2_SUM, 0, 0.001, 0.0, 0.0, 0.0, SY_OVERLAP_OFF, 0, SY_WIRE_NATIVE}
+   SY_GROUP_SCORE_TOP2_SUM, 0, 0.001, 0.0, 0.0, 0.0, SY_OVERLAP_OFF, 0, SY_WIRE_NATIVE,   \
+   SY_BACKEND_DEFAULT, SY_COMPUTE_NATIVE}
 
 typedef struct {
   double expert_balance; /* unweighted, over the global batch */

@@ -30,6 +30,8 @@ SCORE_FUNCS = {"softmax": 0, "sigmoid": 1}
 GROUP_SCORES = {"top2_sum": 0, "max": 1}
 OVERLAP_MODES = {"off": 0, "on": 1, "auto": 2}
 WIRE_PRECISIONS = {"native": 0, "bf16": 1}
+BACKENDS = {"default": 0, "openblas": 1, "onednn": 2}
+COMPUTE_PRECISIONS = {"native": 0, "bf16": 1}
 
 
 class SwitchyardError(RuntimeError):
@@ -95,6 +97,8 @@ class SyLayerConfig(ctypes.Structure):
         ("overlap", ctypes.c_int),
         ("overlap_chunks", ctypes.c_int),
         ("wire", ctypes.c_int),
+        ("backend", ctypes.c_int),
+        ("compute", ctypes.c_int),
     ]
 
     def __init__(self, **fields):

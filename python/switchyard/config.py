@@ -36,12 +36,18 @@ class MoEConfig:
     overlap_chunks: int = 0
     # Precision of the token rows on the wire: "native" (fp32) or "bf16" (half the bytes, rounded).
     wire: str = "native"
+    # Kernel backend: "default" (SWITCHYARD_BACKEND, else openblas), "openblas" or "onednn"; and the
+    # expert GEMMs' input precision: "native" (fp32) or "bf16" (onednn; fp32 accumulation, within
+    # 1e-2 of fp32). See docs/kernels.md.
+    backend: str = "default"
+    compute: str = "native"
 
     def to_c(self):
         """The sy_layer_config_t for this configuration."""
         fields = dict(vars(self))
         for field, table in (("scoring", _capi.SCORE_FUNCS), ("group_score", _capi.GROUP_SCORES),
-                             ("overlap", _capi.OVERLAP_MODES), ("wire", _capi.WIRE_PRECISIONS)):
+                             ("overlap", _capi.OVERLAP_MODES), ("wire", _capi.WIRE_PRECISIONS),
+                             ("backend", _capi.BACKENDS), ("compute", _capi.COMPUTE_PRECISIONS)):
             if fields[field] not in table:
                 raise ValueError(f"MoEConfig.{field} = {fields[field]!r}; expected one of "
                                  f"{sorted(table)}")

@@ -127,3 +127,29 @@ def test_parameters_must_stay_float32(layer):
     layer.gate.weight.data = layer.gate.weight.data.double()
     with pytest.raises(TypeError, match="gate.weight must be a contiguous float32 CPU tensor"):
         layer(batch(9))
+
+
+def test_bf16_compute_follows_an_optimizer_step(context):
+    """With bf16 compute the C layer converts each parameter once per update: after an optimizer
+    step (an in-place write torch counts) the next forward must use the new values, as an fp32
+    layer with the same weights does (within bf16's 1e-2)."""
+    bf16 = switchyard.MoELayer(switchyard.MoEConfig(**CONFIG, backend="onednn", compute="bf16"),
+                               context, seed=5)
+    fp32 = switchyard.MoELayer(switchyard.MoEConfig(**CONFIG), context, seed=5)
+    x = batch(11)
+    bf16(x).sum().backward()
+    torch.optim.SGD(bf16.parameters(), lr=0.5).step()
+    fp32.load_state_dict(bf16.state_dict())
+    want = fp32(x)
+    got = bf16(x)
+    error = ((got - want).norm() / want.norm()).item()
+    assert 0 < error <= 1e-2, f"bf16 output off the fp32 one by {error:.2e} after the step"
+
+
+def test_backend_and_compute_refused_when_unknown(context):
+    for field, value in (("backend", "cublas"), ("compute", "fp8")):
+        with pytest.raises(ValueError, match=field):
+            switchyard.MoELayer(switchyard.MoEConfig(**CONFIG, **{field: value}), context)
+    with pytest.raises(Exception, match="bf16"):
+        switchyard.MoELayer(switchyard.MoEConfig(**CONFIG, backend="openblas", compute="bf16"),
+                            context)

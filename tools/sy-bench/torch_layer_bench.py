@@ -58,6 +58,12 @@ def parse_args():
                         help="torch and OpenBLAS threads per rank (default %(default)s)")
     parser.add_argument("--overlap", choices=("off", "on", "auto"), default="off",
                         help="switchyard's MoEConfig.overlap (default: the package's, off)")
+    parser.add_argument("--backend", choices=("default", "openblas", "onednn"), default="default",
+                        help="switchyard's kernel backend (default: SWITCHYARD_BACKEND, else "
+                        "openblas)")
+    parser.add_argument("--compute", choices=("native", "bf16"), default="native",
+                        help="switchyard's expert GEMM input precision; bf16 needs onednn (the "
+                        "baseline stays fp32)")
     parser.add_argument("--zero-grad", choices=("inplace", "none"), default="inplace",
                         help="clear gradients between steps in place (torch 1.x's zero_grad, "
                         "Megatron-Core's gradient buffers; default) or to None (torch 2.x's "

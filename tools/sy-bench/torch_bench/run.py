@@ -19,7 +19,9 @@ from .grad_allreduce import GradAllReduce
 from .machine import Blas, gemm_gflops
 from .megatron_moe import MegatronStyleMoE
 
-TOLERANCE = 1e-4  # max |switchyard - baseline| / max |baseline|, per tensor, fp32
+# max |switchyard - baseline| / max |baseline|, per tensor: fp32, and switchyard's bf16 compute
+# against the fp32 baseline (bf16 inputs: about 3 significant digits per product).
+TOLERANCE = {"native": 1e-4, "bf16": 2e-2}
 SWITCHYARD, BASELINE = "switchyard", "baseline (Megatron-style)"
 COMM = MPI.COMM_WORLD
 
@@ -75,9 +77,9 @@ def worst_over_ranks(values):
     return worst
 
 
-def check_agreement(sy, base, x, grad_y, reduce):
+def check_agreement(sy, base, x, grad_y, reduce, tolerance):
     """One step of each; prints the worst relative differences of y, grad_x and the parameter
-    gradients over ranks, and exits every rank with status 1 when one exceeds TOLERANCE."""
+    gradients over ranks, and exits every rank with status 1 when one exceeds tolerance."""
     def rel(got, want):
         scale = want.abs().max().item()
         diff = (got - want).abs().max().item()
@@ -95,13 +97,13 @@ def check_agreement(sy, base, x, grad_y, reduce):
         errors[kind] = max(errors[kind], rel(param.grad, base_params[name].grad))
     worst = dict(zip(errors, worst_over_ranks(list(errors.values()))))
     figures = "  ".join(f"{name} {value:.1e}" for name, value in worst.items())
-    bad = [name for name, value in worst.items() if not value <= TOLERANCE]
+    bad = [name for name, value in worst.items() if not value <= tolerance]
     if bad:
         say(f"correctness: FAILED: switchyard and the baseline disagree on {', '.join(bad)} "
-            f"beyond {TOLERANCE:.0e} (max |diff| / max |baseline|, worst rank: {figures})")
+            f"beyond {tolerance:.0e} (max |diff| / max |baseline|, worst rank: {figures})")
         sys.exit(1)
     say(f"correctness (max |switchyard - baseline| / max |baseline|, worst rank): {figures}  "
-        f"<= {TOLERANCE:.0e}: ok")
+        f"<= {tolerance:.0e}: ok")
 
 
 def time_layers(layers, x, grad_y, warmup, iters, set_to_none):
@@ -154,7 +156,8 @@ def run(args):
     init_gloo()
 
     context = switchyard.Context(COMM)
-    cfg = switchyard.MoEConfig(**preset, overlap=args.overlap)
+    cfg = switchyard.MoEConfig(**preset, overlap=args.overlap, backend=args.backend,
+                               compute=args.compute)
     sy = switchyard.MoELayer(cfg, context, seed=args.seed)
     base = MegatronStyleMoE(**preset)
     if sy.expert_ids != base.expert_ids:
@@ -171,11 +174,12 @@ def run(args):
         f"{cfg.num_shared} shared experts, top-{cfg.top_k}, I {cfg.intermediate}), fp32, "
         f"{args.tokens} tokens/rank x {COMM.size} ranks = {tokens} tokens/step, experts in "
         f"contiguous blocks of {cfg.num_experts // COMM.size} per rank",
-        f"switchyard {switchyard.version()} from {switchyard.lib._name}, overlap {args.overlap}",
+        f"switchyard {switchyard.version()} from {switchyard.lib._name}, overlap {args.overlap}, "
+        f"backend {args.backend}, compute {args.compute}",
         f"baseline: torch {torch.__version__}, gloo all_to_all_single, DDP-style bucketed "
         "gradient all-reduce", blas.describe())
 
-    check_agreement(sy, base, x, grad_y, reduce)
+    check_agreement(sy, base, x, grad_y, reduce, TOLERANCE[args.compute])
     gemm_rate = gemm_gflops(blas) if COMM.rank == 0 else None
     idle_until_all_arrive()
     gemm_rate = COMM.bcast(gemm_rate)
