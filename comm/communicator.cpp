@@ -238,6 +238,11 @@ void Communicator::barrier() {
 
 void Communicator::wait(MPI_Request& request, const char* what) {
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  // Yield between polls, never sleep, whatever this thread's pauses: a nonblocking collective
+  // advances only inside MPI_Test, one round at a time, so a pause per poll stretches it. Measured
+  // on 4 ranks of 2 cores, a 69 MB all-reduce (the shared experts' gradients of DeepSeekMoE-16B):
+  // 166 ms blocking, 236 ms polled with yields, 2086 ms polled with 0.5 ms sleeps.
+  ScopedPollPause yield_between_polls(std::chrono::microseconds(0), std::chrono::microseconds(0));
   poll_pause_restart();
   while (true) {
     int done = 0;
