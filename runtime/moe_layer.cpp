@@ -1,3 +1,6 @@
+// The layer's data flow, forward and backward: route, dispatch, experts, combine, with the shared
+// experts and the gradient all-reduce beside them. The parts it calls live in files of their own:
+// moe_layer_router.cpp, moe_layer_experts.cpp, moe_layer_replicas.cpp, moe_layer_migration.cpp.
 #include "runtime/moe_layer.h"
 
 #include <algorithm>
@@ -13,42 +16,11 @@
 #include "kernels/swiglu.h"
 #include "runtime/buffer_reuse.h"
 #include "runtime/error.h"
+#include "runtime/swiglu_packing.h"
 #include "runtime/token_routes.h"
 #include "runtime/wire_rows.h"
 
 namespace switchyard {
-
-namespace {
-
-// Appends p's three tensors to out (the wire format of replica gradients and migrations).
-template <typename T>
-void append_swiglu(std::vector<T>& out, const SwigluParams<T>& p) {
-  out.insert(out.end(), p.gate_proj.begin(), p.gate_proj.end());
-  out.insert(out.end(), p.up_proj.begin(), p.up_proj.end());
-  out.insert(out.end(), p.down_proj.begin(), p.down_proj.end());
-}
-
-// Copies the next three tensors' worth of `packed` (from `offset`) into p.
-template <typename T>
-void unpack_swiglu(const std::vector<T>& packed, size_t& offset, SwigluParams<T>& p) {
-  for (auto* t : {&p.gate_proj, &p.up_proj, &p.down_proj}) {
-    std::copy_n(packed.begin() + offset, t->size(), t->begin());
-    offset += t->size();
-  }
-}
-
-// Adds the three tensors packed at the start of `packed` (append_swiglu's layout) into p.
-template <typename T>
-void add_packed_swiglu(kernels::Backend<T>& backend, const std::vector<T>& packed,
-                       SwigluParams<T>& p) {
-  size_t offset = 0;
-  for (auto* t : {&p.gate_proj, &p.up_proj, &p.down_proj}) {
-    backend.add(t->data(), packed.data() + offset, static_cast<int64_t>(t->size()));
-    offset += t->size();
-  }
-}
-
-}  // namespace
 
 template <typename T>
 MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
@@ -125,9 +97,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   const double waited_before = times_.dispatch + times_.combine;
   const double busy_before = times_.comm_busy;
   const int64_t H = config_.hidden;
-  const int E = config_.num_experts;
   const int K = config_.top_k;
-  const kernels::RouterOptions router = config_.router_options();
   const CallSchedule schedule = overlap_.next_forward();
 
   MoeForward<T> result;
@@ -137,27 +107,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   s.x.assign(x, x + tokens * H);
 
   std::vector<T> weights(tokens * K);
-  {
-    ScopedPhase phase(times_.gate);
-    TraceSpan trace(tracer_, TracePhase::gate);
-    s.logits.resize(tokens * E);
-    backend_->gemm(false, true, tokens, E, H, T(1), x, H, params_.gate_weight.data(), H, T(0),
-                   s.logits.data(), E, kernels::ParamOperand::b, kernels::GemmPrecision::native);
-    s.scores.resize(tokens * E);
-    backend_->compute_scores(s.logits.data(), tokens, E, config_.scoring, s.scores.data());
-    s.idx.resize(tokens * K);
-    backend_->select_experts(s.scores.data(), config_.selection_bias ? bias_.data() : nullptr,
-                             tokens, E, router, s.idx.data());
-    backend_->routing_weights(s.scores.data(), s.idx.data(), tokens, E, router, weights.data());
-
-    kernels::RouterStats stats(E);
-    backend_->accumulate_router_stats(s.logits.data(), s.scores.data(), s.idx.data(), tokens, E, K,
-                                      stats);
-    comm_.allreduce_sum(stats.flat().data(), stats.flat().size());
-    result.aux = kernels::aux_losses(stats, K, device_of_expert_, comm_.size());
-    last_load_.assign(stats.counts(), stats.counts() + E);
-    s.global_stats = std::move(stats);
-  }
+  result.aux = route(x, s, weights.data());
 
   // Chunks may be empty, and are on some ranks whenever C exceeds their token count.
   const int C = schedule.chunks;
@@ -269,129 +219,11 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
 }
 
 template <typename T>
-void MoeLayer<T>::experts_forward(MoeChunk<T>& chunk, const std::vector<std::byte>& recv_side,
-                                  const std::vector<T>& recv_x, std::vector<T>& recv_y) {
-  const int64_t H = config_.hidden;
-  const int64_t I = config_.intermediate;
-  const int64_t rows = chunk.layout.num_recv_rows();
-  const auto pairs = decode_expert_pairs<T>(recv_side.data(), rows, config_.top_k);
-  const int64_t num_pairs = static_cast<int64_t>(pairs.size());
-  const int num_local = static_cast<int>(params_.experts.size());
-  last_local_pairs_ += num_pairs;
-
-  std::vector<int32_t> local_expert(num_pairs);
-  for (int64_t p = 0; p < num_pairs; ++p) {
-    local_expert[p] = params_.local_index(pairs[p].expert);
-    if (local_expert[p] < 0) {
-      throw Error(ErrorCode::internal,
-                  fmt::format("rank {} received a token for expert {}, which it does not hold: the "
-                              "ranks disagree on the expert placement",
-                              comm_.rank(), pairs[p].expert));
-    }
-  }
-  std::vector<int64_t> order(num_pairs);
-  chunk.expert_offsets.assign(num_local + 1, 0);
-  if (num_local > 0) {
-    kernels::group_by_key(local_expert.data(), num_pairs, num_local, order.data(),
-                          chunk.expert_offsets.data());
-  }
-  chunk.pair_rows.resize(num_pairs);
-  chunk.pair_slots.resize(num_pairs);
-  chunk.pair_weights.resize(num_pairs);
-  for (int64_t j = 0; j < num_pairs; ++j) {
-    const auto& p = pairs[order[j]];
-    chunk.pair_rows[j] = p.row;
-    chunk.pair_slots[j] = p.slot;
-    chunk.pair_weights[j] = p.weight;
-  }
-
-  chunk.expert_x.resize(num_pairs * H);
-  backend_->permute_rows(recv_x.data(), H, chunk.pair_rows.data(), num_pairs,
-                         chunk.expert_x.data());
-  chunk.expert_gate_pre.resize(num_pairs * I);
-  chunk.expert_up_pre.resize(num_pairs * I);
-  chunk.expert_out.resize(num_pairs * H);
-  for (int e = 0; e < num_local; ++e) {
-    const int64_t begin = chunk.expert_offsets[e];
-    const int64_t n = chunk.expert_offsets[e + 1] - begin;
-    if (n == 0) continue;
-    backend_->swiglu_forward(params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
-                             chunk.expert_gate_pre.data() + begin * I,
-                             chunk.expert_up_pre.data() + begin * I,
-                             chunk.expert_out.data() + begin * H);
-  }
-  recv_y.assign(rows * H, T(0));
-  backend_->unpermute_rows(chunk.expert_out.data(), H, chunk.pair_rows.data(),
-                           chunk.pair_weights.data(), num_pairs, recv_y.data());
-}
-
-template <typename T>
-void MoeLayer<T>::experts_backward_data(const MoeChunk<T>& chunk, const std::vector<T>& grad_recv,
-                                        std::vector<T>& grad_out, std::vector<T>& grad_gate_pre,
-                                        std::vector<T>& grad_up_pre, std::vector<T>& back_rows) {
-  const int64_t H = config_.hidden;
-  const int64_t I = config_.intermediate;
-  const int K = config_.top_k;
-  const int64_t rows = chunk.layout.num_recv_rows();
-  // The output gradient of pair j is weight_j * grad_recv[row_j]; the weight's own gradient is
-  // dot(expert_out_j, grad_recv[row_j]).
-  const int64_t num_pairs = static_cast<int64_t>(chunk.pair_rows.size());
-  grad_out.resize(num_pairs * H);
-  backend_->permute_rows(grad_recv.data(), H, chunk.pair_rows.data(), num_pairs, grad_out.data());
-  std::vector<T> grad_pair_weight(num_pairs);
-  backend_->gathered_row_dots(chunk.expert_out.data(), grad_recv.data(), H, chunk.pair_rows.data(),
-                              num_pairs, grad_pair_weight.data());
-  backend_->scale_rows(grad_out.data(), num_pairs, H, chunk.pair_weights.data());
-  std::vector<T> grad_expert_x(num_pairs * H);
-  grad_gate_pre.resize(num_pairs * I);
-  grad_up_pre.resize(num_pairs * I);
-  for (size_t e = 0; e + 1 < chunk.expert_offsets.size(); ++e) {
-    const int64_t begin = chunk.expert_offsets[e];
-    const int64_t n = chunk.expert_offsets[e + 1] - begin;
-    if (n == 0) continue;
-    backend_->swiglu_backward_data(
-        params_.experts[e].weights(), n, chunk.expert_gate_pre.data() + begin * I,
-        chunk.expert_up_pre.data() + begin * I, grad_out.data() + begin * H,
-        grad_expert_x.data() + begin * H, grad_gate_pre.data() + begin * I,
-        grad_up_pre.data() + begin * I);
-  }
-  // Each row goes back as [grad_x (H) | grad_weight per slot (K)]; a slot is served by one rank,
-  // so summing rows over ranks assembles every slot's gradient.
-  const int64_t width = H + K;
-  back_rows.resize(rows * width);
-  backend_->pack_backward_rows(grad_expert_x.data(), num_pairs, H, chunk.pair_rows.data(),
-                               chunk.pair_slots.data(), grad_pair_weight.data(), K, rows,
-                               back_rows.data());
-}
-
-template <typename T>
-void MoeLayer<T>::experts_backward_weights(const MoeChunk<T>& chunk, const std::vector<T>& grad_out,
-                                           const std::vector<T>& grad_gate_pre,
-                                           const std::vector<T>& grad_up_pre,
-                                           std::vector<SwigluParams<T>>& replica_grads) {
-  const int64_t H = config_.hidden;
-  const int64_t I = config_.intermediate;
-  for (size_t e = 0; e + 1 < chunk.expert_offsets.size(); ++e) {
-    const int64_t begin = chunk.expert_offsets[e];
-    const int64_t n = chunk.expert_offsets[e + 1] - begin;
-    if (n == 0) continue;
-    auto target =
-        replicated(static_cast<int>(e)) ? replica_grads[e].grads() : grads_.experts[e].grads();
-    backend_->swiglu_backward_weights(
-        params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
-        chunk.expert_gate_pre.data() + begin * I, chunk.expert_up_pre.data() + begin * I,
-        grad_out.data() + begin * H, grad_gate_pre.data() + begin * I,
-        grad_up_pre.data() + begin * I, target);
-  }
-}
-
-template <typename T>
 void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   ScopedPhase total(times_.backward);
   const auto call_start = std::chrono::steady_clock::now();
   const double busy_before = times_.comm_busy;
   const int64_t H = config_.hidden;
-  const int E = config_.num_experts;
   const int K = config_.top_k;
   const int64_t tokens = s.tokens;
   const int C = static_cast<int>(s.chunks.size());
@@ -501,30 +333,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
   std::vector<T> grad_weights(tokens * K);
   backend_->unpack_backward_rows(back_tokens.data(), tokens, H, K, grad_x, grad_weights.data());
 
-  // Router backward: weights -> scores (+ balance losses) -> logits (+ z-loss) -> x and gate.
-  const kernels::RouterOptions router = config_.router_options();
-  std::vector<T> grad_scores(tokens * E, T(0));
-  backend_->routing_weights_backward(s.scores.data(), s.idx.data(), grad_weights.data(), tokens, E,
-                                     router, grad_scores.data());
-  if (config_.aux_expert_alpha > 0 || config_.aux_device_alpha > 0) {
-    const auto coef =
-        kernels::balance_score_grad(s.global_stats, K, device_of_expert_, comm_.size(),
-                                    config_.aux_expert_alpha, config_.aux_device_alpha);
-    backend_->add_balance_grad(coef.data(), tokens, E, grad_scores.data());
-  }
-  std::vector<T> grad_logits(tokens * E);
-  backend_->scores_backward(s.scores.data(), grad_scores.data(), tokens, E, config_.scoring,
-                            grad_logits.data());
-  if (config_.z_loss_alpha > 0) {
-    backend_->z_loss_backward(s.logits.data(), tokens, E, config_.z_loss_alpha,
-                              s.global_stats.tokens(), grad_logits.data());
-  }
-  backend_->gemm(false, false, tokens, H, E, T(1), grad_logits.data(), E,
-                 params_.gate_weight.data(), H, T(1), grad_x, H, kernels::ParamOperand::b,
-                 kernels::GemmPrecision::native);
-  backend_->gemm(true, false, E, H, tokens, T(1), grad_logits.data(), E, s.x.data(), H, T(0),
-                 replicated_grad.gate_weight.data(), H, kernels::ParamOperand::none,
-                 kernels::GemmPrecision::native);
+  router_backward(s, grad_weights.data(), grad_x, replicated_grad.gate_weight.data());
   gate_trace.reset();
 
   const double compute_end =
@@ -565,181 +374,6 @@ void MoeLayer<T>::count_traffic(const comm::PhaseStats& phase) {
     metrics_->inter_node_bytes.fetch_add(phase.bytes_to_other_nodes, std::memory_order_relaxed);
     metrics_->intra_node_bytes.fetch_add(phase.bytes_sent - phase.bytes_to_other_nodes,
                                          std::memory_order_relaxed);
-  }
-}
-
-template <typename T>
-bool MoeLayer<T>::replicated(int local_expert) const {
-  return placement_.replicas(params_.expert_ids[local_expert]).size() > 1;
-}
-
-namespace {
-
-// Runtime point-to-point tags, apart from the all-to-all algorithms' own.
-constexpr int kReplicaGradTag = 64;
-constexpr int kMigrationTag = 65;
-
-}  // namespace
-
-template <typename T>
-void MoeLayer<T>::sum_replica_grads(std::vector<SwigluParams<T>>& grads) {
-  comm::Transport& transport = comm_.transport();
-  const int me = comm_.rank();
-  std::vector<std::vector<T>> mine(grads.size());
-  std::vector<std::vector<std::vector<T>>> theirs(grads.size());
-  std::vector<comm::Request> requests;
-  try {
-    for (size_t e = 0; e < grads.size(); ++e) {
-      if (!replicated(static_cast<int>(e))) continue;
-      const auto& holders = placement_.replicas(params_.expert_ids[e]);
-      append_swiglu(mine[e], grads[e]);
-      theirs[e].resize(holders.size());
-      for (size_t i = 0; i < holders.size(); ++i) {
-        if (holders[i] == me) continue;
-        theirs[e][i].resize(mine[e].size());
-        requests.push_back(transport.irecv(holders[i], theirs[e][i].data(),
-                                           mine[e].size() * sizeof(T), kReplicaGradTag));
-        requests.push_back(transport.isend(holders[i], mine[e].data(), mine[e].size() * sizeof(T),
-                                           kReplicaGradTag));
-      }
-    }
-  } catch (...) {
-    for (auto& r : requests) transport.cancel(r);
-    throw;
-  }
-  comm::wait_all(transport, requests, comm_.timeout(), "replica gradient exchange");
-  for (size_t e = 0; e < grads.size(); ++e) {
-    if (!replicated(static_cast<int>(e))) continue;
-    const auto& holders = placement_.replicas(params_.expert_ids[e]);
-    std::vector<T> sum(mine[e].size(), T(0));
-    for (size_t i = 0; i < holders.size(); ++i) {
-      backend_->add(sum.data(), holders[i] == me ? mine[e].data() : theirs[e][i].data(),
-                    static_cast<int64_t>(sum.size()));
-    }
-    size_t offset = 0;
-    unpack_swiglu(sum, offset, grads[e]);
-  }
-}
-
-template <typename T>
-std::vector<double> MoeLayer<T>::measure_device_load() {
-  std::vector<double> load(comm_.size(), 0.0);
-  load[comm_.rank()] = static_cast<double>(last_local_pairs_);
-  comm_.allreduce_sum(load.data(), load.size());
-  if (metrics_ != nullptr) {
-    double total = 0;
-    for (double l : load) total += l;
-    const double max = *std::max_element(load.begin(), load.end());
-    metrics_->device_imbalance.store(total > 0 ? max * load.size() / total : 0.0,
-                                     std::memory_order_relaxed);
-  }
-  return load;
-}
-
-template <typename T>
-void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
-                                  const std::vector<MoeParams<T>*>& companions) {
-  require(next.num_experts() == config_.num_experts && next.num_devices() == comm_.size(),
-          fmt::format("apply_placement: the placement is for {} experts on {} devices, the layer "
-                      "has {} experts on {} ranks",
-                      next.num_experts(), next.num_devices(), config_.num_experts, comm_.size()));
-  for (const MoeParams<T>* c : companions) {
-    require(c != nullptr && c->expert_ids == params_.expert_ids,
-            "apply_placement: a companion state does not hold the same experts as the layer");
-  }
-  const int me = comm_.rank();
-  const std::vector<int> next_ids = next.experts_of(me);
-
-  // Every rank derives the same transfers from the two placements: a new holder receives an
-  // expert from its lowest current holder.
-  comm::Transport& transport = comm_.transport();
-  TraceSpan trace(tracer_, TracePhase::migration);
-  std::vector<std::vector<T>> outgoing, incoming(next_ids.size());
-  std::vector<comm::Request> requests;
-  int64_t migrated_bytes = 0;  // sent by this rank
-  const size_t expert_elems = 3 * static_cast<size_t>(config_.hidden * config_.intermediate);
-  try {
-    for (int e = 0; e < config_.num_experts; ++e) {
-      const int source = placement_.owner(e);
-      for (int d : next.replicas(e)) {
-        if (placement_.holds(d, e)) continue;
-        if (me == source) {
-          const int local = params_.local_index(e);
-          std::vector<T> message;
-          append_swiglu(message, params_.experts[local]);
-          for (const MoeParams<T>* c : companions) append_swiglu(message, c->experts[local]);
-          outgoing.push_back(std::move(message));
-          trace.sent(d, static_cast<int64_t>(outgoing.back().size() * sizeof(T)));
-          migrated_bytes += static_cast<int64_t>(outgoing.back().size() * sizeof(T));
-          requests.push_back(transport.isend(d, outgoing.back().data(),
-                                             outgoing.back().size() * sizeof(T), kMigrationTag));
-        }
-        if (me == d) {
-          const size_t slot =
-              std::lower_bound(next_ids.begin(), next_ids.end(), e) - next_ids.begin();
-          incoming[slot].resize(expert_elems * (1 + companions.size()));
-          trace.received(source, static_cast<int64_t>(incoming[slot].size() * sizeof(T)));
-          requests.push_back(transport.irecv(source, incoming[slot].data(),
-                                             incoming[slot].size() * sizeof(T), kMigrationTag));
-        }
-      }
-    }
-  } catch (...) {
-    for (auto& r : requests) transport.cancel(r);
-    throw;
-  }
-  comm::wait_all(transport, requests, comm_.timeout(), "expert migration");
-
-  // Assemble the new expert sets, then commit: after the transfers nothing here can fail but
-  // allocation, and that happens before any existing tensor is moved.
-  const size_t num_sets = 1 + companions.size();
-  std::vector<std::vector<SwigluParams<T>>> next_sets(num_sets);
-  for (auto& set : next_sets) set.resize(next_ids.size());
-  for (size_t i = 0; i < next_ids.size(); ++i) {
-    if (incoming[i].empty()) continue;
-    size_t offset = 0;
-    for (size_t k = 0; k < num_sets; ++k) {
-      next_sets[k][i] = SwigluParams<T>(config_.hidden, config_.intermediate);
-      unpack_swiglu(incoming[i], offset, next_sets[k][i]);
-    }
-  }
-  MoeParams<T> next_grads(config_, next_ids);
-  for (size_t i = 0; i < next_ids.size(); ++i) {
-    if (!incoming[i].empty()) continue;
-    const int local = params_.local_index(next_ids[i]);
-    next_sets[0][i] = std::move(params_.experts[local]);
-    for (size_t k = 1; k < num_sets; ++k) {
-      next_sets[k][i] = std::move(companions[k - 1]->experts[local]);
-    }
-  }
-  params_.experts = std::move(next_sets[0]);
-  params_.expert_ids = next_ids;
-  for (size_t k = 1; k < num_sets; ++k) {
-    companions[k - 1]->experts = std::move(next_sets[k]);
-    companions[k - 1]->expert_ids = next_ids;
-  }
-  grads_ = std::move(next_grads);
-  placement_ = next;
-  // Expert tensors moved, arrived or left: nothing the backend derived from them holds.
-  backend_->parameters_changed();
-  device_of_expert_ = placement_.owners();
-  if (metrics_ != nullptr) {
-    metrics_->replans.fetch_add(1, std::memory_order_relaxed);
-    metrics_->migrated_bytes.fetch_add(migrated_bytes, std::memory_order_relaxed);
-  }
-}
-
-template <typename T>
-void MoeLayer<T>::update_selection_bias() {
-  if (!config_.selection_bias) return;
-  const int E = config_.num_experts;
-  double total = 0;
-  for (double load : last_load_) total += load;
-  const double mean = total / E;
-  for (int e = 0; e < E; ++e) {
-    const double diff = mean - last_load_[e];
-    const double sign = diff > 0 ? 1.0 : (diff < 0 ? -1.0 : 0.0);
-    bias_[e] += static_cast<T>(config_.bias_update_rate * sign);
   }
 }
 

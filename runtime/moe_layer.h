@@ -148,6 +148,12 @@ class MoeLayer {
   void set_metrics(Metrics* metrics) { metrics_ = metrics; }
 
  private:
+  // The router (moe_layer_router.cpp): fills s's logits, scores, idx and global statistics and
+  // weights [tokens, K] from x; returns the aux losses. Its backward adds the router's part of
+  // grad_x and writes the gate's gradient of this batch (before the all-reduce) to gate_grad.
+  kernels::AuxLosses route(const T* x, MoeSaved<T>& s, T* weights);
+  void router_backward(const MoeSaved<T>& s, const T* grad_weights, T* grad_x, T* gate_grad);
+  // The routed experts on received rows (moe_layer_experts.cpp).
   void experts_forward(MoeChunk<T>& chunk, const std::vector<std::byte>& recv_side,
                        const std::vector<T>& recv_x, std::vector<T>& recv_y);
   // The expert backward of one chunk: from the output gradient rows it received, the rows to
