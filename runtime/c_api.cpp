@@ -45,34 +45,23 @@ thread_local std::string creation_error;
 
 sy_status_t status_of(sy::ErrorCode code) {
   switch (code) {
-    case sy::ErrorCode::invalid_argument:
-      return SY_INVALID_ARGUMENT;
-    case sy::ErrorCode::unsupported:
-      return SY_UNSUPPORTED;
-    case sy::ErrorCode::out_of_memory:
-      return SY_OUT_OF_MEMORY;
-    case sy::ErrorCode::timeout:
-      return SY_TIMEOUT;
-    case sy::ErrorCode::peer_failure:
-      return SY_PEER_FAILURE;
-    case sy::ErrorCode::internal:
-      return SY_INTERNAL;
+    case sy::ErrorCode::invalid_argument: return SY_INVALID_ARGUMENT;
+    case sy::ErrorCode::unsupported: return SY_UNSUPPORTED;
+    case sy::ErrorCode::out_of_memory: return SY_OUT_OF_MEMORY;
+    case sy::ErrorCode::timeout: return SY_TIMEOUT;
+    case sy::ErrorCode::peer_failure: return SY_PEER_FAILURE;
+    case sy::ErrorCode::internal: return SY_INTERNAL;
   }
   return SY_INTERNAL;
 }
 
 sy_status_t status_of(sy::comm::ErrorCode code) {
   switch (code) {
-    case sy::comm::ErrorCode::invalid_argument:
-      return SY_INVALID_ARGUMENT;
-    case sy::comm::ErrorCode::timeout:
-      return SY_TIMEOUT;
-    case sy::comm::ErrorCode::peer_failure:
-      return SY_PEER_FAILURE;
-    case sy::comm::ErrorCode::internal:
-      return SY_INTERNAL;
-    case sy::comm::ErrorCode::aborted:
-      return SY_ABORTED;
+    case sy::comm::ErrorCode::invalid_argument: return SY_INVALID_ARGUMENT;
+    case sy::comm::ErrorCode::timeout: return SY_TIMEOUT;
+    case sy::comm::ErrorCode::peer_failure: return SY_PEER_FAILURE;
+    case sy::comm::ErrorCode::internal: return SY_INTERNAL;
+    case sy::comm::ErrorCode::aborted: return SY_ABORTED;
   }
   return SY_INTERNAL;
 }
@@ -160,12 +149,11 @@ sy::ParamTensor<float>& find_tensor(sy::MoeLayer<float>& layer, sy::MoeParams<fl
     const size_t consumed = static_cast<size_t>(end - rest.data()) + 1;
     return pick(params.experts[local], rest.substr(consumed));
   }
-  throw sy::Error(
-      sy::ErrorCode::invalid_argument,
-      fmt::format("unknown parameter '{}'; names follow Hugging Face's DeepSeek layout, "
-                  "e.g. gate.weight, experts.3.up_proj.weight, "
-                  "shared_experts.down_proj.weight",
-                  name));
+  throw sy::Error(sy::ErrorCode::invalid_argument,
+                  fmt::format("unknown parameter '{}'; names follow Hugging Face's DeepSeek layout, "
+                              "e.g. gate.weight, experts.3.up_proj.weight, "
+                              "shared_experts.down_proj.weight",
+                              name));
 }
 
 // The memory of a parameter (params = the layer's parameters, the selection bias included) or of
@@ -174,9 +162,8 @@ std::span<float> find_memory(sy::MoeLayer<float>& layer, sy::MoeParams<float>& p
                              const char* name, bool gradient) {
   require_arg(name != nullptr, "parameter name is NULL");
   if (name == kBiasName) {
-    require_arg(!gradient,
-                "gate.e_score_correction_bias has no gradient: it is a selection "
-                "bias updated by sy_layer_update_selection_bias");
+    require_arg(!gradient, "gate.e_score_correction_bias has no gradient: it is a selection "
+                           "bias updated by sy_layer_update_selection_bias");
     return layer.selection_bias();
   }
   return find_tensor(layer, params, name);
@@ -243,22 +230,14 @@ extern "C" {
 
 const char* sy_status_string(sy_status_t status) {
   switch (status) {
-    case SY_OK:
-      return "success";
-    case SY_INVALID_ARGUMENT:
-      return "invalid argument";
-    case SY_UNSUPPORTED:
-      return "unsupported";
-    case SY_OUT_OF_MEMORY:
-      return "out of memory";
-    case SY_TIMEOUT:
-      return "timed out waiting for a peer";
-    case SY_PEER_FAILURE:
-      return "peer failure";
-    case SY_INTERNAL:
-      return "internal error";
-    case SY_ABORTED:
-      return "context aborted";
+    case SY_OK: return "success";
+    case SY_INVALID_ARGUMENT: return "invalid argument";
+    case SY_UNSUPPORTED: return "unsupported";
+    case SY_OUT_OF_MEMORY: return "out of memory";
+    case SY_TIMEOUT: return "timed out waiting for a peer";
+    case SY_PEER_FAILURE: return "peer failure";
+    case SY_INTERNAL: return "internal error";
+    case SY_ABORTED: return "context aborted";
   }
   return "unknown status";
 }
@@ -270,19 +249,17 @@ sy_status_t sy_context_create_mpi(int64_t mpi_fortran_comm, const sy_context_par
   return guarded(creation_error, [&] {
     require_arg(context != nullptr, "sy_context_create_mpi: context (the output) is NULL");
     *context = nullptr;
-    require_arg(params != nullptr,
-                "sy_context_create_mpi: params is NULL; pass a "
-                "sy_context_params_t initialised with SY_CONTEXT_PARAMS_INIT");
+    require_arg(params != nullptr, "sy_context_create_mpi: params is NULL; pass a "
+                                   "sy_context_params_t initialised with SY_CONTEXT_PARAMS_INIT");
     require_struct_size(params->size, sizeof(sy_context_params_t), "sy_context_params_t",
                         "SY_CONTEXT_PARAMS_INIT");
     int initialized = 0;
     MPI_Initialized(&initialized);
-    require_arg(initialized != 0,
-                "sy_context_create_mpi: MPI is not initialised; call MPI_Init "
-                "(or import mpi4py) first");
-    require_arg(
-        params->timeout_ms >= 0,
-        fmt::format("sy_context_params_t.timeout_ms must be >= 0, got {}", params->timeout_ms));
+    require_arg(initialized != 0, "sy_context_create_mpi: MPI is not initialised; call MPI_Init "
+                                  "(or import mpi4py) first");
+    require_arg(params->timeout_ms >= 0,
+                fmt::format("sy_context_params_t.timeout_ms must be >= 0, got {}",
+                            params->timeout_ms));
     MPI_Comm comm = MPI_Comm_f2c(static_cast<MPI_Fint>(mpi_fortran_comm));
     require_arg(comm != MPI_COMM_NULL, "sy_context_create_mpi: the communicator is MPI_COMM_NULL");
     sy::comm::CommOptions options;
@@ -298,14 +275,13 @@ sy_status_t sy_context_create_store(const sy_store_params_t* params, sy_context_
   return guarded(creation_error, [&] {
     require_arg(context != nullptr, "sy_context_create_store: context (the output) is NULL");
     *context = nullptr;
-    require_arg(params != nullptr,
-                "sy_context_create_store: params is NULL; pass a "
-                "sy_store_params_t initialised with SY_STORE_PARAMS_INIT");
+    require_arg(params != nullptr, "sy_context_create_store: params is NULL; pass a "
+                                   "sy_store_params_t initialised with SY_STORE_PARAMS_INIT");
     require_struct_size(params->size, sizeof(sy_store_params_t), "sy_store_params_t",
                         "SY_STORE_PARAMS_INIT");
-    require_arg(
-        params->timeout_ms >= 0,
-        fmt::format("sy_store_params_t.timeout_ms must be >= 0, got {}", params->timeout_ms));
+    require_arg(params->timeout_ms >= 0,
+                fmt::format("sy_store_params_t.timeout_ms must be >= 0, got {}",
+                            params->timeout_ms));
     sy::comm::CommOptions options;
     if (params->timeout_ms > 0) options.timeout = std::chrono::milliseconds(params->timeout_ms);
     sy::comm::StoreOptions store;
@@ -373,9 +349,8 @@ sy_status_t sy_layer_create(sy_context_t context, const sy_layer_config_t* confi
   return on_context(context, [&](sy_context& c) {
     require_arg(layer != nullptr, "sy_layer_create: layer (the output) is NULL");
     *layer = nullptr;
-    require_arg(config != nullptr,
-                "sy_layer_create: config is NULL; pass a sy_layer_config_t "
-                "initialised with SY_LAYER_CONFIG_INIT");
+    require_arg(config != nullptr, "sy_layer_create: config is NULL; pass a sy_layer_config_t "
+                                   "initialised with SY_LAYER_CONFIG_INIT");
     require_struct_size(config->size, sizeof(sy_layer_config_t), "sy_layer_config_t",
                         "SY_LAYER_CONFIG_INIT");
     const sy::MoeConfig moe = to_config(*config);
@@ -397,10 +372,10 @@ sy_status_t sy_layer_create(sy_context_t context, const sy_layer_config_t* confi
                             "SY_COMPUTE_NATIVE or SY_COMPUTE_BF16",
                             static_cast<int>(config->compute)));
     const char* backends[] = {"", "openblas", "onednn"};
-    const sy::kernels::BackendOptions backend{backends[config->backend],
-                                              config->compute == SY_COMPUTE_BF16
-                                                  ? sy::kernels::ComputePrecision::bf16
-                                                  : sy::kernels::ComputePrecision::native};
+    const sy::kernels::BackendOptions backend{
+        backends[config->backend], config->compute == SY_COMPUTE_BF16
+                                       ? sy::kernels::ComputePrecision::bf16
+                                       : sy::kernels::ComputePrecision::native};
     handle->layer = std::make_unique<sy::MoeLayer<float>>(
         moe, *c.comm, sy::planner::ExpertPlacement::contiguous(moe.num_experts, c.comm->size()),
         sy::LayerOptions{c.alltoall,
@@ -433,8 +408,7 @@ sy_status_t sy_layer_local_experts(sy_layer_t layer, int* ids, int capacity, int
 namespace {
 
 void require_count(const char* name, size_t size, size_t count) {
-  require_arg(count == size,
-              fmt::format("'{}' has {} elements but count is {}", name, size, count));
+  require_arg(count == size, fmt::format("'{}' has {} elements but count is {}", name, size, count));
 }
 
 // The memory of a parameter (or gradient), with count checked against it.
@@ -497,23 +471,27 @@ sy_status_t sy_layer_get_grad(sy_layer_t layer, const char* name, float* data, s
 }
 
 sy_status_t sy_layer_bind_param(sy_layer_t layer, const char* name, float* data, size_t count) {
-  return on_layer(
-      layer, [&](sy_layer& l) { bind_tensor(l, l.layer->params(), name, data, count, false); });
+  return on_layer(layer, [&](sy_layer& l) {
+    bind_tensor(l, l.layer->params(), name, data, count, false);
+  });
 }
 
 sy_status_t sy_layer_bind_grad(sy_layer_t layer, const char* name, float* data, size_t count) {
-  return on_layer(layer,
-                  [&](sy_layer& l) { bind_tensor(l, l.layer->grads(), name, data, count, true); });
+  return on_layer(layer, [&](sy_layer& l) {
+    bind_tensor(l, l.layer->grads(), name, data, count, true);
+  });
 }
 
 sy_status_t sy_layer_param_data(sy_layer_t layer, const char* name, float** data, size_t* count) {
-  return on_layer(
-      layer, [&](sy_layer& l) { tensor_data(l, l.layer->params(), name, data, count, false); });
+  return on_layer(layer, [&](sy_layer& l) {
+    tensor_data(l, l.layer->params(), name, data, count, false);
+  });
 }
 
 sy_status_t sy_layer_grad_data(sy_layer_t layer, const char* name, float** data, size_t* count) {
-  return on_layer(layer,
-                  [&](sy_layer& l) { tensor_data(l, l.layer->grads(), name, data, count, true); });
+  return on_layer(layer, [&](sy_layer& l) {
+    tensor_data(l, l.layer->grads(), name, data, count, true);
+  });
 }
 
 sy_status_t sy_layer_zero_grads(sy_layer_t layer) {
@@ -530,7 +508,6 @@ sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, i
                 "sy_layer_forward: x and y must be non-NULL when tokens > 0");
     // Bound parameters change in the caller's memory (an optimizer step) with no call to say
     // so: the backend drops what it derived from them (a bf16 copy), as sy_layer_set_param does.
-    // (Tested: python test_in_place, bf16 compute after an optimizer step.)
     if (std::as_const(*l.layer).params().any_bound()) l.layer->parameters_changed();
     auto result = l.layer->forward(x, tokens, hidden, y);
     auto handle = std::make_unique<sy_saved>();

@@ -14,9 +14,9 @@
 #include "kernels/aux_loss.h"
 #include "kernels/backend.h"
 #include "planner/placement.h"
-#include "runtime/comm_queue.h"
 #include "runtime/metrics.h"
 #include "runtime/moe_config.h"
+#include "runtime/comm_queue.h"
 #include "runtime/moe_params.h"
 #include "runtime/overlap.h"
 #include "runtime/phase_times.h"
@@ -48,13 +48,13 @@ struct MoeChunk {
 template <typename T>
 struct MoeSaved {
   int64_t tokens = 0;
-  std::vector<T> x;          // [tokens, H] input
-  std::vector<T> logits;     // [tokens, E]
-  std::vector<T> scores;     // [tokens, E] unbiased
+  std::vector<T> x;        // [tokens, H] input
+  std::vector<T> logits;   // [tokens, E]
+  std::vector<T> scores;   // [tokens, E] unbiased
   std::vector<int32_t> idx;  // [tokens, K]
   std::vector<MoeChunk<T>> chunks;
-  std::vector<T> shared_gate_pre;  // [tokens, S*I]
-  std::vector<T> shared_up_pre;    // [tokens, S*I]
+  std::vector<T> shared_gate_pre;       // [tokens, S*I]
+  std::vector<T> shared_up_pre;         // [tokens, S*I]
   kernels::RouterStats global_stats{0};
 };
 
@@ -195,11 +195,11 @@ class MoeLayer {
   TrafficCounters traffic_;
   Tracer* tracer_ = nullptr;
   Metrics* metrics_ = nullptr;
-  bool thread_allowed_ = false;          // comm_thread_allowed() at construction
+  bool thread_allowed_ = false;  // comm_thread_allowed() at construction
   ThreadPriority comm_thread_priority_;  // SWITCHYARD_COMM_THREAD_PRIORITY at construction
   OverlapController overlap_;
   std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
-  StepTiming step_;                         // of the step in progress, for overlap_
+  StepTiming step_;                          // of the step in progress, for overlap_
 };
 
 }  // namespace switchyard

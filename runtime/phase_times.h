@@ -7,13 +7,14 @@
 namespace switchyard {
 
 struct PhaseTimes {
-  double gate = 0;              // router GEMM, scores, top-k, weights, global load statistics
-  double dispatch = 0;          // layout and the dispatch all-to-all
-  double experts = 0;           // routed expert FFNs on received tokens
-  double combine = 0;           // the combine all-to-all
-  double shared = 0;            // shared experts
-  double backward = 0;          // the whole backward pass, gradient reduction included
-  double experts_backward = 0;  // routed expert FFNs' backward (part of backward)
+  double gate = 0;         // router GEMM, scores, top-k, weights, global load statistics
+  double dispatch = 0;     // layout and the dispatch all-to-all
+  double experts = 0;      // routed expert FFNs on received tokens
+  double combine = 0;      // the combine all-to-all
+  double shared = 0;       // shared experts
+  double backward = 0;     // the whole backward pass, gradient reduction included
+  // The routed expert FFNs' backward on received rows (part of backward).
+  double experts_backward = 0;
   // All-reduce of replicated gradients (part of backward; with overlap the shared experts' part
   // runs on the communication thread and counts whether or not the caller waited for it).
   double grad_reduce = 0;

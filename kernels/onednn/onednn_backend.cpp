@@ -5,13 +5,14 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <unordered_map>
 #include <vector>
 
 #include <dnnl.hpp>
 
-#include "kernels/cpu/check.h"
+#include "kernels/cpu/gemm_args.h"
 
 namespace switchyard::kernels {
 
@@ -69,24 +70,6 @@ uint32_t bits_of(float v) {
 // or (1, ld) when the stored matrix is the transpose.
 memory::desc matrix_desc(int64_t rows, int64_t cols, int64_t ld, bool trans, dt type) {
   return memory::desc({rows, cols}, type, trans ? memory::dims{1, ld} : memory::dims{ld, 1});
-}
-
-void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int64_t lda,
-                     int64_t ldb, int64_t ldc) {
-  const struct {
-    const char* name;
-    int64_t value, min;
-  } args[] = {{"m", m, 0},
-              {"n", n, 0},
-              {"k", k, 0},
-              {"lda", lda, std::max<int64_t>(1, trans_a ? m : k)},
-              {"ldb", ldb, std::max<int64_t>(1, trans_b ? k : n)},
-              {"ldc", ldc, std::max<int64_t>(1, n)}};
-  for (const auto& a : args) {
-    if (a.value < a.min) {
-      detail::invalid_argument("gemm (onednn): ", a.name, " = ", a.value, " must be >= ", a.min);
-    }
-  }
 }
 
 }  // namespace
@@ -201,13 +184,11 @@ uint64_t OneDnnBackend::param_conversions() const { return state_->param_convers
 void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                          const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                          float* c, int64_t ldc, ParamOperand param, GemmPrecision precision) {
-  check_gemm_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  detail::check_gemm_args("gemm (onednn)", trans_a, trans_b, m, n, k, lda, ldb, ldc,
+                          std::numeric_limits<int64_t>::max());
   if (m == 0 || n == 0) return;
   if (k == 0) {
-    // Only the beta term remains; beta == 0 must not read C.
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.f ? 0.f : beta * c[i * ldc + j];
-    }
+    detail::scale_by_beta(m, n, beta, c, ldc);
     return;
   }
   State& s = *state_;

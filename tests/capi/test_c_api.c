@@ -41,8 +41,7 @@ static void ffn(int base, int inter, const float* x, double* out) {
 }
 
 static void test_status_and_version(void) {
-  CHECK(sy_version() == SY_VERSION_CODE, "sy_version %d != header %d", sy_version(),
-        SY_VERSION_CODE);
+  CHECK(sy_version() == SY_VERSION_CODE, "sy_version %d != header %d", sy_version(), SY_VERSION_CODE);
   for (int s = SY_OK; s <= SY_ABORTED; ++s) {
     CHECK(sy_status_string((sy_status_t)s) != NULL && strlen(sy_status_string((sy_status_t)s)) > 0,
           "status %d has no string", s);
@@ -202,10 +201,9 @@ static void test_params(sy_layer_t layer, int size) {
         sy_layer_last_error(layer));
   CHECK(sy_layer_set_param(layer, "experts.7.up_proj.weight", gate, I * H) == SY_INVALID_ARGUMENT,
         "expert out of range accepted");
-  CHECK(
-      sy_layer_set_param(layer, "experts.0.side_proj.weight", gate, I * H) == SY_INVALID_ARGUMENT ||
-          held == 0 || ids[0] != 0,
-      "unknown projection accepted");
+  CHECK(sy_layer_set_param(layer, "experts.0.side_proj.weight", gate, I * H) ==
+            SY_INVALID_ARGUMENT || held == 0 || ids[0] != 0,
+        "unknown projection accepted");
   if (size > 1) {
     const int other = rank == 0 ? 1 : 0;
     char name[64];
@@ -220,9 +218,9 @@ static void test_params(sy_layer_t layer, int size) {
   CHECK(sy_layer_get_param(layer, "gate.e_score_correction_bias", bias_back, E) == SY_OK &&
             bias_back[0] == 0.5f && bias_back[1] == -0.5f,
         "bias round trip");
-  CHECK(
-      sy_layer_get_grad(layer, "gate.e_score_correction_bias", bias_back, E) == SY_INVALID_ARGUMENT,
-      "bias gradient accepted");
+  CHECK(sy_layer_get_grad(layer, "gate.e_score_correction_bias", bias_back, E) ==
+            SY_INVALID_ARGUMENT,
+        "bias gradient accepted");
   CHECK(sy_layer_set_param(layer, "gate.weight", NULL, E * H) == SY_INVALID_ARGUMENT,
         "NULL data accepted");
   CHECK(sy_layer_set_param(NULL, "gate.weight", gate, E * H) == SY_INVALID_ARGUMENT,
@@ -325,9 +323,9 @@ static void test_forward_backward(sy_context_t ctx, sy_layer_t layer, int size) 
   c.num_shared = 0;
   CHECK(sy_layer_create(ctx, &c, &other) == SY_OK, "%s", sy_context_last_error(ctx));
   float unused[H];
-  CHECK(
-      sy_layer_get_param(other, "shared_experts.up_proj.weight", unused, H) == SY_INVALID_ARGUMENT,
-      "shared experts of a layer without them");
+  CHECK(sy_layer_get_param(other, "shared_experts.up_proj.weight", unused, H) ==
+            SY_INVALID_ARGUMENT,
+        "shared experts of a layer without them");
   CHECK(sy_layer_backward(other, again, ones, grad_x) == SY_INVALID_ARGUMENT,
         "saved state of another layer accepted");
   CHECK(sy_layer_backward(layer, NULL, ones, grad_x) == SY_INVALID_ARGUMENT, "NULL saved");
@@ -361,9 +359,8 @@ static void test_apply_placement(sy_layer_t layer, int size) {
     char name[64];
     snprintf(name, sizeof name, "experts.%d.up_proj.weight", ids[i]);
     fill(want, 10 + 3 * ids[i] + 1, I * H);
-    CHECK(
-        sy_layer_get_param(layer, name, got, I * H) == SY_OK && memcmp(got, want, sizeof got) == 0,
-        "expert %d's weights did not arrive intact", ids[i]);
+    CHECK(sy_layer_get_param(layer, name, got, I * H) == SY_OK && memcmp(got, want, sizeof got) == 0,
+          "expert %d's weights did not arrive intact", ids[i]);
   }
 }
 

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <string>
 
+#include <sys/resource.h>
+
 namespace switchyard::bench {
 
 CpuUsage::Sample CpuUsage::read() {
@@ -37,6 +39,12 @@ void CpuUsage::end() {
 
 double CpuUsage::busy_cores() const {
   return sum_.total == 0 ? 0.0 : static_cast<double>(sum_.busy) / sum_.total * cores_;
+}
+
+int64_t minor_page_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
 }
 
 }  // namespace switchyard::bench

@@ -29,4 +29,8 @@ class CpuUsage {
   int cores_ = 0;
 };
 
+// This process's minor page faults so far (getrusage): a step that allocates fresh memory, or
+// touches memory freed back to the kernel, pays one per page.
+int64_t minor_page_faults();
+
 }  // namespace switchyard::bench

@@ -11,8 +11,6 @@
 #include <stdexcept>
 #include <vector>
 
-#include <sys/resource.h>
-
 #include "comm/alltoall.h"
 #include "comm/communicator.h"
 #include "comm/poll_pause.h"
@@ -52,18 +50,12 @@ struct LayerUnderTest {
   std::unique_ptr<MoeSaved<float>> last_saved;
 };
 
-int64_t minor_faults() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_minflt;
-}
-
 // One forward + backward on every rank, started together.
 void step(LayerUnderTest& l, const std::vector<float>& x, const std::vector<float>& grad_y,
           int64_t tokens, int64_t hidden, MPI_Comm comm, bool record) {
   PhaseTimes& t = l.layer->times();
   MPI_Barrier(comm);
-  const int64_t faults0 = minor_faults();
+  const int64_t faults0 = minor_page_faults();
   const double start = MPI_Wtime();
   const double busy0 = t.comm_busy;
   const double experts0 = t.experts;
@@ -74,7 +66,7 @@ void step(LayerUnderTest& l, const std::vector<float>& x, const std::vector<floa
   const double reduce0 = t.grad_reduce;
   l.layer->backward(*fwd.saved, grad_y.data(), l.grad_x.data());
   const double end = MPI_Wtime();
-  const int64_t faults = minor_faults() - faults0;
+  const int64_t faults = minor_page_faults() - faults0;
   l.last_saved = std::move(fwd.saved);
   if (!record) return;
   l.minor_faults += faults;

@@ -6,23 +6,16 @@
 #include <stdexcept>
 #include <vector>
 
-#include <sys/resource.h>
-
 #include "comm/communicator.h"
 #include "runtime/moe_layer.h"
 #include "runtime/routing_skew.h"
+#include "tools/sy-bench/cpu_usage.h"
 #include "tools/sy-bench/gemm_bench.h"
 #include "tools/sy-bench/stats.h"
 
 namespace switchyard::bench {
 
 namespace {
-
-int64_t minor_faults() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_minflt;
-}
 
 MoeConfig config_of(const StepBenchOptions& o) {
   MoeConfig c;
@@ -84,7 +77,7 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
     PhaseTimes& t = layer.times();
     const double e0 = t.experts, eb0 = t.experts_backward, r0 = t.grad_reduce, s0 = t.shared;
     MPI_Barrier(mpi_comm);
-    const int64_t faults0 = minor_faults();
+    const int64_t faults0 = minor_page_faults();
     const double start = MPI_Wtime();
     auto fwd = layer.forward(x.data(), o.tokens, H, y.data());
     const double mid = MPI_Wtime();
@@ -93,7 +86,7 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
     // The gradients accumulate as a trainer's do between optimizer steps; zeroing them is the
     // optimizer's business, outside the step.
     fwd.saved.reset();
-    const int64_t step_faults = minor_faults() - faults0;
+    const int64_t step_faults = minor_page_faults() - faults0;
     double figures[2] = {mid - start, end - start};
     MPI_Allreduce(MPI_IN_PLACE, figures, 2, MPI_DOUBLE, MPI_MAX, mpi_comm);
     if (timed) {
