@@ -5,12 +5,15 @@ import os
 import sys
 import time
 
+from syscale import jsonfile
 from syscale import results as res
 from syscale import svg
 from syscale.runner import run_point
 from syscale.sweep import SweepError, load_sweep, points, series_key
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+# This file is <repo>/tools/sy-scale/syscale/cli.py.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.realpath(__file__)))))
 # Forward phases, then backward (its gradient all-reduce included) and the optimizer: they add up
 # to the step.
 SPLIT = ["gate", "dispatch", "experts", "combine", "shared", "backward", "optimizer"]
@@ -21,9 +24,24 @@ def default_train_moe():
                           os.path.join(REPO, "build", "release", "examples", "train_moe"))
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr ("sy-scale: ..."), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"sy-scale: {message} (sy-scale --help for usage)\n")
+
+
+def check(args):
+    sweep = load_sweep(args.sweep)
+    todo = points(sweep)
+    print(f"{args.sweep}: {len(todo)} point(s), ranks "
+          f"{', '.join(str(r) for r in sorted({p['ranks'] for p in todo}))}")
+    return 0
+
+
 def run(args):
     sweep = load_sweep(args.sweep)
-    if not os.access(args.train_moe, os.X_OK):
+    if not os.path.isfile(args.train_moe) or not os.access(args.train_moe, os.X_OK):
         raise SweepError(f"{args.train_moe} is not an executable train_moe; build first "
                          "(bash tools/bootstrap.sh test) or pass --train-moe")
     todo = points(sweep)
@@ -80,18 +98,18 @@ def plot_files(results, folder):
 
 def load_results(path):
     try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise SweepError(f"{path}: {e}") from e
-    if doc.get("format") != res.FORMAT:
-        raise SweepError(f"{path} is not a {res.FORMAT} results file")
-    return doc
+        return res.validate_results(jsonfile.read(path), path, SweepError)
+    except SweepError:
+        raise
+    except jsonfile.InputError as e:
+        raise SweepError(str(e)) from None
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="sy-scale", description=__doc__)
+    parser = Parser(prog="sy-scale", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    p_check = sub.add_parser("check", help="validate a sweep and count its points; runs nothing")
+    p_check.add_argument("sweep", help="sweep description (JSON)")
     p_run = sub.add_parser("run", help="run every point of a sweep")
     p_run.add_argument("sweep", help="sweep description (JSON)")
     p_run.add_argument("--out", required=True, help="results file (JSON; a CSV is written beside)")
@@ -107,6 +125,8 @@ def main(argv):
     p_plot.add_argument("--out", required=True, help="folder for the SVG files")
     args = parser.parse_args(argv)
     try:
+        if args.command == "check":
+            return check(args)
         if args.command == "run":
             return run(args)
         if args.command == "table":
@@ -116,6 +136,16 @@ def main(argv):
         elif args.command == "plot":
             plot_files(load_results(args.results), args.out)
         return 0
-    except SweepError as e:
+    except SweepError as e:  # input files, named in the message
         print(f"sy-scale: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # output files and folders (--out, --plots)
+        print(f"sy-scale: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # last resort: a bug, still one line  # noqa: BLE001
+        inputs = " ".join(str(getattr(args, k)) for k in ("sweep", "results", "a", "b")
+                          if hasattr(args, k))
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"sy-scale: {inputs}: internal error ({type(e).__name__}: {first}); please report "
+              "it", file=sys.stderr)
+        return 3

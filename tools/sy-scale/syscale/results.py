@@ -5,7 +5,61 @@ import os
 import platform
 import subprocess
 
+from syscale import jsonfile
+
 FORMAT = "switchyard-scale/v1"
+# The figures of an ok point that the table, CSV, comparison and plots read.
+RESULT_NUMBERS = ("tokens_per_s", "tokens_per_s_per_rank", "device_imbalance")
+STEP_MS = ("median", "p10", "p90")
+TABLE_SPLIT = ("dispatch", "combine", "backward")
+
+
+def validate_results(doc, path, error=jsonfile.InputError):
+    """The results document, checked for every field the table, CSV, comparison and plots read;
+    `error` (naming the file) says which field is wrong."""
+    c = jsonfile.Checker(path, error)
+    c.obj(doc, "the document")
+    if doc.get("format") != FORMAT:
+        c.fail("", f"not a {FORMAT} results file (format is {jsonfile.short(doc.get('format'))})")
+    for key in ("git_commit", "started"):
+        c.str(c.field(doc, key, ""), key)
+    c.obj(c.field(doc, "sweep", ""), "sweep")
+    for i, p in enumerate(c.list(c.field(doc, "points", ""), "points")):
+        where = f"points[{i}]"
+        c.obj(p, where)
+        params = c.obj(c.field(p, "params", where), f"{where}.params")
+        c.int(c.field(params, "ranks", f"{where}.params"), f"{where}.params.ranks", 1)
+        for key, value in params.items():
+            if isinstance(value, (dict, list)):
+                c.fail(f"{where}.params.{key}", "must be a number or a string")
+        c.str(c.field(p, "command", where), f"{where}.command")
+        status = c.str(c.field(p, "status", where), f"{where}.status")
+        if "efficiency" in p:
+            c.number(p["efficiency"], f"{where}.efficiency", 0)
+        if status != "ok":
+            errors = c.list(c.field(p, "errors", where), f"{where}.errors", min_len=1)
+            c.str(errors[-1], f"{where}.errors[-1]")
+            continue
+        r = c.obj(c.field(p, "result", where), f"{where}.result")
+        for key in RESULT_NUMBERS:
+            # Ratios divide by these (efficiency, comparison): they must be positive.
+            c.number(c.field(r, key, f"{where}.result"), f"{where}.result.{key}",
+                     0 if key == "device_imbalance" else 1e-12)
+        step = c.obj(c.field(r, "step_ms", f"{where}.result"), f"{where}.result.step_ms")
+        for key in STEP_MS:  # the comparison divides by the median
+            c.number(c.field(step, key, f"{where}.result.step_ms"),
+                     f"{where}.result.step_ms.{key}", 1e-12 if key == "median" else 0)
+        sent = c.obj(c.field(r, "bytes_per_step", f"{where}.result"),
+                     f"{where}.result.bytes_per_step")
+        for key in ("intra_node", "inter_node"):
+            c.number(c.field(sent, key, f"{where}.result.bytes_per_step"),
+                     f"{where}.result.bytes_per_step.{key}", 0)
+        split = c.obj(c.field(r, "split_ms", f"{where}.result"), f"{where}.result.split_ms")
+        for key in TABLE_SPLIT:
+            c.field(split, key, f"{where}.result.split_ms")
+        for key, value in split.items():
+            c.number(value, f"{where}.result.split_ms.{key}", 0)
+    return doc
 
 
 def machine_description():

@@ -17,7 +17,8 @@ On the simulated cluster (tools/simcluster), sweep "nodes" (and "ranks_per_node"
   "axes": {"nodes": [1, 2, 4], "ranks_per_node": [2]}, "link_rate": "1gbit"
 """
 import itertools
-import json
+
+from syscale import jsonfile
 
 # Axes and fixed arguments that map onto train_moe options; "ranks" is mpirun's -np.
 TRAIN_MOE_OPTIONS = {
@@ -39,52 +40,124 @@ TRAIN_MOE_OPTIONS = {
 }
 AXES = set(TRAIN_MOE_OPTIONS) | {"ranks", "nodes", "ranks_per_node"}
 
+# Bounds on the sizes a sweep may ask for. Every point is an mpirun of train_moe on this machine
+# (or a simulated cluster of network namespaces on it), so:
+MAX_RANKS = 1024            # ranks of one point (oversubscribed processes on one machine)
+MAX_NODES = 64              # simulated nodes (each a namespace with shaped links)
+MAX_TOKENS_PER_RANK = 1 << 20  # at dsmoe16b's H 2048 in fp32, 8 GiB of activations per rank
+MAX_EXPERTS = 65536         # routes are uint16 expert ids
+MAX_STEPS = 1_000_000
+MAX_POINTS = 1000           # points of one sweep, each up to timeout_s long
+MAX_AXIS_VALUES = 1000
+MAX_RETRIES = 10
+MAX_TIMEOUT_S = 7 * 24 * 3600
 
-class SweepError(ValueError):
+# What each option's values must be: ("int", lo, hi), ("number", lo, hi), "str", or
+# ("int-or", word, lo, hi) for an integer or one keyword.
+VALUE_KINDS = {
+    "ranks": ("int", 1, MAX_RANKS),
+    "nodes": ("int", 1, MAX_NODES),
+    "ranks_per_node": ("int", 1, MAX_RANKS),
+    "preset": "str", "dtype": "str", "scoring": "str", "alltoall": "str", "overlap": "str",
+    "steps": ("int", 1, MAX_STEPS),
+    "chunks": ("int-or", "auto", 1, 4096),
+    "tokens_per_rank": ("int", 1, MAX_TOKENS_PER_RANK),
+    "experts": ("int", 1, MAX_EXPERTS),
+    "top_k": ("int", 1, MAX_EXPERTS),
+    "skew": ("number", 0, 100),
+    "replan_every": ("int", 0, MAX_STEPS),
+    "redundant": ("int", 0, MAX_EXPERTS),
+    "seed": ("int", 0, 2**63 - 1),
+    "lr": ("number", 0, 1e6),
+}
+
+
+class SweepError(jsonfile.InputError, ValueError):
     """A sweep description that cannot be run; the message says what to change."""
 
 
 def load_sweep(path):
     try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise SweepError(f"{path}: {e}") from e
-    return validate_sweep(doc)
+        doc = jsonfile.read(path)
+    except jsonfile.InputError as e:
+        raise SweepError(str(e)) from None
+    return validate_sweep(doc, path)
 
 
-def validate_sweep(doc):
+def _check_value(c, name, value, where):
+    kind = VALUE_KINDS[name]
+    if kind == "str":
+        c.str(value, where)
+        if not value:
+            c.fail(where, "must not be empty")
+    elif kind[0] == "int-or":
+        if value != kind[1]:
+            if isinstance(value, bool) or not isinstance(value, int):
+                c.fail(where, f"must be an integer or '{kind[1]}', not {jsonfile.type_name(value)}")
+            c.int(value, where, kind[2], kind[3])
+    else:
+        getattr(c, kind[0])(value, where, kind[1], kind[2])
+
+
+def validate_sweep(doc, path=None):
+    """The sweep, checked; SweepError (naming `path` when given) says what to change."""
+    c = jsonfile.Checker(path, SweepError)
     if not isinstance(doc, dict):
-        raise SweepError("a sweep is a JSON object")
+        c.fail("", "a sweep is a JSON object")
+    if "name" in doc:
+        c.str(doc["name"], "name")
     mode = doc.get("mode", "weak")
     if mode not in ("weak", "strong"):
-        raise SweepError(f"mode '{mode}' is unknown; use weak or strong")
+        c.fail("mode", f"'{jsonfile.short(mode)}' is unknown; use weak or strong")
     axes = doc.get("axes", {})
     if not isinstance(axes, dict) or ("ranks" in axes) == ("nodes" in axes):
-        raise SweepError('axes must be an object with "ranks": [...] (this machine) or '
-                         '"nodes": [...] (the simulated cluster), not both')
+        c.fail("axes", 'axes must be an object with "ranks": [...] (this machine) or '
+               '"nodes": [...] (the simulated cluster), not both')
     if "ranks_per_node" in axes and "nodes" not in axes:
-        raise SweepError('"ranks_per_node" goes with "nodes" (the simulated cluster)')
+        c.fail("axes", '"ranks_per_node" goes with "nodes" (the simulated cluster)')
+    count = 1
     for name, values in axes.items():
         if name not in AXES:
-            raise SweepError(f"axis '{name}' is unknown; known axes: {', '.join(sorted(AXES))}")
+            c.fail("axes", f"axis '{name}' is unknown; known axes: {', '.join(sorted(AXES))}")
         if not isinstance(values, list) or not values:
-            raise SweepError(f"axis '{name}' needs a non-empty list of values")
-    for name in doc.get("args", {}):
+            c.fail(f"axes.{name}", f"axis '{name}' needs a non-empty list of values")
+        c.list(values, f"axes.{name}", 1, MAX_AXIS_VALUES)
+        for i, v in enumerate(values):
+            _check_value(c, name, v, f"axes.{name}[{i}]")
+        count *= len(values)
+    if count > MAX_POINTS:
+        c.fail("axes", f"expand to {count} points, at most {MAX_POINTS} allowed (each point is "
+               "a train_moe run); sweep fewer values")
+    args = doc.get("args", {})
+    c.obj(args, "args")
+    for name, value in args.items():
         if name not in TRAIN_MOE_OPTIONS:
-            raise SweepError(f"args.{name} is not a train_moe option; known: "
-                             f"{', '.join(sorted(TRAIN_MOE_OPTIONS))}")
+            c.fail("args", f"args.{name} is not a train_moe option; known: "
+                   f"{', '.join(sorted(TRAIN_MOE_OPTIONS))}")
+        _check_value(c, name, value, f"args.{name}")
+    if "tokens_per_rank" in doc:
+        _check_value(c, "tokens_per_rank", doc["tokens_per_rank"], "tokens_per_rank")
     if mode == "strong":
         if "global_tokens" not in doc:
-            raise SweepError("strong scaling needs global_tokens")
+            c.fail("", "strong scaling needs global_tokens")
+        c.int(doc["global_tokens"], "global_tokens", 1, MAX_TOKENS_PER_RANK * MAX_RANKS)
         if "tokens_per_rank" in axes:
-            raise SweepError("strong scaling derives tokens_per_rank; do not sweep it")
-        for p in points(doc):
-            if doc["global_tokens"] % p["ranks"]:
-                raise SweepError(f"global_tokens {doc['global_tokens']} does not divide by "
-                                 f"{p['ranks']} ranks")
-    if doc.get("timeout_s", 1) <= 0 or doc.get("retries", 0) < 0:
-        raise SweepError("timeout_s must be positive and retries >= 0")
+            c.fail("axes", "strong scaling derives tokens_per_rank; do not sweep it")
+    if "link_rate" in doc:
+        c.str(doc["link_rate"], "link_rate")
+    c.number(doc.get("timeout_s", 1), "timeout_s", 0, MAX_TIMEOUT_S)
+    if doc.get("timeout_s", 1) <= 0:
+        c.fail("timeout_s", "timeout_s must be positive and retries >= 0")
+    c.int(doc.get("retries", 0), "retries", 0, MAX_RETRIES)
+    for p in points(doc):
+        if p["ranks"] > MAX_RANKS:
+            c.fail("axes", f"nodes x ranks_per_node = {p['ranks']} ranks, at most {MAX_RANKS}")
+        if mode == "strong" and doc["global_tokens"] % p["ranks"]:
+            c.fail("global_tokens", f"global_tokens {doc['global_tokens']} does not divide by "
+                   f"{p['ranks']} ranks")
+        if p.get("tokens_per_rank", 1) > MAX_TOKENS_PER_RANK:
+            c.fail("global_tokens", f"{p['tokens_per_rank']} tokens per rank, at most "
+                   f"{MAX_TOKENS_PER_RANK}")
     return doc
 
 

@@ -1,16 +1,44 @@
 """Bandwidth curves from several `sy-bench alltoall --json` runs (one message size each): bus
 bandwidth against bytes per rank, one curve per algorithm and phase, as a table and an SVG."""
-import json
 import math
 from xml.sax.saxutils import escape
+
+from sytrace import jsonfile
 
 FORMAT = "switchyard-bench-alltoall/v1"
 ALGO_COLORS = {"mpi": "#7f7f7f", "flat": "#1f77b4", "hierarchical": "#d62728"}
 PHASE_DASH = {"dispatch": "", "combine": "6,4"}
 
 
-class BenchError(Exception):
+class BenchError(jsonfile.InputError):
     pass
+
+
+ROW_NUMBERS = ("median_ms", "algbw_gb_per_s", "busbw_gb_per_s", "speedup")
+
+
+def validate(doc, path):
+    """The run, checked for the fields the table and plot read; BenchError names the file."""
+    c = jsonfile.Checker(path)
+    c.obj(doc, "the document")
+    if doc.get("format") != FORMAT:
+        raise BenchError(f"{path}: format is {jsonfile.short(doc.get('format'))}, want {FORMAT!r} "
+                         "(write it with sy-bench alltoall --json)")
+    c.int(c.field(doc, "ranks", ""), "ranks", 1)
+    c.int(c.field(doc, "nodes", ""), "nodes", 1)
+    c.number(c.field(doc, "message_bytes_per_rank", ""), "message_bytes_per_rank", 1)
+    params = c.obj(c.field(doc, "params", ""), "params")
+    for key in ("hidden", "experts", "topk", "zipf"):
+        c.number(c.field(params, key, "params"), f"params.{key}")
+    for i, row in enumerate(c.list(c.field(doc, "results", ""), "results", min_len=1)):
+        where = f"results[{i}]"
+        c.obj(row, where)
+        c.str(c.field(row, "algorithm", where), f"{where}.algorithm")
+        c.str(c.field(row, "phase", where), f"{where}.phase")
+        for key in ROW_NUMBERS:
+            c.number(c.field(row, key, where), f"{where}.{key}", 0)
+        c.int(c.field(row, "errors", where), f"{where}.errors", 0)
+    return doc
 
 
 def load(paths):
@@ -18,14 +46,12 @@ def load(paths):
     alltoall JSON."""
     runs = []
     for path in paths:
-        with open(path) as f:
-            try:
-                doc = json.load(f)
-            except json.JSONDecodeError as err:
-                raise BenchError(f"{path}: not JSON ({err})") from err
-        if doc.get("format") != FORMAT:
-            raise BenchError(f"{path}: format is {doc.get('format')!r}, want {FORMAT!r} "
-                             "(write it with sy-bench alltoall --json)")
+        try:
+            doc = validate(jsonfile.read(path), path)
+        except BenchError:
+            raise
+        except jsonfile.InputError as err:
+            raise BenchError(str(err)) from None
         doc["path"] = path
         runs.append(doc)
     return sorted(runs, key=lambda d: d["message_bytes_per_rank"])

@@ -2,11 +2,25 @@
 plot bandwidth curves from sy-bench runs."""
 import argparse
 import json
+import math
 import os
+import sys
 
 from sytrace import bandwidth as bw_curves
+from sytrace import jsonfile
 from sytrace import plots
 from sytrace import trace as tr
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr ("sy-trace: ..."), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"sy-trace: {message} (sy-trace --help for usage)\n")
 
 
 def _bytes(v):
@@ -35,13 +49,15 @@ def _capacities(pairs):
         try:
             out[name] = float(value)
         except ValueError:
-            raise SystemExit(f"sy-trace: --capacity takes CLASS=GBPS (e.g. inter-node=0.125), got '{pair}'")
-        if out[name] <= 0:
-            raise SystemExit(f"sy-trace: --capacity {name} must be positive")
+            raise UsageError(f"--capacity takes CLASS=GBPS (e.g. inter-node=0.125), got "
+                             f"'{pair}'") from None
+        if not math.isfinite(out[name]) or out[name] <= 0:
+            raise UsageError(f"--capacity {name} must be a positive number of GB/s")
     return out
 
 
 def report(args):
+    capacity = _capacities(args.capacity)
     t = tr.load(args.trace)
     problems = tr.check(t)
     clock = t.meta["clock"]
@@ -61,7 +77,6 @@ def report(args):
     bw = tr.bandwidth(t)
     print("\n== bytes sent and achieved bandwidth per link class ==")
     print("(bytes over the time inside the calls that sent them, waiting included)")
-    capacity = _capacities(args.capacity)
     print(_table(["class", "bytes", "seconds", "GB/s", "capacity GB/s", "% of capacity"],
                  [[c, _bytes(b), f"{s:.3f}", f"{g:.2f}",
                    f"{capacity[c]:.3f}" if c in capacity else "-",
@@ -151,7 +166,7 @@ def bandwidth(args):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sy-trace", description="Reports on a switchyard trace (train_moe --trace PATH).")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("report", help="phase times, bandwidth, overlap, traffic, stragglers")
@@ -175,5 +190,13 @@ def main(argv):
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (tr.TraceError, bw_curves.BenchError, OSError) as err:
+    except jsonfile.InputError as err:  # trace and bench files, named in the message
         parser.exit(2, f"sy-trace: {err}\n")
+    except UsageError as err:
+        parser.exit(2, f"sy-trace: {err}\n")
+    except OSError as err:  # output files and folders (--json, --plots, --out)
+        parser.exit(2, f"sy-trace: {err.filename or ''}: {err.strerror or err}\n")
+    except Exception as err:  # last resort: a bug, still one line  # noqa: BLE001
+        inputs = getattr(args, "trace", None) or " ".join(getattr(args, "runs", []))
+        parser.exit(3, f"sy-trace: {inputs}: internal error ({type(err).__name__}: "
+                       f"{str(err).splitlines()[0] if str(err) else ''}); please report it\n")

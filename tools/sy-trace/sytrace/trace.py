@@ -1,29 +1,78 @@
 """Loading, checking and analysing a switchyard trace (format switchyard-trace/v1: Chrome trace
 events, one process per rank, timestamps in microseconds aligned to rank 0's clock)."""
-import json
 from collections import defaultdict
+
+from sytrace import jsonfile
 
 FORMAT = "switchyard-trace/v1"
 TRACKS = {1: "compute", 2: "dispatch", 3: "combine", 4: "collectives"}
 COMPUTE_TRACK = 1
+# The traffic and wait matrices are ranks x ranks lists: 4096 ranks keep them near 130 MB each, and
+# no run of this runtime comes near that many ranks.
+MAX_RANKS = 4096
 
 
-class TraceError(Exception):
+class TraceError(jsonfile.InputError):
     pass
 
 
 class Trace:
-    def __init__(self, doc):
-        meta = doc.get("otherData", {})
-        if meta.get("format") != FORMAT:
-            raise TraceError(f"not a {FORMAT} trace (otherData.format is {meta.get('format')!r}); "
-                             "write one with train_moe --trace PATH")
+    def __init__(self, doc, path="trace"):
+        c = jsonfile.Checker(path)
+        c.obj(doc, "the document")
+        meta = doc.get("otherData")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise TraceError(f"{path}: not a {FORMAT} trace (otherData.format is "
+                             f"{jsonfile.short(found)}); write one with train_moe --trace PATH")
         self.meta = meta
-        self.ranks = meta["ranks"]
-        self.node_of = meta["node_of_rank"]
-        self.nodes = meta["nodes"]
-        self.events = [e for e in doc["traceEvents"] if e.get("ph") == "X"]
+        self.ranks = c.int(c.field(meta, "ranks", "otherData"), "otherData.ranks", 1, MAX_RANKS)
+        self.nodes = c.int(c.field(meta, "nodes", "otherData"), "otherData.nodes", 1, self.ranks)
+        self.node_of = c.list(c.field(meta, "node_of_rank", "otherData"), "otherData.node_of_rank")
+        if len(self.node_of) != self.ranks:
+            c.fail("otherData.node_of_rank", f"has {len(self.node_of)} entries, expected one per "
+                   f"rank ({self.ranks})")
+        for r, n in enumerate(self.node_of):
+            c.int(n, f"otherData.node_of_rank[{r}]", 0, self.nodes - 1)
+        clock = c.obj(c.field(meta, "clock", "otherData"), "otherData.clock")
+        c.str(c.field(clock, "method", "otherData.clock"), "otherData.clock.method")
+        residual = c.list(c.field(clock, "residual_ns", "otherData.clock"),
+                          "otherData.clock.residual_ns", min_len=1)
+        for i, v in enumerate(residual):
+            c.number(v, f"otherData.clock.residual_ns[{i}]", 0)
+        events = c.list(c.field(doc, "traceEvents", ""), "traceEvents")
+        self.events = []
+        for i, e in enumerate(events):
+            c.obj(e, f"traceEvents[{i}]")
+            if e.get("ph") == "X":
+                self.events.append(self._event(c, e, f"traceEvents[{i}]"))
         self.steps = sorted({e["args"]["step"] for e in self.events})
+
+    def _event(self, c, e, where):
+        """A complete ("X") event with the fields the analyses read, of the right types."""
+        c.str(c.field(e, "name", where), f"{where}.name")
+        c.int(c.field(e, "pid", where), f"{where}.pid (rank)", 0, self.ranks - 1)
+        tid = c.int(c.field(e, "tid", where), f"{where}.tid")
+        if tid not in TRACKS:
+            c.fail(f"{where}.tid", f"track {tid} is unknown; tracks are "
+                   + ", ".join(f"{k} ({v})" for k, v in TRACKS.items()))
+        c.number(c.field(e, "ts", where), f"{where}.ts")
+        c.number(c.field(e, "dur", where), f"{where}.dur")
+        args = c.obj(c.field(e, "args", where), f"{where}.args")
+        c.int(c.field(args, "step", f"{where}.args"), f"{where}.args.step")
+        if "call" in args:
+            c.int(args["call"], f"{where}.args.call")
+            for i, p in enumerate(c.list(c.field(args, "peers", f"{where}.args"),
+                                         f"{where}.args.peers")):
+                c.int(p, f"{where}.args.peers[{i}]", 0, self.ranks - 1)
+        if "send_bytes" in args:
+            sent = c.list(args["send_bytes"], f"{where}.args.send_bytes")
+            if len(sent) != self.ranks:
+                c.fail(f"{where}.args.send_bytes", f"has {len(sent)} entries, expected one per "
+                       f"rank ({self.ranks})")
+            for i, b in enumerate(sent):
+                c.int(b, f"{where}.args.send_bytes[{i}]", 0)
+        return e
 
     def comm_events(self):
         """Events that moved data between ranks (all-to-all calls and migrations)."""
@@ -31,12 +80,14 @@ class Trace:
 
 
 def load(path):
-    with open(path) as f:
-        try:
-            doc = json.load(f)
-        except json.JSONDecodeError as err:
-            raise TraceError(f"{path} is not JSON: {err}") from None
-    return Trace(doc)
+    """The trace; TraceError (one line, naming the file) when it is not a readable, well-formed
+    switchyard-trace/v1 file."""
+    try:
+        return Trace(jsonfile.read(path), path)
+    except TraceError:
+        raise
+    except jsonfile.InputError as err:
+        raise TraceError(str(err)) from None
 
 
 def check(trace):
