@@ -25,19 +25,17 @@
 #include <utility>
 
 #include "comm/error.h"
+#include "comm/tcp_store_protocol.h"
 
 namespace switchyard::comm {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-using Bytes = std::vector<std::byte>;
+using store_protocol::Bytes;
 
 namespace {
 
-constexpr size_t kNonce = 32;
-constexpr size_t kMac = 32;
-enum Op : uint8_t { kSet = 1, kGet = 2, kAdd = 3 };
-enum Status : uint8_t { kOk = 0, kMissing = 1, kRefused = 2 };
+using namespace store_protocol;
 
 using Digest = std::array<unsigned char, kMac>;
 
@@ -69,41 +67,33 @@ Bytes random_nonce() {
   return nonce;
 }
 
-void put_u32(Bytes& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::byte>(v >> (8 * i)));
-}
-uint32_t get_u32(const std::byte* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(p[i]) << (8 * i);
-  return v;
-}
-void put_i64(Bytes& out, int64_t v) {
-  for (int i = 0; i < 8; ++i) {
-    out.push_back(static_cast<std::byte>(static_cast<uint64_t>(v) >> (8 * i)));
-  }
-}
-int64_t get_i64(const std::byte* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(p[i]) << (8 * i);
-  return static_cast<int64_t>(v);
-}
-void append(Bytes& out, std::span<const std::byte> bytes) {
-  out.insert(out.end(), bytes.begin(), bytes.end());
-}
 std::span<const std::byte> as_bytes(std::string_view s) { return std::as_bytes(std::span(s)); }
 
-Bytes framed(std::span<const std::byte> payload) {
-  Bytes out;
-  out.reserve(4 + payload.size());
-  put_u32(out, static_cast<uint32_t>(payload.size()));
-  append(out, payload);
-  return out;
-}
+// A frame buffer larger than this is released after its request (an authenticated client that
+// once set a large value does not pin that much memory while idle).
+constexpr size_t kKeptBuffer = size_t{64} << 10;
+// Longest pause between accept() attempts that fail (descriptors or memory exhausted).
+constexpr std::chrono::milliseconds kMaxAcceptBackoff{100};
 
-Bytes reply(Status status, std::span<const std::byte> body = {}) {
-  Bytes payload{static_cast<std::byte>(status)};
-  append(payload, body);
-  return framed(payload);
+void check_limits(const StoreLimits& l) {
+  auto fail = [](const std::string& what) {
+    throw CommError(ErrorCode::invalid_argument, "tcp store: StoreLimits: " + what);
+  };
+  if (l.max_frame < kHandshake || l.max_frame > StoreLimits::kMaxFrameCeiling) {
+    fail(fmt::format("max_frame {} outside [{}, {}]", l.max_frame, kHandshake,
+                     StoreLimits::kMaxFrameCeiling));
+  }
+  if (l.max_key == 0 || l.max_key + kRequestHeader > l.max_frame) {
+    fail(fmt::format("max_key {} must be positive and leave room in a frame of {} bytes", l.max_key,
+                     l.max_frame));
+  }
+  if (l.max_connections < 1 || l.max_unauthenticated < 1) {
+    fail(fmt::format("max_connections {} and max_unauthenticated {} must be positive",
+                     l.max_connections, l.max_unauthenticated));
+  }
+  if (l.read_deadline.count() <= 0 || l.max_wait.count() < 0) {
+    fail("read_deadline must be positive and max_wait not negative");
+  }
 }
 
 }  // namespace
@@ -113,9 +103,13 @@ Bytes reply(Status status, std::span<const std::byte> body = {}) {
 class Session;
 
 struct TcpStoreServer::Impl : std::enable_shared_from_this<TcpStoreServer::Impl> {
-  Impl(std::string s, StoreLimits l) : secret(std::move(s)), limits(l), acceptor(io) {}
+  Impl(std::string s, StoreLimits l)
+      : secret(std::move(s)), limits(l), acceptor(io), accept_timer(io) {}
 
   void accept();
+  // Admits a new unauthenticated session, dropping the oldest one when max_unauthenticated are
+  // open (io thread only).
+  void admit(const std::shared_ptr<Session>& session);
   void reject(const std::string& why);
   // Answers the sessions parked on key (io thread only).
   void wake(const std::string& key);
@@ -124,9 +118,18 @@ struct TcpStoreServer::Impl : std::enable_shared_from_this<TcpStoreServer::Impl>
   StoreLimits limits;
   asio::io_context io;
   tcp::acceptor acceptor;
+  asio::steady_timer accept_timer;              // the pause after a failed accept()
+  std::chrono::milliseconds accept_backoff{0};  // io thread only
+  bool stopping = false;                        // io thread, then the destructor
   std::thread thread;
   std::atomic<int> open{0};
   std::atomic<int> authenticated{0};
+  std::atomic<int> unauthenticated{0};
+  std::atomic<uint64_t> accept_failures{0};
+  std::atomic<uint64_t> dropped_unauthenticated{0};
+  // Sessions not yet authenticated, oldest first (io thread only; expired and authenticated
+  // entries are pruned on the next admit).
+  std::deque<std::weak_ptr<Session>> handshaking;
   std::chrono::milliseconds drain_timeout{10000};
   // Store state: touched only on the io thread.
   std::unordered_map<std::string, Bytes> data;
@@ -142,13 +145,34 @@ struct TcpStoreServer::Impl : std::enable_shared_from_this<TcpStoreServer::Impl>
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(std::shared_ptr<TcpStoreServer::Impl> server, tcp::socket socket)
-      : server_(std::move(server)), socket_(std::move(socket)), deadline_(server_->io),
-        wait_timer_(server_->io) {
+      : server_(std::move(server)),
+        socket_(std::move(socket)),
+        deadline_(server_->io),
+        wait_timer_(server_->io),
+        opened_(std::chrono::steady_clock::now()) {
     ++server_->open;
+    ++server_->unauthenticated;
   }
   ~Session() {
     --server_->open;
-    if (authenticated_) --server_->authenticated;
+    if (authenticated_) {
+      --server_->authenticated;
+    } else {
+      --server_->unauthenticated;
+    }
+  }
+
+  bool authenticated() const { return authenticated_; }
+  bool is_open() const { return socket_.is_open(); }
+  // Makes way for a newer connection: refused with the reason, then closed.
+  void drop_unauthenticated(int cap) {
+    const auto age = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - opened_);
+    refuse(
+        fmt::format("dropped: {} unauthenticated connections open (StoreLimits::"
+                    "max_unauthenticated), and this, the oldest, had not authenticated "
+                    "after {} ms",
+                    cap, age.count()));
   }
 
   void start() {
@@ -201,27 +225,29 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // Reads one frame; before authentication the handshake deadline already runs, after it the
-  // deadline starts with the length prefix (an idle authenticated client is fine).
+  // deadline starts with the length prefix (an idle authenticated client is fine). Before
+  // authentication the frame goes to the fixed 64-byte handshake buffer: nothing is allocated for
+  // what an unauthenticated peer announces.
   void read_frame(bool in_handshake) {
     asio::async_read(socket_, asio::buffer(header_),
                      [self = shared_from_this(), in_handshake](boost::system::error_code ec,
                                                                size_t got) {
                        if (ec) return self->closed(ec, "a length prefix", got);
-                       const uint32_t length = get_u32(self->header_.data());
-                       const uint32_t cap = self->server_->limits.max_frame;
-                       if (length == 0 || length > cap) {
-                         return self->refuse(fmt::format(
-                             "frame length {} outside [1, {}] (oversized or malformed)", length,
-                             cap));
+                       const LengthCheck frame = check_length(self->header_, self->authenticated_,
+                                                              self->server_->limits.max_frame);
+                       if (!frame.error.empty()) return self->refuse(frame.error);
+                       if (in_handshake) return self->read_body(asio::buffer(self->hello_));
+                       self->arm_deadline("frame");
+                       if (self->body_.capacity() > kKeptBuffer && frame.length <= kKeptBuffer) {
+                         Bytes().swap(self->body_);
                        }
-                       if (!in_handshake) self->arm_deadline("frame");
-                       self->body_.resize(length);
-                       self->read_body();
+                       self->body_.resize(frame.length);
+                       self->read_body(asio::buffer(self->body_));
                      });
   }
 
-  void read_body() {
-    asio::async_read(socket_, asio::buffer(body_),
+  void read_body(asio::mutable_buffer into) {
+    asio::async_read(socket_, into,
                      [self = shared_from_this()](boost::system::error_code ec, size_t got) {
                        self->cancel_deadline();
                        if (ec) return self->closed(ec, "a frame", got);
@@ -249,18 +275,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void handle_handshake() {
     const auto& s = server_->secret;
-    if (body_.size() != kNonce + kMac) {
-      return refuse(fmt::format("handshake of {} bytes, expected {}", body_.size(),
-                                kNonce + kMac));
-    }
-    const std::span<const std::byte> client_nonce(body_.data(), kNonce);
+    const std::span<const std::byte> client_nonce(hello_.data(), kNonce);
     if (!same_digest(hmac(s, "sy-client", nonce_, client_nonce),
-                     std::span(body_).subspan(kNonce))) {
+                     std::span(hello_).subspan(kNonce))) {
       return refuse("authentication failed: the peer does not hold this job's secret "
                     "(SWITCHYARD_JOB_SECRET)");
     }
     cancel_deadline();
     authenticated_ = true;
+    --server_->unauthenticated;
     ++server_->authenticated;
     const Digest proof = hmac(s, "sy-server", client_nonce, nonce_);
     write(reply(kOk, std::as_bytes(std::span(proof))),
@@ -268,18 +291,13 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void handle_request() {
-    if (body_.size() < 5) return refuse("request shorter than its header");
-    const auto op = static_cast<uint8_t>(body_[0]);
-    const uint32_t key_length = get_u32(body_.data() + 1);
-    if (key_length > server_->limits.max_key || key_length > body_.size() - 5) {
-      return refuse(fmt::format("key of {} bytes (at most {}, and within the frame)", key_length,
-                                server_->limits.max_key));
-    }
-    key_.assign(reinterpret_cast<const char*>(body_.data() + 5), key_length);
-    const std::span<const std::byte> arg = std::span(body_).subspan(5 + key_length);
+    const Request request = parse_request(body_, server_->limits.max_key);
+    if (!request.error.empty()) return refuse(request.error);
+    key_.assign(request.key);
+    const std::span<const std::byte> arg = request.arg;
     auto next = [self = shared_from_this()] { self->read_frame(false); };
     auto& data = server_->data;
-    switch (op) {
+    switch (request.op) {
       case kSet: {
         const auto it = data.find(key_);
         const size_t old = it == data.end() ? 0 : key_.size() + it->second.size();
@@ -294,7 +312,6 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
       case kGet: {
-        if (arg.size() != 4) return refuse("get without its 4-byte wait");
         if (data.contains(key_)) return write(reply(kOk, data[key_]), next);
         const auto wait = std::min(std::chrono::milliseconds(get_u32(arg.data())),
                                    server_->limits.max_wait);
@@ -310,7 +327,6 @@ class Session : public std::enable_shared_from_this<Session> {
         return;
       }
       case kAdd: {
-        if (arg.size() != 8) return refuse("add without its 8-byte delta");
         Bytes& value = data[key_];
         if (value.size() != 8 && !value.empty()) {
           return refuse(fmt::format("add on '{}', which does not hold an integer", key_));
@@ -323,8 +339,6 @@ class Session : public std::enable_shared_from_this<Session> {
         server_->wake(key_);
         return;
       }
-      default:
-        return refuse(fmt::format("unknown operation {}", op));
     }
   }
 
@@ -362,8 +376,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_;
   Bytes nonce_;
   bool authenticated_ = false;
-  std::array<std::byte, 4> header_{};
-  Bytes body_;
+  std::chrono::steady_clock::time_point opened_;
+  std::array<std::byte, kPrefix> header_{};
+  std::array<std::byte, kHandshake> hello_{};  // the only frame read before authentication
+  Bytes body_;                                 // frames after authentication
   std::string key_;
   std::string waiting_;
   uint64_t deadline_generation_ = 0;
@@ -371,21 +387,54 @@ class Session : public std::enable_shared_from_this<Session> {
 };
 
 void TcpStoreServer::Impl::accept() {
-  acceptor.async_accept([self = shared_from_this()](boost::system::error_code ec,
-                                                    tcp::socket socket) {
-    if (ec == asio::error::operation_aborted) return;  // shutting down
-    if (!ec) {
-      if (self->open.load() >= self->limits.max_connections) {
-        self->reject(fmt::format("more than {} connections open", self->limits.max_connections));
-      } else {
-        auto session = std::make_shared<Session>(self, std::move(socket));
-        std::erase_if(self->sessions, [](const auto& weak) { return weak.expired(); });
-        self->sessions.push_back(session);
-        session->start();
-      }
-    }
-    self->accept();
+  acceptor.async_accept(
+      [self = shared_from_this()](boost::system::error_code ec, tcp::socket socket) {
+        if (ec == asio::error::operation_aborted || self->stopping) return;  // shutting down
+        if (ec) {
+          // Out of descriptors (EMFILE, ENFILE) or memory (ENOBUFS, ENOMEM), or anything else: the
+          // pending connection stays queued and the next accept() would fail at once, so pause,
+          // doubling up to kMaxAcceptBackoff, instead of spinning. Logged once per streak.
+          ++self->accept_failures;
+          if (self->accept_backoff.count() == 0) {
+            self->reject(fmt::format("accept failed: {}; retrying with pauses of up to {} ms",
+                                     ec.message(), kMaxAcceptBackoff.count()));
+          }
+          self->accept_backoff =
+              std::clamp(self->accept_backoff * 2, std::chrono::milliseconds(1), kMaxAcceptBackoff);
+          self->accept_timer.expires_after(self->accept_backoff);
+          self->accept_timer.async_wait([self](boost::system::error_code timer_ec) {
+            if (!timer_ec && !self->stopping) self->accept();
+          });
+          return;
+        }
+        self->accept_backoff = std::chrono::milliseconds(0);
+        if (self->open.load() >= self->limits.max_connections) {
+          self->reject(fmt::format("more than {} connections open", self->limits.max_connections));
+        } else {
+          auto session = std::make_shared<Session>(self, std::move(socket));
+          std::erase_if(self->sessions, [](const auto& weak) { return weak.expired(); });
+          self->sessions.push_back(session);
+          self->admit(session);
+          session->start();
+        }
+        self->accept();
+      });
+}
+
+void TcpStoreServer::Impl::admit(const std::shared_ptr<Session>& session) {
+  std::erase_if(handshaking, [](const std::weak_ptr<Session>& weak) {
+    const auto s = weak.lock();
+    return !s || s->authenticated() || !s->is_open();
   });
+  // Oldest first: a genuine client authenticates within a round trip, so the oldest is the
+  // likeliest to be stalled.
+  while (static_cast<int>(handshaking.size()) >= limits.max_unauthenticated) {
+    if (auto oldest = handshaking.front().lock())
+      oldest->drop_unauthenticated(limits.max_unauthenticated);
+    handshaking.pop_front();
+    ++dropped_unauthenticated;
+  }
+  handshaking.push_back(session);
 }
 
 void TcpStoreServer::Impl::reject(const std::string& why) {
@@ -409,6 +458,7 @@ void TcpStoreServer::Impl::wake(const std::string& key) {
 TcpStoreServer::TcpStoreServer(const std::string& host, uint16_t port, std::string secret,
                                StoreLimits limits)
     : impl_(std::make_shared<Impl>(std::move(secret), limits)) {
+  check_limits(limits);
   if (impl_->secret.empty()) {
     throw CommError(ErrorCode::invalid_argument,
                     "tcp store: empty job secret; give every rank the same secret "
@@ -435,6 +485,8 @@ TcpStoreServer::TcpStoreServer(const std::string& host, uint16_t port, std::stri
 TcpStoreServer::~TcpStoreServer() {
   asio::post(impl_->io, [impl = impl_] {
     boost::system::error_code ignored;
+    impl->stopping = true;
+    impl->accept_timer.cancel();
     impl->acceptor.close(ignored);
   });
   const auto until = std::chrono::steady_clock::now() + impl_->drain_timeout;
@@ -443,6 +495,10 @@ TcpStoreServer::~TcpStoreServer() {
   }
   impl_->io.stop();
   impl_->thread.join();
+  impl_->stopping = true;  // the io thread is gone: nothing races these
+  impl_->accept_timer.cancel();
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
   // Pending handlers own their sessions, which own a reference to impl_: close every socket and
   // let the aborted handlers run here, so nothing stays open (or leaks) after this returns.
   for (auto& weak : impl_->sessions) {
@@ -457,6 +513,13 @@ uint16_t TcpStoreServer::port() const { return impl_->acceptor.local_endpoint().
 std::vector<std::string> TcpStoreServer::rejections() const {
   std::lock_guard lock(impl_->rejected_mutex);
   return {impl_->rejected.begin(), impl_->rejected.end()};
+}
+
+TcpStoreServer::Stats TcpStoreServer::stats() const {
+  return {.open = impl_->open.load(),
+          .unauthenticated = impl_->unauthenticated.load(),
+          .accept_failures = impl_->accept_failures.load(),
+          .dropped_unauthenticated = impl_->dropped_unauthenticated.load()};
 }
 
 void TcpStoreServer::set_drain_timeout(std::chrono::milliseconds timeout) {
@@ -507,31 +570,55 @@ struct TcpStoreClient::Impl {
 
   // A reply: its status, then its body; a refusal becomes CommError with the server's reason.
   Bytes receive(Clock::time_point deadline, const char* what) {
-    std::array<std::byte, 4> header{};
+    std::array<std::byte, kPrefix> header{};
     if (auto ec = run([&](auto h) { asio::async_read(socket, asio::buffer(header), h); },
                       deadline)) {
       fail(ec, what);
     }
     const uint32_t length = get_u32(header.data());
-    if (length == 0 || length > StoreLimits{}.max_frame) {
-      fail(asio::error::message_size, what);
+    const uint32_t cap = StoreLimits{}.max_frame;
+    if (length == 0 || length > cap) {
+      throw CommError(ErrorCode::peer_failure,
+                      fmt::format("tcp store {}: {}: reply frame of {} bytes, outside [1, {}]; is "
+                                  "MASTER_ADDR/MASTER_PORT this job's store?",
+                                  where, what, length, cap));
     }
     Bytes body(length);
     if (auto ec = run([&](auto h) { asio::async_read(socket, asio::buffer(body), h); },
                       deadline)) {
       fail(ec, what);
     }
-    if (static_cast<uint8_t>(body[0]) == kRefused) {
+    const Reply parsed = parse_reply(body);
+    if (!parsed.error.empty()) {
+      throw CommError(ErrorCode::peer_failure,
+                      fmt::format("tcp store {}: {}: {}", where, what, parsed.error));
+    }
+    if (parsed.status == kRefused) {
       throw CommError(ErrorCode::peer_failure,
                       fmt::format("tcp store {}: {}: the server {}", where, what,
-                                  std::string(reinterpret_cast<const char*>(body.data() + 1),
-                                              body.size() - 1)));
+                                  std::string(reinterpret_cast<const char*>(parsed.body.data()),
+                                              parsed.body.size())));
     }
     return body;
   }
 
   Bytes request(Op op, std::string_view key, std::span<const std::byte> arg,
                 Clock::time_point deadline, const char* what) {
+    // Refused here, with the sizes, rather than by the server after the bytes crossed the wire.
+    const StoreLimits limits;
+    if (key.size() > limits.max_key) {
+      throw CommError(ErrorCode::invalid_argument,
+                      fmt::format("tcp store {}: {}: key of {} bytes; keys hold at most {} bytes",
+                                  where, what, key.size(), limits.max_key));
+    }
+    if (kRequestHeader + key.size() + arg.size() > limits.max_frame) {
+      throw CommError(
+          ErrorCode::invalid_argument,
+          fmt::format("tcp store {}: {} '{}': a value of {} bytes does not fit a "
+                      "frame of at most {} bytes (StoreLimits::max_frame, with {} "
+                      "bytes of header and key); split it over several keys",
+                      where, what, key, arg.size(), limits.max_frame, kRequestHeader + key.size()));
+    }
     Bytes payload{static_cast<std::byte>(op)};
     put_u32(payload, static_cast<uint32_t>(key.size()));
     append(payload, as_bytes(key));

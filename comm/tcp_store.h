@@ -2,9 +2,9 @@
 // launched without MPI (torchrun style): rank 0 hosts a TcpStoreServer, every rank talks to it
 // through a TcpStoreClient.
 //
-// Wire format: every message is a frame, a 4-byte little-endian length then that many bytes,
-// 1 <= length <= StoreLimits::max_frame. Connection set-up is a mutual HMAC-SHA256
-// challenge-response keyed by the job secret, so the secret never crosses the wire:
+// Wire format (comm/tcp_store_protocol.h): every message is a frame, a 4-byte little-endian length
+// then that many bytes, 1 <= length <= StoreLimits::max_frame. Connection set-up is a mutual
+// HMAC-SHA256 challenge-response keyed by the job secret, so the secret never crosses the wire:
 //   server -> client: nonce_s (32 bytes)
 //   client -> server: nonce_c (32) | HMAC(secret, "sy-client" | nonce_s | nonce_c)
 //   server -> client: status 0 | HMAC(secret, "sy-server" | nonce_c | nonce_s)
@@ -12,6 +12,13 @@
 // The server refuses (with a reply saying why, then closes) a wrong secret, an oversized or empty
 // length prefix, a frame left incomplete past the read deadline, and any malformed request; it
 // keeps serving the other clients.
+//
+// Bounded against peers that do not hold the secret (docs/hardening.md): until a peer has
+// authenticated, the only frame it may send is the 64-byte handshake, read into a fixed buffer, so
+// an unauthenticated connection costs a few hundred bytes whatever length it announces; at most
+// max_unauthenticated of them are open (a new one drops the oldest), each for at most
+// read_deadline. When accept() fails (descriptors or memory exhausted) the server pauses, doubling
+// up to 100 ms, instead of retrying at once.
 #pragma once
 
 #include <chrono>
@@ -27,10 +34,13 @@
 namespace switchyard::comm {
 
 struct StoreLimits {
-  uint32_t max_frame = 1u << 20;                  // bytes in one frame
+  static constexpr uint32_t kMaxFrameCeiling = 1u << 30;  // the largest max_frame accepted
+
+  uint32_t max_frame = 1u << 20;                  // bytes in one frame (after authentication)
   size_t max_key = 1024;                          // bytes in one key
   size_t max_total = size_t{64} << 20;            // bytes of keys and values held in all
   int max_connections = 4096;                     // open at once
+  int max_unauthenticated = 64;                   // open at once before their handshake
   std::chrono::milliseconds read_deadline{5000};  // handshake, and any frame once begun
   std::chrono::milliseconds max_wait{60000};      // longest server-side wait of one get
 };
@@ -38,7 +48,7 @@ struct StoreLimits {
 class TcpStoreServer {
  public:
   // Listens on host:port (port 0: an ephemeral port, see port()) and serves on its own thread.
-  // secret must not be empty.
+  // secret must not be empty; limits are checked (CommError(invalid_argument) naming the field).
   TcpStoreServer(const std::string& host, uint16_t port, std::string secret,
                  StoreLimits limits = {});
   // Stops accepting, then waits (at most drain_timeout) until every authenticated client has
@@ -51,6 +61,15 @@ class TcpStoreServer {
   // Why connections were refused, oldest first (the last 64).
   std::vector<std::string> rejections() const;
   void set_drain_timeout(std::chrono::milliseconds timeout);
+
+  // Counters, for tests and diagnostics.
+  struct Stats {
+    int open = 0;                          // connections open now
+    int unauthenticated = 0;               // of which not yet authenticated
+    uint64_t accept_failures = 0;          // accept() calls that failed (each followed by a pause)
+    uint64_t dropped_unauthenticated = 0;  // dropped to make way under max_unauthenticated
+  };
+  Stats stats() const;
 
   struct Impl;
 
@@ -69,6 +88,8 @@ class TcpStoreClient {
   TcpStoreClient(const TcpStoreClient&) = delete;
   TcpStoreClient& operator=(const TcpStoreClient&) = delete;
 
+  // Keys hold at most StoreLimits::max_key bytes and a request at most StoreLimits::max_frame
+  // (1 MiB): larger ones throw CommError(invalid_argument) naming the sizes, before sending.
   void set(std::string_view key, std::span<const std::byte> value);
   // Blocks until key is present, at most `timeout` (then CommError(timeout) naming the key).
   // idle, when given, runs every few milliseconds while waiting (e.g. to progress a transport).
