@@ -32,6 +32,9 @@ class MoeAdam {
   // anything when params, grads and the moments do not hold the same experts and shapes.
   void step(MoeParams<T>& params, MoeParams<T>& grads);
   int64_t steps() const { return step_; }
+  const AdamOptions& options() const { return options_; }
+  // Sets the step counter (a checkpoint's, runtime/checkpoint.h, with its moments in state()).
+  void set_steps(int64_t steps) { step_ = steps; }
   // The moments, for MoeLayer::apply_placement to migrate with the experts.
   std::vector<MoeParams<T>*> state() { return {&m_, &v_}; }
 
