@@ -1,7 +1,10 @@
 #include "planner/plan.h"
 
 #include <fstream>
+#include <limits>
 #include <stdexcept>
+
+#include "planner/json_input.h"
 
 namespace switchyard::planner {
 
@@ -57,30 +60,52 @@ Plan plan_from_json(const nlohmann::json& doc) {
   try {
     plan.planner = doc.value("planner", std::string("unknown"));
     plan.workload = doc.value("workload", std::string());
-    plan.topology.num_nodes = doc.at("num_nodes").get<int>();
-    plan.topology.gpus_per_node = doc.at("gpus_per_node").get<int>();
-    plan.topology.slots_per_gpu = doc.at("slots_per_gpu").get<int>();
-    plan.phy2log = doc.at("phy2log").get<std::vector<std::vector<int>>>();
-  } catch (const nlohmann::json::exception& err) {
-    throw std::invalid_argument(std::string("plan: needs integer fields num_nodes, "
-                                            "gpus_per_node, slots_per_gpu and int[L][S] phy2log: ") +
-                                err.what());
+  } catch (const nlohmann::json::exception&) {
+    throw std::invalid_argument("plan: fields planner and workload must be strings");
   }
-  plan.topology.validate();
+  for (const char* key : {"num_nodes", "gpus_per_node", "slots_per_gpu", "phy2log"}) {
+    if (!doc.contains(key)) throw std::invalid_argument(std::string("plan: missing field ") + key);
+  }
+  plan.topology.num_nodes =
+      static_cast<int>(integer_in(doc.at("num_nodes"), "plan: num_nodes", 1, kMaxNodes));
+  plan.topology.gpus_per_node = static_cast<int>(
+      integer_in(doc.at("gpus_per_node"), "plan: gpus_per_node", 1, kMaxGpusPerNode));
+  plan.topology.slots_per_gpu =
+      static_cast<int>(integer_in(doc.at("slots_per_gpu"), "plan: slots_per_gpu", 1, kMaxSlots));
+  plan.topology.validate();  // the products: devices and slots
+  const nlohmann::json& rows = doc.at("phy2log");
+  if (!rows.is_array() || rows.empty()) {
+    throw std::invalid_argument("plan: phy2log must be a list of layers, each a list of slots");
+  }
+  const int slots = plan.topology.num_slots();
+  for (std::size_t l = 0; l < rows.size(); ++l) {
+    const nlohmann::json& row = rows[l];
+    if (!row.is_array() || row.size() != static_cast<std::size_t>(slots)) {
+      throw std::invalid_argument(
+          "plan: layer " + std::to_string(l) + " has " +
+          (row.is_array() ? std::to_string(row.size()) : std::string("no list of")) +
+          " slots, expected nodes × gpus per node × slots per gpu = " + std::to_string(slots));
+    }
+    std::vector<int> experts;
+    experts.reserve(row.size());
+    for (std::size_t j = 0; j < row.size(); ++j) {
+      experts.push_back(static_cast<int>(integer_in(
+          row[j], "plan: phy2log[" + std::to_string(l) + "][" + std::to_string(j) + "]", 0,
+          std::numeric_limits<int>::max())));
+    }
+    plan.phy2log.push_back(std::move(experts));
+  }
   return plan;
 }
 
 Plan read_plan(const std::string& path, int num_experts) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("plan: cannot open " + path);
+  const nlohmann::json doc = read_json_file(path);
   try {
-    Plan plan = plan_from_json(nlohmann::json::parse(in));
+    Plan plan = plan_from_json(doc);
     if (num_experts > 0) plan.validate(num_experts);
     return plan;
-  } catch (const nlohmann::json::parse_error& err) {
-    throw std::invalid_argument("plan: " + path + " is not valid JSON: " + err.what());
   } catch (const std::invalid_argument& err) {
-    throw std::invalid_argument(std::string(err.what()) + " (file " + path + ")");
+    throw std::invalid_argument(path + ": " + err.what());
   }
 }
 

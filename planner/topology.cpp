@@ -1,5 +1,6 @@
 #include "planner/topology.h"
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -12,6 +13,19 @@ void Topology::validate() const {
                                 ") and slots per gpu (" + std::to_string(slots_per_gpu) +
                                 ") must all be positive");
   }
+  const std::int64_t devices = static_cast<std::int64_t>(num_nodes) * gpus_per_node;
+  if (num_nodes > kMaxNodes || gpus_per_node > kMaxGpusPerNode || devices > kMaxDevices) {
+    throw std::invalid_argument("topology: " + std::to_string(num_nodes) + " nodes × " +
+                                std::to_string(gpus_per_node) + " gpus per node is past the "
+                                "bounds of " + std::to_string(kMaxNodes) + " nodes, " +
+                                std::to_string(kMaxGpusPerNode) + " gpus per node and " +
+                                std::to_string(kMaxDevices) + " devices");
+  }
+  if (devices * slots_per_gpu > kMaxSlots) {
+    throw std::invalid_argument("topology: " + std::to_string(devices) + " devices × " +
+                                std::to_string(slots_per_gpu) + " slots per gpu is more than " +
+                                std::to_string(kMaxSlots) + " slots");
+  }
 }
 
 Topology Topology::for_slots(int num_nodes, int gpus_per_node, int num_experts, int redundant) {
@@ -21,6 +35,11 @@ Topology Topology::for_slots(int num_nodes, int gpus_per_node, int num_experts, 
   }
   Topology topo{num_nodes, gpus_per_node, 1};
   topo.validate();
+  if (static_cast<std::int64_t>(num_experts) + redundant > kMaxSlots) {
+    throw std::invalid_argument("topology: " + std::to_string(num_experts) + " experts + " +
+                                std::to_string(redundant) + " redundant slots is more than " +
+                                std::to_string(kMaxSlots) + " slots");
+  }
   const int slots = num_experts + redundant;
   if (slots % topo.num_devices() != 0) {
     throw std::invalid_argument(

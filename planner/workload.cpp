@@ -1,14 +1,35 @@
 #include "planner/workload.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <stdexcept>
+
+#include "planner/json_input.h"
 
 namespace switchyard::planner {
 
 namespace {
 
 constexpr const char* kFormat = "moe-placement-workload/v1";
+// Bounds on the sizes a workload file may state. Routes store expert ids as uint16, so at most
+// 65536 experts; models have tens of MoE layers (DeepSeek-V3: 58), 1024 is far past any of them
+// and keeps L × E load tables and L × slots plans small. tokens_per_layer is an int; the routes
+// file, when given, must then hold exactly L·T·top_k ids, and its size is checked before any
+// memory is set aside for it.
+constexpr std::int64_t kMaxLayers = 1024;
+constexpr std::int64_t kMaxExperts = 65536;
+constexpr std::int64_t kMaxTokens = std::numeric_limits<int>::max();
+
+int int_field(const nlohmann::json& obj, const char* key, const char* where, std::int64_t lo,
+              std::int64_t hi) {
+  if (!obj.is_object() || !obj.contains(key)) {
+    throw std::invalid_argument(std::string("workload: missing field '") + key + "' in " + where);
+  }
+  return static_cast<int>(
+      integer_in(obj.at(key), std::string("workload: field '") + key + "' in " + where, lo, hi));
+}
 
 template <typename T>
 T required(const nlohmann::json& obj, const char* key, const char* where) {
@@ -24,6 +45,17 @@ T required(const nlohmann::json& obj, const char* key, const char* where) {
 }
 
 std::vector<std::uint16_t> read_routes(const std::string& path, std::size_t count) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    throw std::runtime_error("workload: routes file " + path + " is missing or not a file");
+  }
+  // Checked before allocating: a file that states a huge T must not make us reserve it.
+  const std::uintmax_t bytes_on_disk = std::filesystem::file_size(path, ec);
+  if (ec || bytes_on_disk != count * 2) {
+    throw std::invalid_argument("workload: routes file " + path + " has " +
+                                std::to_string(bytes_on_disk) + " bytes, expected exactly " +
+                                std::to_string(count) + " uint16 values (L·T·top_k)");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error("workload: cannot open routes file " + path);
   std::vector<unsigned char> bytes(count * 2);
@@ -65,16 +97,22 @@ void Workload::validate() const {
                                   std::to_string(num_experts));
     }
     std::int64_t sum = 0;
+    bool over = false;  // the sum passed `expected` (and is not added up further: no overflow)
     for (std::int64_t v : load[l]) {
       if (v < 0) {
         throw std::invalid_argument("workload '" + name + "': negative load in layer " +
                                     std::to_string(l));
       }
+      if (v > expected - sum) {
+        over = true;
+        break;
+      }
       sum += v;
     }
-    if (sum != expected) {
+    if (over || sum != expected) {
       throw std::invalid_argument("workload '" + name + "': load row of layer " +
-                                  std::to_string(l) + " sums to " + std::to_string(sum) +
+                                  std::to_string(l) + " sums to " +
+                                  (over ? std::string("more than that") : std::to_string(sum)) +
                                   ", expected tokens_per_layer × top_k = " +
                                   std::to_string(expected));
     }
@@ -114,15 +152,55 @@ Workload workload_from_json(const nlohmann::json& doc, const std::string& folder
                                 "'");
   }
   Workload w;
+  if (doc.contains("name") && !doc.at("name").is_string()) {
+    throw std::invalid_argument("workload: field 'name' must be a string");
+  }
   w.name = doc.value("name", std::string("unnamed"));
   const nlohmann::json& model = doc.contains("model") ? doc.at("model") : nlohmann::json();
-  w.num_layers = required<int>(model, "num_layers", "model");
-  w.num_experts = required<int>(model, "num_experts", "model");
-  w.top_k = required<int>(model, "top_k", "model");
-  w.num_groups = model.value("num_groups", 1);
-  w.topk_groups = model.value("topk_groups", 1);
-  w.tokens_per_layer = required<int>(doc, "tokens_per_layer", "the top level");
-  w.load = required<std::vector<std::vector<std::int64_t>>>(doc, "load", "the top level");
+  if (!model.is_object()) throw std::invalid_argument("workload: missing field 'model' (an object)");
+  w.num_layers = int_field(model, "num_layers", "model", 1, kMaxLayers);
+  w.num_experts = int_field(model, "num_experts", "model", 1, kMaxExperts);
+  w.top_k = int_field(model, "top_k", "model", 1, w.num_experts);
+  if (model.contains("num_groups")) {
+    w.num_groups = int_field(model, "num_groups", "model", 1, w.num_experts);
+    if (w.num_experts % w.num_groups != 0) {
+      throw std::invalid_argument("workload: num_groups " + std::to_string(w.num_groups) +
+                                  " does not divide num_experts " +
+                                  std::to_string(w.num_experts) + " into equal groups");
+    }
+  }
+  if (model.contains("topk_groups")) {
+    w.topk_groups = int_field(model, "topk_groups", "model", 1, w.num_groups);
+  }
+  w.tokens_per_layer = int_field(doc, "tokens_per_layer", "the top level", 1, kMaxTokens);
+  if (!doc.contains("load")) {
+    throw std::invalid_argument("workload: missing field 'load' in the top level");
+  }
+  const nlohmann::json& load = doc.at("load");
+  if (!load.is_array() || load.size() != static_cast<std::size_t>(w.num_layers)) {
+    throw std::invalid_argument("workload: load has " +
+                                (load.is_array() ? std::to_string(load.size()) + " rows"
+                                                 : std::string("no rows")) +
+                                ", expected num_layers = " + std::to_string(w.num_layers));
+  }
+  const std::int64_t per_layer = static_cast<std::int64_t>(w.tokens_per_layer) * w.top_k;
+  w.load.resize(w.num_layers);
+  for (int l = 0; l < w.num_layers; ++l) {
+    const nlohmann::json& row = load[l];
+    if (!row.is_array() || row.size() != static_cast<std::size_t>(w.num_experts)) {
+      throw std::invalid_argument(
+          "workload: load row of layer " + std::to_string(l) + " has " +
+          (row.is_array() ? std::to_string(row.size()) + " entries" : std::string("no entries")) +
+          ", expected num_experts = " + std::to_string(w.num_experts));
+    }
+    w.load[l].reserve(w.num_experts);
+    for (int e = 0; e < w.num_experts; ++e) {
+      w.load[l].push_back(integer_in(row[e],
+                                     "workload: load[" + std::to_string(l) + "][" +
+                                         std::to_string(e) + "]",
+                                     0, per_layer));
+    }
+  }
   if (doc.contains("routes") && !folder.empty()) {
     const nlohmann::json& r = doc.at("routes");
     const std::string dtype = required<std::string>(r, "dtype", "routes");
@@ -130,8 +208,8 @@ Workload workload_from_json(const nlohmann::json& doc, const std::string& folder
       throw std::invalid_argument("workload: routes dtype '" + dtype +
                                   "' is not supported; expected 'uint16-le'");
     }
-    const auto shape = required<std::vector<int>>(r, "shape", "routes");
-    if (shape != std::vector<int>{w.num_layers, w.tokens_per_layer, w.top_k}) {
+    const nlohmann::json& shape = r.contains("shape") ? r.at("shape") : nlohmann::json();
+    if (shape != nlohmann::json{w.num_layers, w.tokens_per_layer, w.top_k}) {
       throw std::invalid_argument("workload: routes shape must be [num_layers, "
                                   "tokens_per_layer, top_k]");
     }
@@ -145,19 +223,14 @@ Workload workload_from_json(const nlohmann::json& doc, const std::string& folder
 }
 
 Workload read_workload(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("workload: cannot open " + path);
-  nlohmann::json doc;
+  const nlohmann::json doc = read_json_file(path);
+  const std::string folder = std::filesystem::path(path).parent_path().string();
   try {
-    doc = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& err) {
-    throw std::invalid_argument("workload: " + path + " is not valid JSON: " + err.what());
-  }
-  try {
-    const std::string folder = std::filesystem::path(path).parent_path().string();
     return workload_from_json(doc, folder.empty() ? "." : folder);
   } catch (const std::invalid_argument& err) {
-    throw std::invalid_argument(std::string(err.what()) + " (file " + path + ")");
+    throw std::invalid_argument(path + ": " + err.what());
+  } catch (const std::runtime_error& err) {  // the routes file
+    throw std::runtime_error(path + ": " + err.what());
   }
 }
 

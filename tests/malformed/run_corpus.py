@@ -2,7 +2,8 @@
 """Runs every tool on every file of its malformed-input corpus (tests/malformed/<corpus>/) and on
 the malformed option values of OPTION_CASES, and fails unless each run exits non-zero (not by a
 signal, not past its time bound) with exactly one non-empty line on stderr that names the file
-(or the option) and holds no Python traceback.
+(or the option) and holds no Python traceback. The tools' last-resort handlers also print one
+line ("internal error"), but an input that reaches one counts as a failure: validation missed it.
 
 Big and deeply nested inputs are generated at run time (GENERATED), not committed. Before the
 corpus runs, each tool must accept the well-formed files of good/, so a broken command line in
@@ -192,6 +193,8 @@ def judge(rc, stderr, names):
         return f"{len(lines)} lines on stderr"
     if not any(n in lines[0] for n in names):
         return f"the message does not name {names[0]}"
+    if "internal error" in lines[0]:  # the tools' last-resort handler: validation missed it
+        return "an internal error, not a validation message"
     return None
 
 

@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "planner/json_input.h"
 #include "planner/score.h"
+#include "planner/topology.h"
 #include "planner/workload.h"
 #include "reference_figures.h"
 
@@ -26,20 +28,37 @@ struct Scenario {
 };
 
 std::vector<Scenario> read_scenarios(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("bench: cannot open " + path);
-  try {
-    const nlohmann::json doc = nlohmann::json::parse(in);
-    std::vector<Scenario> scenarios;
-    for (const auto& s : doc.at("scenarios")) {
-      scenarios.push_back({s.at("workload").get<std::string>(), s.at("num_nodes").get<int>(),
-                           s.at("gpus_per_node").get<int>(), s.at("redundant_slots").get<int>()});
-    }
-    return scenarios;
-  } catch (const nlohmann::json::exception& err) {
-    throw std::invalid_argument("bench: " + path +
-                                " is not a moe-placement-scenarios/v1 file: " + err.what());
+  const nlohmann::json doc = planner::read_json_file(path);
+  const auto wrong = [&](const std::string& what) {
+    return std::invalid_argument(path + ": not a moe-placement-scenarios/v1 file: " + what);
+  };
+  if (!doc.is_object() || !doc.contains("scenarios") || !doc.at("scenarios").is_array()) {
+    throw wrong("needs a list 'scenarios'");
   }
+  std::vector<Scenario> scenarios;
+  for (const auto& s : doc.at("scenarios")) {
+    const std::string where = "scenario " + std::to_string(scenarios.size());
+    if (!s.is_object()) throw wrong(where + " is not an object");
+    for (const char* key : {"workload", "num_nodes", "gpus_per_node", "redundant_slots"}) {
+      if (!s.contains(key)) throw wrong(where + " lacks " + key);
+    }
+    if (!s.at("workload").is_string()) throw wrong(where + ": workload must be a name");
+    try {
+      scenarios.push_back(
+          {s.at("workload").get<std::string>(),
+           static_cast<int>(planner::integer_in(s.at("num_nodes"), where + ": num_nodes", 1,
+                                                planner::kMaxNodes)),
+           static_cast<int>(planner::integer_in(s.at("gpus_per_node"),
+                                                where + ": gpus_per_node", 1,
+                                                planner::kMaxGpusPerNode)),
+           static_cast<int>(planner::integer_in(s.at("redundant_slots"),
+                                                where + ": redundant_slots", 0,
+                                                planner::kMaxSlots))});
+    } catch (const std::invalid_argument& err) {
+      throw std::invalid_argument(path + ": " + err.what());
+    }
+  }
+  return scenarios;
 }
 
 struct Timed {
@@ -106,8 +125,13 @@ void run_bench(const BenchArgs& args) {
       it = workloads.emplace(s.workload, planner::read_workload(path.string())).first;
     }
     const planner::Workload& workload = it->second;
-    const auto topo =
-        planner::Topology::for_slots(s.nodes, s.gpus_per_node, workload.num_experts, s.redundant);
+    planner::Topology topo;
+    try {
+      topo = planner::Topology::for_slots(s.nodes, s.gpus_per_node, workload.num_experts,
+                                          s.redundant);
+    } catch (const std::invalid_argument& err) {
+      throw std::invalid_argument(args.scenarios + ": scenario " + label + ": " + err.what());
+    }
     const auto ref = reference.find({s.workload, s.nodes, s.gpus_per_node, s.redundant});
     if (ref == reference.end()) {
       throw std::invalid_argument("bench: no reference figures for scenario " + s.workload);
