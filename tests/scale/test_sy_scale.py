@@ -142,11 +142,28 @@ class SweepDescriptions(unittest.TestCase):
                  ({"axes": {"ranks": [1], "colour": [1]}}, "colour"),
                  ({"mode": "sideways", "axes": {"ranks": [1]}}, "sideways"),
                  ({"mode": "strong", "global_tokens": 10, "axes": {"ranks": [3]}}, "divide"),
-                 ({"args": {"wings": 2}, "axes": {"ranks": [1]}}, "wings")]
+                 ({"args": {"wings": 2}, "axes": {"ranks": [1]}}, "wings"),
+                 ({"mode": "strong", "global_tokens": 8, "axes": {"ranks": [0]}}, ">= 1"),
+                 ({"axes": {"ranks": [1], "seed": list(range(1001))}}, "at most 1000"),
+                 ({"axes": {"ranks": [1]}, "retries": 10**9}, "retries"),
+                 ({"axes": {"ranks": [True]}}, "integer")]
         for doc, word in cases:
             with self.assertRaises(SweepError) as ctx:
                 validate_sweep(doc)
             self.assertIn(word, str(ctx.exception))
+
+
+class DefaultTrainMoe(unittest.TestCase):
+    def test_default_is_the_repository_build(self):
+        from syscale import cli
+        saved = os.environ.pop("SY_TRAIN_MOE", None)
+        try:
+            repo = os.path.realpath(os.path.join(HERE, "..", ".."))
+            self.assertEqual(cli.default_train_moe(),
+                             os.path.join(repo, "build", "release", "examples", "train_moe"))
+        finally:
+            if saved is not None:
+                os.environ["SY_TRAIN_MOE"] = saved
 
 
 if __name__ == "__main__":
