@@ -26,6 +26,7 @@
 #include "comm/communicator.h"
 #include "kernels/blas.h"
 #include "runtime/adam.h"
+#include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/metrics_server.h"
 #include "runtime/moe_layer.h"
@@ -63,6 +64,12 @@ struct Options {
   std::string trace;             // write a merged trace here (default: $SWITCHYARD_TRACE)
   int metrics_port = 0;          // 0 = off; else rank r serves Prometheus metrics on this + r
   std::string metrics_address = "127.0.0.1";
+  std::string save_dir;          // checkpoints into DIR/step-N (docs/checkpoints.md)
+  int save_every = 0;            // steps between checkpoints; 0 = only after the last step
+  int keep_checkpoints = 2;      // complete checkpoints kept in save_dir
+  std::string resume;            // continue from this checkpoint (a DIR or DIR/step-N)
+  int64_t global_tokens = 0;     // 0 = --tokens-per-rank; else one global batch split over ranks
+  std::string loss_log;          // rank 0 writes "step loss" per step (%.17g) here
 };
 
 // Test-only straggler: SWITCHYARD_TEST_DELAY_RANK=r:ms makes rank r sleep ms before every backward
@@ -127,6 +134,18 @@ void fill_tokens(std::vector<T>& x, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> normal(0.0, 1.0);
   for (auto& v : x) v = static_cast<T>(normal(rng));
+}
+
+// --global-tokens: rows [first, first + rows) of a global batch whose row g is drawn from its own
+// stream, so that the batch is the same whatever the number of ranks and how it is split.
+template <typename T>
+void fill_global_tokens(std::vector<T>& x, int64_t hidden, int64_t first, uint64_t seed) {
+  std::normal_distribution<double> normal(0.0, 1.0);
+  for (size_t row = 0; row * hidden < x.size(); ++row) {
+    std::mt19937_64 rng(seed ^ (0x9E3779B97F4A7C15ull * (uint64_t(first) + row + 1)));
+    normal.reset();
+    for (int64_t j = 0; j < hidden; ++j) x[row * hidden + j] = static_cast<T>(normal(rng));
+  }
 }
 
 // The backend's own rate on one expert's gate_proj GEMM shape ([tokens per expert, H] x [H, I]),
@@ -267,6 +286,58 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   sy::MoeAdam<T> adam({.lr = lr}, config, student.params().expert_ids);
   sy::Replanner replanner({.interval = o.replan_every, .redundant_slots = o.redundant},
                           config.num_experts, world, comm.topology().num_nodes);
+  // --global-tokens: this rank's contiguous slice of the global batch (uneven splits are fine).
+  int64_t first_token = 0;
+  if (o.global_tokens > 0) {
+    first_token = o.global_tokens * rank / world;
+    tokens = o.global_tokens * (rank + 1) / world - first_token;
+  }
+  // --resume: weights, Adam state, selection bias, placement (on the saved number of ranks) and
+  // the re-planner's window; the data of a step depends only on (seed, step).
+  int start_step = 1;
+  if (!o.resume.empty()) {
+    const auto info = sy::checkpoint::load(comm, o.resume, student, &adam);
+    const auto& st = info.state;
+    sy::require(st.value("seed", uint64_t(0)) == o.seed,
+                fmt::format("--resume {}: saved with --seed {}, this run has --seed {}; the data "
+                            "would differ",
+                            info.path, st.value("seed", uint64_t(0)), o.seed));
+    sy::require(st.value("global_tokens", int64_t(0)) == o.global_tokens,
+                fmt::format("--resume {}: saved with --global-tokens {}, this run has {}",
+                            info.path, st.value("global_tokens", int64_t(0)), o.global_tokens));
+    start_step = static_cast<int>(st.value("step", int64_t(0))) + 1;
+    if (info.saved_world_size == world && st.contains("replanner")) {
+      sy::ReplannerState rs;
+      st["replanner"]["window_load"].get_to(rs.window_load);
+      st["replanner"]["current_row"].get_to(rs.current_row);
+      replanner.restore(rs);
+    }
+    if (rank == 0) {
+      std::printf("resumed from %s: step %d, saved on %d ranks, placement %s\n",
+                  info.path.c_str(), start_step - 1, info.saved_world_size,
+                  info.placement_restored ? "restored" : "kept (resharded)");
+    }
+  }
+  auto save_checkpoint = [&](int step) {
+    const auto rs = replanner.state();
+    const nlohmann::json state = {
+        {"step", step},
+        {"seed", o.seed},
+        {"global_tokens", o.global_tokens},
+        {"tokens_per_rank", o.global_tokens > 0 ? int64_t(0) : tokens},
+        {"replanner", {{"window_load", rs.window_load}, {"current_row", rs.current_row}}}};
+    const std::string path = sy::checkpoint::save(comm, o.save_dir, step, student, &adam, state,
+                                                  {.keep = o.keep_checkpoints, .crash_hook = {}});
+    if (rank == 0) {
+      std::printf("checkpoint: %s\n", path.c_str());
+      std::fflush(stdout);
+    }
+  };
+  FILE* loss_log = nullptr;
+  if (rank == 0 && !o.loss_log.empty()) {
+    loss_log = std::fopen(o.loss_log.c_str(), "w");
+    sy::require(loss_log != nullptr, fmt::format("--loss-log: cannot write '{}'", o.loss_log));
+  }
 
   // Only the student is traced: the teacher's forward is data generation, not the measured step.
   std::unique_ptr<sy::Tracer> tracer;
@@ -294,7 +365,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   }
 
   const int64_t H = config.hidden;
-  const double global_tokens = double(tokens) * world;
+  const double global_tokens = o.global_tokens > 0 ? double(o.global_tokens) : double(tokens) * world;
   if (rank == 0) {
     std::printf("switchyard train_moe: preset %s, %s, %d ranks, %s\n", o.preset.c_str(),
                 o.dtype.c_str(), world, comm.topology().describe().c_str());
@@ -319,8 +390,12 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   std::string overlap_decision = student.overlap_decision();
   double traffic[2] = {0, 0};  // bytes over all timed steps and ranks: intra-node, inter-node
   Split timed{};
-  for (int step = 1; step <= steps; ++step) {
-    fill_tokens(x, o.seed * 1000003ull + step * 7919ull + rank);
+  for (int step = start_step; step <= steps; ++step) {
+    if (o.global_tokens > 0) {
+      fill_global_tokens(x, H, first_token, o.seed * 1000003ull + step * 7919ull);
+    } else {
+      fill_tokens(x, o.seed * 1000003ull + step * 7919ull + rank);
+    }
     if (o.skew > 0) skew.apply_to_tokens(x, H);
     teacher.forward(x.data(), tokens, H, target.data());
 
@@ -353,8 +428,9 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     comm.allreduce_sum(sums, 2);
     const double loss = sums[0] / (global_tokens * H);
     const double rel = sums[0] / std::max(sums[1], 1e-300);
-    if (step == 1) first_loss = loss;
+    if (step == start_step) first_loss = loss;
     last_loss = loss;
+    if (loss_log != nullptr) std::fprintf(loss_log, "%d %.17g\n", step, loss);
 
     Split split = split_of(student.times(), optimizer_seconds);
     comm.allreduce_sum(split.data(), split.size());
@@ -370,7 +446,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
     double step_traffic[2] = {double(student.traffic().intra_node_bytes),
                               double(student.traffic().inter_node_bytes)};
     comm.allreduce_sum(step_traffic, 2);
-    if (step > 1 || steps == 1) {
+    if (step > start_step || steps == start_step) {
       timed_seconds += seconds;
       ++timed_steps;
       for (size_t i = 0; i < split.size(); ++i) timed[i] += split[i];
@@ -416,7 +492,12 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       window_imbalance = 0;
       window_steps = 0;
     }
+    if (!o.save_dir.empty() &&
+        (step == steps || (o.save_every > 0 && step % o.save_every == 0))) {
+      save_checkpoint(step);
+    }
   }
+  if (loss_log != nullptr) std::fclose(loss_log);
 
   if (tracer) {
     tracer->write(o.trace);
@@ -427,9 +508,12 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
   }
 
   const double pairs = global_tokens * config.top_k;
-  const double blas_rate = blas_gflops_per_rank<T>(student.backend(), comm,
-                                                   static_cast<int64_t>(pairs / config.num_experts),
-                                                   H, config.intermediate);
+  // Only for the summary of timed steps (none when a resumed run had nothing left to do).
+  const double blas_rate =
+      timed_steps == 0 ? 0.0
+                       : blas_gflops_per_rank<T>(student.backend(), comm,
+                                                 static_cast<int64_t>(pairs / config.num_experts),
+                                                 H, config.intermediate);
   if (rank == 0 && timed_steps > 0) {
     const double n = timed_steps;
     std::printf(
@@ -519,6 +603,22 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--metrics-address", o.metrics_address, "address the metrics endpoints listen on")
       ->capture_default_str();
+  app.add_option("--save", o.save_dir,
+                 "write checkpoints into DIR/step-N (atomic; every --save-every steps and after "
+                 "the last)");
+  app.add_option("--save-every", o.save_every, "steps between checkpoints (0 = after the last only)")
+      ->capture_default_str();
+  app.add_option("--keep-checkpoints", o.keep_checkpoints,
+                 "complete checkpoints kept in the --save DIR (0 = all)")
+      ->capture_default_str();
+  app.add_option("--resume", o.resume,
+                 "continue from a checkpoint: DIR (its latest) or DIR/step-N; the number of ranks "
+                 "may differ from the saving run's");
+  app.add_option("--global-tokens", o.global_tokens,
+                 "tokens per step over all ranks, each rank taking a contiguous slice of one "
+                 "global batch (the same batch whatever the rank count); 0 = --tokens-per-rank")
+      ->capture_default_str();
+  app.add_option("--loss-log", o.loss_log, "write 'step loss' per step (%.17g) here (rank 0)");
   o.trace = sy::Tracer::path_from_env();
   CLI11_PARSE(app, argc, argv);
 

@@ -88,4 +88,24 @@ std::optional<planner::ExpertPlacement> Replanner::replan(const planner::ExpertP
   return next;
 }
 
+ReplannerState Replanner::state() const {
+  return {window_load_, current_row_ ? *current_row_ : std::vector<int>{}};
+}
+
+void Replanner::restore(const ReplannerState& state) {
+  require(state.window_load.size() == window_load_.size(),
+          fmt::format("Replanner::restore: the state has loads of {} experts, the replanner {}",
+                      state.window_load.size(), window_load_.size()));
+  const size_t slots = static_cast<size_t>(topology_.num_slots());
+  require(state.current_row.empty() || state.current_row.size() == slots,
+          fmt::format("Replanner::restore: the state's plan has {} slots, the replanner {}",
+                      state.current_row.size(), slots));
+  window_load_ = state.window_load;
+  if (state.current_row.empty()) {
+    current_row_.reset();
+  } else {
+    current_row_ = state.current_row;
+  }
+}
+
 }  // namespace switchyard

@@ -26,6 +26,13 @@ struct ReplanDecision {
   int moved_experts = 0;         // replicas a device newly holds
 };
 
+// What a Replanner carries from one step to the next: the current window's loads and the slot
+// row of the last adopted plan (empty: none yet), for checkpoints.
+struct ReplannerState {
+  std::vector<int64_t> window_load;
+  std::vector<int> current_row;
+};
+
 class Replanner {
  public:
   // num_nodes: nodes of the communicator (devices assumed numbered node by node). With
@@ -42,6 +49,11 @@ class Replanner {
   // adopted. Deterministic: every rank computes the same decision from the same loads.
   std::optional<planner::ExpertPlacement> replan(const planner::ExpertPlacement& current,
                                                  ReplanDecision* decision);
+
+  ReplannerState state() const;
+  // Continues from a state() of a replanner with the same options, experts and devices; throws
+  // Error(invalid_argument) when the sizes do not fit.
+  void restore(const ReplannerState& state);
 
  private:
   ReplanOptions options_;
