@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 
 #include "comm/communicator.h"
 #include "comm/error.h"
+#include "runtime/agreement.h"
 #include "runtime/error.h"
 #include "runtime/moe_layer.h"
 #include "runtime/switchyard.h"
@@ -37,6 +39,7 @@ struct sy_layer {
 struct sy_saved {
   const sy_layer* layer = nullptr;
   std::unique_ptr<sy::MoeSaved<float>> state;
+  bool used = false;  // its backward ran: a second would add the gradients again
 };
 
 namespace {
@@ -51,6 +54,7 @@ sy_status_t status_of(sy::ErrorCode code) {
     case sy::ErrorCode::timeout: return SY_TIMEOUT;
     case sy::ErrorCode::peer_failure: return SY_PEER_FAILURE;
     case sy::ErrorCode::internal: return SY_INTERNAL;
+    case sy::ErrorCode::aborted: return SY_ABORTED;
   }
   return SY_INTERNAL;
 }
@@ -347,40 +351,51 @@ const char* sy_context_last_error(sy_context_t context) {
 sy_status_t sy_layer_create(sy_context_t context, const sy_layer_config_t* config,
                             sy_layer_t* layer) {
   return on_context(context, [&](sy_context& c) {
-    require_arg(layer != nullptr, "sy_layer_create: layer (the output) is NULL");
-    *layer = nullptr;
-    require_arg(config != nullptr, "sy_layer_create: config is NULL; pass a sy_layer_config_t "
-                                   "initialised with SY_LAYER_CONFIG_INIT");
-    require_struct_size(config->size, sizeof(sy_layer_config_t), "sy_layer_config_t",
-                        "SY_LAYER_CONFIG_INIT");
-    const sy::MoeConfig moe = to_config(*config);
-    moe.validate();
+    // Every check of this rank's arguments goes into the status that MoeLayer's creation compares
+    // across ranks: a rank whose arguments are wrong fails the call on every rank, and ranks whose
+    // (valid) configurations differ are told which fields differ.
+    sy::LocalStatus status;
+    sy::MoeConfig moe;
+    sy::LayerOptions options{c.alltoall, {}, {}};
+    std::optional<sy::planner::ExpertPlacement> placement;
+    status.capture([&] {
+      require_arg(layer != nullptr, "sy_layer_create: layer (the output) is NULL");
+      *layer = nullptr;
+      require_arg(config != nullptr, "sy_layer_create: config is NULL; pass a sy_layer_config_t "
+                                     "initialised with SY_LAYER_CONFIG_INIT");
+      require_struct_size(config->size, sizeof(sy_layer_config_t), "sy_layer_config_t",
+                          "SY_LAYER_CONFIG_INIT");
+      moe = to_config(*config);
+      moe.validate();
+      require_arg(config->overlap >= SY_OVERLAP_OFF && config->overlap <= SY_OVERLAP_AUTO,
+                  fmt::format("sy_layer_config_t.overlap = {} is not a sy_overlap_mode_t; use "
+                              "SY_OVERLAP_OFF, SY_OVERLAP_ON or SY_OVERLAP_AUTO",
+                              static_cast<int>(config->overlap)));
+      const sy::OverlapMode modes[] = {sy::OverlapMode::off, sy::OverlapMode::on,
+                                       sy::OverlapMode::automatic};
+      require_arg(config->backend >= SY_BACKEND_DEFAULT && config->backend <= SY_BACKEND_ONEDNN,
+                  fmt::format("sy_layer_config_t.backend = {} is not a sy_backend_t; use "
+                              "SY_BACKEND_DEFAULT, SY_BACKEND_OPENBLAS or SY_BACKEND_ONEDNN",
+                              static_cast<int>(config->backend)));
+      require_arg(config->compute == SY_COMPUTE_NATIVE || config->compute == SY_COMPUTE_BF16,
+                  fmt::format("sy_layer_config_t.compute = {} is not a sy_compute_precision_t; "
+                              "use SY_COMPUTE_NATIVE or SY_COMPUTE_BF16",
+                              static_cast<int>(config->compute)));
+      const char* backends[] = {"", "openblas", "onednn"};
+      options.overlap = sy::OverlapOptions{modes[config->overlap], config->overlap_chunks};
+      options.backend = sy::kernels::BackendOptions{
+          backends[config->backend], config->compute == SY_COMPUTE_BF16
+                                         ? sy::kernels::ComputePrecision::bf16
+                                         : sy::kernels::ComputePrecision::native};
+      placement = sy::planner::ExpertPlacement::contiguous(moe.num_experts, c.comm->size());
+    });
     auto handle = std::make_unique<sy_layer>();
     handle->context = &c;
-    require_arg(config->overlap >= SY_OVERLAP_OFF && config->overlap <= SY_OVERLAP_AUTO,
-                fmt::format("sy_layer_config_t.overlap = {} is not a sy_overlap_mode_t; use "
-                            "SY_OVERLAP_OFF, SY_OVERLAP_ON or SY_OVERLAP_AUTO",
-                            static_cast<int>(config->overlap)));
-    const sy::OverlapMode modes[] = {sy::OverlapMode::off, sy::OverlapMode::on,
-                                     sy::OverlapMode::automatic};
-    require_arg(config->backend >= SY_BACKEND_DEFAULT && config->backend <= SY_BACKEND_ONEDNN,
-                fmt::format("sy_layer_config_t.backend = {} is not a sy_backend_t; use "
-                            "SY_BACKEND_DEFAULT, SY_BACKEND_OPENBLAS or SY_BACKEND_ONEDNN",
-                            static_cast<int>(config->backend)));
-    require_arg(config->compute == SY_COMPUTE_NATIVE || config->compute == SY_COMPUTE_BF16,
-                fmt::format("sy_layer_config_t.compute = {} is not a sy_compute_precision_t; use "
-                            "SY_COMPUTE_NATIVE or SY_COMPUTE_BF16",
-                            static_cast<int>(config->compute)));
-    const char* backends[] = {"", "openblas", "onednn"};
-    const sy::kernels::BackendOptions backend{
-        backends[config->backend], config->compute == SY_COMPUTE_BF16
-                                       ? sy::kernels::ComputePrecision::bf16
-                                       : sy::kernels::ComputePrecision::native};
+    // A rank whose checks failed joins the creation's collective with a placeholder placement.
     handle->layer = std::make_unique<sy::MoeLayer<float>>(
-        moe, *c.comm, sy::planner::ExpertPlacement::contiguous(moe.num_experts, c.comm->size()),
-        sy::LayerOptions{c.alltoall,
-                         sy::OverlapOptions{modes[config->overlap], config->overlap_chunks},
-                         backend});
+        moe, *c.comm,
+        placement ? *placement : sy::planner::ExpertPlacement::contiguous(1, c.comm->size()),
+        options, status);
     *layer = handle.release();
   });
 }
@@ -501,15 +516,17 @@ sy_status_t sy_layer_zero_grads(sy_layer_t layer) {
 sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, int64_t hidden,
                              float* y, sy_saved_t* saved, sy_aux_losses_t* aux) {
   return on_layer(layer, [&](sy_layer& l) {
-    require_arg(saved != nullptr, "sy_layer_forward: saved (the output) is NULL");
-    *saved = nullptr;
-    require_arg(tokens >= 0, fmt::format("sy_layer_forward: tokens must be >= 0, got {}", tokens));
-    require_arg(tokens == 0 || (x != nullptr && y != nullptr),
-                "sy_layer_forward: x and y must be non-NULL when tokens > 0");
+    // Checks that fail here fail the call on every rank (MoeLayer::forward carries them), so that
+    // no peer pairs this call with its next one.
+    sy::LocalStatus status;
+    status.capture([&] {
+      require_arg(saved != nullptr, "sy_layer_forward: saved (the output) is NULL");
+      *saved = nullptr;
+    });
     // Bound parameters change in the caller's memory (an optimizer step) with no call to say
     // so: the backend drops what it derived from them (a bf16 copy), as sy_layer_set_param does.
     if (std::as_const(*l.layer).params().any_bound()) l.layer->parameters_changed();
-    auto result = l.layer->forward(x, tokens, hidden, y);
+    auto result = l.layer->forward(x, tokens, hidden, y, status);
     auto handle = std::make_unique<sy_saved>();
     handle->layer = &l;
     handle->state = std::move(result.saved);
@@ -523,12 +540,18 @@ sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, i
 sy_status_t sy_layer_backward(sy_layer_t layer, sy_saved_t saved, const float* grad_y,
                               float* grad_x) {
   return on_layer(layer, [&](sy_layer& l) {
-    require_arg(saved != nullptr, "sy_layer_backward: saved is NULL");
-    require_arg(saved->layer == &l, "sy_layer_backward: saved comes from another layer's forward");
-    const int64_t tokens = saved->state->tokens;
-    require_arg(tokens == 0 || (grad_y != nullptr && grad_x != nullptr),
-                "sy_layer_backward: grad_y and grad_x must be non-NULL when tokens > 0");
-    l.layer->backward(*saved->state, grad_y, grad_x);
+    sy::LocalStatus status;
+    status.capture([&] {
+      require_arg(saved != nullptr, "sy_layer_backward: saved is NULL");
+      require_arg(saved->layer == &l,
+                  "sy_layer_backward: saved comes from another layer's forward");
+      require_arg(!saved->used, "sy_layer_backward: this forward's backward already ran (its "
+                                "gradients were added once); run forward again");
+    });
+    // A rank whose checks failed still joins the call's first collective, with nothing to do.
+    static const sy::MoeSaved<float> nothing;
+    l.layer->backward(status.failed() ? nothing : *saved->state, grad_y, grad_x, status);
+    saved->used = true;
   });
 }
 
@@ -550,12 +573,17 @@ sy_status_t sy_layer_expert_load(sy_layer_t layer, double* load, int num_experts
 
 sy_status_t sy_layer_apply_placement(sy_layer_t layer, const int* phy2log, int num_slots) {
   return on_layer(layer, [&](sy_layer& l) {
-    require_arg(phy2log != nullptr && num_slots > 0,
-                "sy_layer_apply_placement: phy2log must hold num_slots > 0 entries");
-    const auto next = sy::planner::ExpertPlacement::from_slots(
-        std::span<const int>(phy2log, static_cast<size_t>(num_slots)),
-        l.layer->config().num_experts, l.context->comm->size());
-    l.layer->apply_placement(next);
+    // A placement one rank cannot read fails the call on every rank (apply_placement carries it).
+    sy::LocalStatus status;
+    std::optional<sy::planner::ExpertPlacement> next;
+    status.capture([&] {
+      require_arg(phy2log != nullptr && num_slots > 0,
+                  "sy_layer_apply_placement: phy2log must hold num_slots > 0 entries");
+      next = sy::planner::ExpertPlacement::from_slots(
+          std::span<const int>(phy2log, static_cast<size_t>(num_slots)),
+          l.layer->config().num_experts, l.context->comm->size());
+    });
+    l.layer->apply_placement(next ? *next : l.layer->placement(), {}, status);
   });
 }
 

@@ -7,7 +7,16 @@
 
 namespace switchyard {
 
-enum class ErrorCode { invalid_argument, unsupported, out_of_memory, timeout, peer_failure, internal };
+// aborted: the object refuses every call since an earlier one failed half-way (see its message).
+enum class ErrorCode {
+  invalid_argument,
+  unsupported,
+  out_of_memory,
+  timeout,
+  peer_failure,
+  internal,
+  aborted
+};
 
 class Error : public std::runtime_error {
  public:

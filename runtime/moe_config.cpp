@@ -61,6 +61,33 @@ void MoeConfig::validate() const {
                       static_cast<int>(wire)));
 }
 
+std::vector<std::pair<std::string, std::string>> MoeConfig::fields() const {
+  // %.17g keeps every bit of a double, so that two ranks agree only when their values are equal.
+  auto real = [](double v) { return fmt::format("{:.17g}", v); };
+  auto flag = [](bool v) { return std::string(v ? "true" : "false"); };
+  return {
+      {"MoeConfig.hidden", std::to_string(hidden)},
+      {"MoeConfig.num_experts", std::to_string(num_experts)},
+      {"MoeConfig.num_shared", std::to_string(num_shared)},
+      {"MoeConfig.top_k", std::to_string(top_k)},
+      {"MoeConfig.intermediate", std::to_string(intermediate)},
+      {"MoeConfig.scoring", scoring == kernels::ScoreFunc::softmax ? "softmax" : "sigmoid"},
+      {"MoeConfig.norm_topk_prob", flag(norm_topk_prob)},
+      {"MoeConfig.routed_scaling_factor", real(routed_scaling_factor)},
+      {"MoeConfig.n_group", std::to_string(n_group)},
+      {"MoeConfig.topk_group", std::to_string(topk_group)},
+      {"MoeConfig.group_score", group_score == kernels::GroupScore::max ? "max" : "top2_sum"},
+      {"MoeConfig.selection_bias", flag(selection_bias)},
+      {"MoeConfig.bias_update_rate", real(bias_update_rate)},
+      {"MoeConfig.aux_expert_alpha", real(aux_expert_alpha)},
+      {"MoeConfig.aux_device_alpha", real(aux_device_alpha)},
+      {"MoeConfig.z_loss_alpha", real(z_loss_alpha)},
+      {"MoeConfig.wire", wire == WirePrecision::native || wire == WirePrecision::bf16
+                             ? wire_precision_name(wire)
+                             : fmt::format("invalid ({})", static_cast<int>(wire))},
+  };
+}
+
 kernels::ScoreFunc parse_score_func(const std::string& name) {
   if (name == "softmax") return kernels::ScoreFunc::softmax;
   if (name == "sigmoid") return kernels::ScoreFunc::sigmoid;

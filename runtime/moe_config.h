@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/gating.h"
 
@@ -39,6 +41,8 @@ struct MoeConfig {
   kernels::RouterOptions router_options() const;
   // Throws Error(invalid_argument) naming the first field that is out of range and why.
   void validate() const;
+  // Every field as (name, value as text, exact): what ranks compare before they build a layer.
+  std::vector<std::pair<std::string, std::string>> fields() const;
 };
 
 kernels::ScoreFunc parse_score_func(const std::string& name);

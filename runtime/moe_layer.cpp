@@ -14,8 +14,10 @@
 #include "kernels/gating.h"
 #include "kernels/permute.h"
 #include "kernels/swiglu.h"
+#include "runtime/agreement.h"
 #include "runtime/buffer_reuse.h"
 #include "runtime/error.h"
+#include "runtime/fault_injection.h"
 #include "runtime/swiglu_packing.h"
 #include "runtime/token_routes.h"
 #include "runtime/wire_rows.h"
@@ -30,27 +32,45 @@ MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
 
 template <typename T>
 MoeLayer<T>::MoeLayer(const MoeConfig& config, comm::Communicator& comm,
-                      planner::ExpertPlacement placement, const LayerOptions& options)
+                      planner::ExpertPlacement placement, const LayerOptions& options,
+                      const LocalStatus& caller_status)
     : config_(config),
       comm_(comm),
       placement_(std::move(placement)),
       thread_allowed_(comm_thread_allowed()),
-      comm_thread_priority_(comm_thread_priority_from_env()),
-      overlap_(options.overlap, thread_allowed_) {
-  config_.validate();
-  require_comm_thread_priority(options.overlap);
-  reuse_freed_buffers();
-  require(placement_.num_experts() == config_.num_experts,
-          fmt::format("the placement places {} experts but MoeConfig.num_experts is {}",
-                      placement_.num_experts(), config_.num_experts));
-  require(placement_.num_devices() == comm_.size(),
-          fmt::format("the placement is for {} devices but the communicator has {} ranks",
-                      placement_.num_devices(), comm_.size()));
-  try {
+      overlap_(OverlapOptions{}, thread_allowed_) {
+  // Every local check first, then one collective in which every rank learns whether all could
+  // build the layer and whether all build the same one: a rank that goes on alone, or with another
+  // shape, would corrupt the exchanges that follow.
+  LocalStatus status = caller_status;
+  status.capture([&] {
+    config_.validate();
+    comm_thread_priority_ = comm_thread_priority_from_env();
+    overlap_ = OverlapController(options.overlap, thread_allowed_);
+    require_comm_thread_priority(options.overlap);
+    require(placement_.num_experts() == config_.num_experts,
+            fmt::format("the placement places {} experts but MoeConfig.num_experts is {}",
+                        placement_.num_experts(), config_.num_experts));
+    require(placement_.num_devices() == comm_.size(),
+            fmt::format("the placement is for {} devices but the communicator has {} ranks",
+                        placement_.num_devices(), comm_.size()));
     backend_ = kernels::make_backend<T>(options.backend);
-  } catch (const std::invalid_argument& e) {
-    throw Error(ErrorCode::invalid_argument, e.what());
-  }
+  });
+  std::vector<AgreedField> fields = config_.fields();
+  fields.emplace_back("element type", sizeof(T) == 4 ? "fp32" : "fp64");
+  fields.emplace_back("LayerOptions.alltoall", options.alltoall);
+  fields.emplace_back("LayerOptions.overlap.mode",
+                      std::to_string(static_cast<int>(options.overlap.mode)));
+  fields.emplace_back("LayerOptions.overlap.chunks", std::to_string(options.overlap.chunks));
+  fields.emplace_back("backend", backend_ ? backend_->name() : "(none)");
+  fields.emplace_back("LayerOptions.backend.compute",
+                      std::to_string(static_cast<int>(options.backend.compute)));
+  append_placement_fields(placement_, fields);
+  agree(comm_, "MoeLayer creation", status, fields,
+        "Every rank must create the layer with the same MoeConfig, LayerOptions (backend included: "
+        "check SWITCHYARD_BACKEND on each rank) and placement.");
+
+  reuse_freed_buffers();
   alltoall_ = comm::make_alltoall(options.alltoall, comm_);
   params_ = MoeParams<T>(config_, placement_.experts_of(comm_.rank()));
   grads_ = MoeParams<T>(config_, params_.expert_ids);
@@ -88,11 +108,31 @@ CommQueue& MoeLayer<T>::queue_for(bool pipelined, std::optional<CommQueue>& inli
 }
 
 template <typename T>
-MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T* y) {
-  require(hidden == config_.hidden,
-          fmt::format("forward: the input's hidden size {} does not match MoeConfig.hidden = {}",
-                      hidden, config_.hidden));
-  require(tokens >= 0, fmt::format("forward: token count must be >= 0, got {}", tokens));
+void MoeLayer<T>::require_usable() const {
+  if (broken_.empty()) return;
+  throw Error(ErrorCode::aborted,
+              fmt::format("this layer refuses every call since an earlier one failed half-way "
+                          "({}); its peers may be anywhere in that call, so no exchange can be "
+                          "matched again. Destroy the layer and its communicator, and resume "
+                          "from the last checkpoint",
+                          broken_));
+}
+
+template <typename T>
+MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T* y,
+                                   const LocalStatus& caller_status) {
+  return guard_call([&] { return forward_call(x, tokens, hidden, y, caller_status); });
+}
+
+template <typename T>
+void MoeLayer<T>::backward(const MoeSaved<T>& saved, const T* grad_y, T* grad_x,
+                           const LocalStatus& caller_status) {
+  guard_call([&] { backward_call(saved, grad_y, grad_x, caller_status); });
+}
+
+template <typename T>
+MoeForward<T> MoeLayer<T>::forward_call(const T* x, int64_t tokens, int64_t hidden, T* y,
+                                        const LocalStatus& caller_status) {
   const auto call_start = std::chrono::steady_clock::now();
   const double waited_before = times_.dispatch + times_.combine;
   const double busy_before = times_.comm_busy;
@@ -103,11 +143,24 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
   MoeForward<T> result;
   result.saved = std::make_unique<MoeSaved<T>>();
   MoeSaved<T>& s = *result.saved;
-  s.tokens = tokens;
-  s.x.assign(x, x + tokens * H);
-
-  std::vector<T> weights(tokens * K);
-  result.aux = route(x, s, weights.data());
+  std::vector<T> weights;
+  // This rank's own checks; their outcome travels with the router statistics (route), so that a
+  // failure here is an error on every rank of this call and none runs ahead into the exchange.
+  LocalStatus status = caller_status;
+  status.capture([&] {
+    require(hidden == config_.hidden,
+            fmt::format("forward: the input's hidden size {} does not match MoeConfig.hidden = {}",
+                        hidden, config_.hidden));
+    require(tokens >= 0 && tokens <= kMaxTokensPerCall,
+            fmt::format("forward: token count must be in [0, {}], got {}", kMaxTokensPerCall,
+                        tokens));
+    require(tokens == 0 || (x != nullptr && y != nullptr),
+            "forward: x and y must be non-null when tokens > 0");
+    s.tokens = tokens;
+    s.x.assign(x, x + tokens * H);
+    weights.resize(tokens * K);
+  });
+  result.aux = route(x, s, weights.data(), status);
 
   // Chunks may be empty, and are on some ranks whenever C exceeds their token count.
   const int C = schedule.chunks;
@@ -139,6 +192,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         ScopedPhase busy(times_.comm_busy);
         TraceSpan trace(tracer_, TracePhase::dispatch);
         LatencyTimer latency(metrics_, &Metrics::dispatch_forward);
+        inject_fault(FaultPhase::dispatch, comm_.rank());
         {
           ScopedPhase round(step_.round_seconds);
           alltoall_->exchange_counts(chunk.layout);
@@ -181,6 +235,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
       {
         ScopedPhase phase(times_.experts);
         TraceSpan trace(tracer_, TracePhase::experts);
+        inject_fault(FaultPhase::experts, comm_.rank());
         experts_forward(s.chunks[c], recv_side[c], recv_x[c], recv_y[c]);
       }
       ScopedPhase phase(times_.combine);
@@ -189,6 +244,7 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
         ScopedPhase busy(times_.comm_busy);
         TraceSpan trace(tracer_, TracePhase::combine);
         LatencyTimer latency(metrics_, &Metrics::combine_forward);
+        inject_fault(FaultPhase::combine, comm_.rank());
         const size_t row_bytes = combine_rows(*alltoall_, config_.wire, chunk.layout,
                                               recv_y[c].data(), H, y + chunk.begin * H);
         combine_stats[c] = alltoall_->stats().combine;
@@ -219,7 +275,24 @@ MoeForward<T> MoeLayer<T>::forward(const T* x, int64_t tokens, int64_t hidden, T
 }
 
 template <typename T>
-void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
+void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x,
+                                const LocalStatus& caller_status) {
+  LocalStatus status = caller_status;
+  status.capture([&] {
+    require(s.tokens == 0 || (grad_y != nullptr && grad_x != nullptr),
+            "backward: grad_y and grad_x must be non-null when the forward had tokens");
+    require(s.x.size() == static_cast<size_t>(s.tokens * config_.hidden) && !s.chunks.empty(),
+            "backward: the saved state is not one of this layer's forwards");
+  });
+  // Backward's exchanges start from state every rank already holds, so nothing in them can
+  // carry a status: one all-reduce of a single value (tens of microseconds) makes a rank's failed
+  // checks an error on every rank before any of them sends.
+  {
+    int64_t failed = status.failed() ? 1 : 0;
+    inject_fault(FaultPhase::backward, comm_.rank());
+    comm_.allreduce_sum(&failed, 1);
+    if (failed != 0) raise_collective_failure(comm_, "backward", status);
+  }
   ScopedPhase total(times_.backward);
   const auto call_start = std::chrono::steady_clock::now();
   const double busy_before = times_.comm_busy;
@@ -285,6 +358,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
       queue.submit([&] {
         ScopedPhase phase(times_.grad_reduce);
         TraceSpan trace(tracer_, TracePhase::grad_reduce);
+        inject_fault(FaultPhase::grad_reduce, comm_.rank());
         comm_.allreduce_sum(shared_sum.data(), shared_sum.size());
         trace.payload(static_cast<int64_t>(shared_sum.size() * sizeof(T)));
       });
@@ -342,6 +416,7 @@ void MoeLayer<T>::backward(const MoeSaved<T>& s, const T* grad_y, T* grad_x) {
     ScopedPhase phase(times_.grad_reduce);
     TraceSpan trace(tracer_, TracePhase::grad_reduce);
     auto& gate = replicated_grad.gate_weight;
+    inject_fault(FaultPhase::grad_reduce, comm_.rank());
     comm_.allreduce_sum(gate.data(), gate.size());
     trace.payload(static_cast<int64_t>(gate.size() * sizeof(T)));
     sum_replica_grads(replica_grads);

@@ -14,6 +14,7 @@
 #include "kernels/aux_loss.h"
 #include "kernels/backend.h"
 #include "planner/placement.h"
+#include "runtime/agreement.h"
 #include "runtime/metrics.h"
 #include "runtime/moe_config.h"
 #include "runtime/comm_queue.h"
@@ -80,8 +81,11 @@ class MoeLayer {
   // (overlap.h); Error(unsupported) for mode on when MPI's thread level does not allow it.
   // Error(invalid_argument) for a backend this build lacks or that cannot compute in the asked
   // precision.
+  // Collective: every rank's checks and its config, options and placement are compared in one
+  // collective first; a failed check on any rank (caller_status: the caller's own) or any
+  // difference throws CollectiveFailure on every rank naming the ranks and fields.
   MoeLayer(const MoeConfig& config, comm::Communicator& comm, planner::ExpertPlacement placement,
-           const LayerOptions& options);
+           const LayerOptions& options, const LocalStatus& caller_status = {});
   MoeLayer(const MoeConfig& config, comm::Communicator& comm, planner::ExpertPlacement placement,
            const std::string& alltoall = "flat", const OverlapOptions& overlap = {});
   ~MoeLayer();
@@ -100,13 +104,28 @@ class MoeLayer {
   MoeParams<T>& grads() { return grads_; }
   std::vector<T>& selection_bias() { return bias_; }
 
+  // The most tokens one rank may pass to one forward call.
+  static constexpr int64_t kMaxTokensPerCall = int64_t(1) << 31;
+
+  // Errors. Every rank makes the same calls in the same order. A call whose checks fail on any
+  // rank (hidden != config().hidden, a token count outside [0, kMaxTokensPerCall], null buffers,
+  // no memory for the saved state, a caller_status that failed) throws CollectiveFailure on every
+  // rank, naming each failing rank and its message, before any rank has changed or sent anything:
+  // the layer stays usable. Any other failure (a peer that timed out or died mid-exchange, memory
+  // running out half-way) leaves the peers somewhere inside the call: the layer then refuses every
+  // later call with Error(aborted) saying why.
+
   // x: [tokens, hidden] -> y: [tokens, hidden]. tokens may differ per rank and may be 0; every rank
-  // must call forward together. Throws Error(invalid_argument) when hidden != config().hidden.
-  MoeForward<T> forward(const T* x, int64_t tokens, int64_t hidden, T* y);
+  // must call forward together. caller_status: the caller's own checks of this call, made
+  // collective.
+  MoeForward<T> forward(const T* x, int64_t tokens, int64_t hidden, T* y,
+                        const LocalStatus& caller_status = {});
 
   // grad_y: [tokens, hidden] -> grad_x (overwritten). Adds the parameter gradients of this batch
-  // (replicated ones summed over ranks) and of the weighted aux losses to grads().
-  void backward(const MoeSaved<T>& saved, const T* grad_y, T* grad_x);
+  // (replicated ones summed over ranks) and of the weighted aux losses to grads(). caller_status:
+  // the caller's own checks of this call (e.g. the C API's: saved already used), made collective.
+  void backward(const MoeSaved<T>& saved, const T* grad_y, T* grad_x,
+                const LocalStatus& caller_status = {});
 
   // Aux-loss-free balancing: bias[e] += rate * sign(mean_load - load[e]) with the global loads of
   // the last forward. No-op unless config().selection_bias.
@@ -122,9 +141,14 @@ class MoeLayer {
   // newly holds arrive, point to point, from their lowest current holder together with the
   // matching tensors of every companion (optimizer moments laid out like params()); experts it no
   // longer holds are dropped. Gradients are reset to zero. Collective; every rank passes the same
-  // placement. On failure (e.g. a peer timed out) nothing has changed.
+  // placement: the placements are compared first (one small collective) and a difference, or a
+  // check failing on any rank, is an error on every rank naming it. caller_status carries the
+  // caller's own checks of next (e.g. parsing it), made collective the same way. On a failure
+  // during the transfers (e.g. a peer timed out) this rank's experts and companions are unchanged
+  // but the layer refuses later calls (its peers may have moved on).
   void apply_placement(const planner::ExpertPlacement& next,
-                       const std::vector<MoeParams<T>*>& companions = {});
+                       const std::vector<MoeParams<T>*>& companions = {},
+                       const LocalStatus& caller_status = {});
 
   // Replaces the overlap options (the measurements of automatic mode start over). Every rank
   // must make the same change between the same calls.
@@ -148,10 +172,35 @@ class MoeLayer {
   void set_metrics(Metrics* metrics) { metrics_ = metrics; }
 
  private:
+  MoeForward<T> forward_call(const T* x, int64_t tokens, int64_t hidden, T* y,
+                             const LocalStatus& caller_status);
+  void backward_call(const MoeSaved<T>& saved, const T* grad_y, T* grad_x,
+                     const LocalStatus& caller_status);
+  void apply_placement_call(const planner::ExpertPlacement& next,
+                            const std::vector<MoeParams<T>*>& companions,
+                            const LocalStatus& caller_status);
+  // Runs one public call: refused when the layer is broken; breaks it when the call fails other
+  // than collectively.
+  template <typename Body>
+  auto guard_call(Body&& body) {
+    require_usable();
+    try {
+      return body();
+    } catch (const CollectiveFailure&) {
+      throw;  // raised on every rank before anything changed: the layer stays usable
+    } catch (const std::exception& e) {
+      broken_ = e.what();
+      throw;
+    }
+  }
+  void require_usable() const;
+
   // The router (moe_layer_router.cpp): fills s's logits, scores, idx and global statistics and
-  // weights [tokens, K] from x; returns the aux losses. Its backward adds the router's part of
+  // weights [tokens, K] from x; returns the aux losses. status: this rank's checks of the call;
+  // the router statistics' all-reduce carries it, and a failure on any rank throws
+  // CollectiveFailure on all. Its backward adds the router's part of
   // grad_x and writes the gate's gradient of this batch (before the all-reduce) to gate_grad.
-  kernels::AuxLosses route(const T* x, MoeSaved<T>& s, T* weights);
+  kernels::AuxLosses route(const T* x, MoeSaved<T>& s, T* weights, const LocalStatus& status);
   void router_backward(const MoeSaved<T>& s, const T* grad_weights, T* grad_x, T* gate_grad);
   // The routed experts on received rows (moe_layer_experts.cpp).
   void experts_forward(MoeChunk<T>& chunk, const std::vector<std::byte>& recv_side,
@@ -200,6 +249,7 @@ class MoeLayer {
   OverlapController overlap_;
   std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
   StepTiming step_;                          // of the step in progress, for overlap_
+  std::string broken_;  // why every call is refused ("" while the layer is usable)
 };
 
 }  // namespace switchyard

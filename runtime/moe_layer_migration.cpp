@@ -4,7 +4,9 @@
 
 #include <fmt/format.h>
 
+#include "runtime/agreement.h"
 #include "runtime/error.h"
+#include "runtime/fault_injection.h"
 #include "runtime/moe_layer.h"
 #include "runtime/swiglu_packing.h"
 
@@ -22,7 +24,10 @@ template <typename T>
 std::vector<double> MoeLayer<T>::measure_device_load() {
   std::vector<double> load(comm_.size(), 0.0);
   load[comm_.rank()] = static_cast<double>(last_local_pairs_);
-  comm_.allreduce_sum(load.data(), load.size());
+  guard_call([&] {
+    inject_fault(FaultPhase::replan, comm_.rank());
+    comm_.allreduce_sum(load.data(), load.size());
+  });
   if (metrics_ != nullptr) {
     double total = 0;
     for (double l : load) total += l;
@@ -35,15 +40,34 @@ std::vector<double> MoeLayer<T>::measure_device_load() {
 
 template <typename T>
 void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
-                                  const std::vector<MoeParams<T>*>& companions) {
-  require(next.num_experts() == config_.num_experts && next.num_devices() == comm_.size(),
-          fmt::format("apply_placement: the placement is for {} experts on {} devices, the layer "
-                      "has {} experts on {} ranks",
-                      next.num_experts(), next.num_devices(), config_.num_experts, comm_.size()));
-  for (const MoeParams<T>* c : companions) {
-    require(c != nullptr && c->expert_ids == params_.expert_ids,
-            "apply_placement: a companion state does not hold the same experts as the layer");
-  }
+                                  const std::vector<MoeParams<T>*>& companions,
+                                  const LocalStatus& caller_status) {
+  guard_call([&] { apply_placement_call(next, companions, caller_status); });
+}
+
+template <typename T>
+void MoeLayer<T>::apply_placement_call(const planner::ExpertPlacement& next,
+                                       const std::vector<MoeParams<T>*>& companions,
+                                       const LocalStatus& caller_status) {
+  LocalStatus status = caller_status;
+  status.capture([&] {
+    require(next.num_experts() == config_.num_experts && next.num_devices() == comm_.size(),
+            fmt::format("apply_placement: the placement is for {} experts on {} devices, the "
+                        "layer has {} experts on {} ranks",
+                        next.num_experts(), next.num_devices(), config_.num_experts,
+                        comm_.size()));
+    for (const MoeParams<T>* c : companions) {
+      require(c != nullptr && c->expert_ids == params_.expert_ids,
+              "apply_placement: a companion state does not hold the same experts as the layer");
+    }
+  });
+  // Before anything moves: a rank that migrated towards another placement than its peers would
+  // wait for experts nobody sends, or overwrite the ones it keeps.
+  std::vector<AgreedField> fields;
+  append_placement_fields(next, fields);
+  agree(comm_, "apply_placement", status, fields,
+        "Every rank must pass the same placement (e.g. the one a planner on rank 0 made, "
+        "broadcast to the others).");
   const int me = comm_.rank();
   const std::vector<int> next_ids = next.experts_of(me);
 
@@ -51,6 +75,7 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
   // expert from its lowest current holder.
   comm::Transport& transport = comm_.transport();
   TraceSpan trace(tracer_, TracePhase::migration);
+  inject_fault(FaultPhase::migration, me);
   std::vector<std::vector<T>> outgoing, incoming(next_ids.size());
   std::vector<comm::Request> requests;
   int64_t migrated_bytes = 0;  // sent by this rank
@@ -128,6 +153,7 @@ void MoeLayer<T>::apply_placement(const planner::ExpertPlacement& next,
 
 template <typename T>
 void MoeLayer<T>::update_selection_bias() {
+  require_usable();
   if (!config_.selection_bias) return;
   const int E = config_.num_experts;
   double total = 0;
@@ -142,10 +168,12 @@ void MoeLayer<T>::update_selection_bias() {
 
 template std::vector<double> MoeLayer<float>::measure_device_load();
 template void MoeLayer<float>::apply_placement(const planner::ExpertPlacement&,
-                                               const std::vector<MoeParams<float>*>&);
+                                               const std::vector<MoeParams<float>*>&,
+                                               const LocalStatus&);
 template void MoeLayer<float>::update_selection_bias();
 template std::vector<double> MoeLayer<double>::measure_device_load();
 template void MoeLayer<double>::apply_placement(const planner::ExpertPlacement&,
-                                                const std::vector<MoeParams<double>*>&);
+                                                const std::vector<MoeParams<double>*>&,
+                                                const LocalStatus&);
 template void MoeLayer<double>::update_selection_bias();
 }  // namespace switchyard

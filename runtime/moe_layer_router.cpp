@@ -3,10 +3,13 @@
 // gate (backward). Semantics: ../shared/DESIGN.md "Routing semantics".
 #include "runtime/moe_layer.h"
 
+#include "runtime/fault_injection.h"
+
 namespace switchyard {
 
 template <typename T>
-kernels::AuxLosses MoeLayer<T>::route(const T* x, MoeSaved<T>& s, T* weights) {
+kernels::AuxLosses MoeLayer<T>::route(const T* x, MoeSaved<T>& s, T* weights,
+                                      const LocalStatus& status) {
   const int64_t tokens = s.tokens;
   const int64_t H = config_.hidden;
   const int E = config_.num_experts;
@@ -14,20 +17,32 @@ kernels::AuxLosses MoeLayer<T>::route(const T* x, MoeSaved<T>& s, T* weights) {
   const kernels::RouterOptions router = config_.router_options();
   ScopedPhase phase(times_.gate);
   TraceSpan trace(tracer_, TracePhase::gate);
-  s.logits.resize(tokens * E);
-  backend_->gemm(false, true, tokens, E, H, T(1), x, H, params_.gate_weight.data(), H, T(0),
-                 s.logits.data(), E, kernels::ParamOperand::b, kernels::GemmPrecision::native);
-  s.scores.resize(tokens * E);
-  backend_->compute_scores(s.logits.data(), tokens, E, config_.scoring, s.scores.data());
-  s.idx.resize(tokens * K);
-  backend_->select_experts(s.scores.data(), config_.selection_bias ? bias_.data() : nullptr, tokens,
-                           E, router, s.idx.data());
-  backend_->routing_weights(s.scores.data(), s.idx.data(), tokens, E, router, weights);
-
   kernels::RouterStats stats(E);
-  backend_->accumulate_router_stats(s.logits.data(), s.scores.data(), s.idx.data(), tokens, E, K,
-                                    stats);
-  comm_.allreduce_sum(stats.flat().data(), stats.flat().size());
+  // A rank whose call failed its own checks routes nothing: it only joins the statistics'
+  // all-reduce below, so that its peers learn of the failure there.
+  if (!status.failed()) {
+    s.logits.resize(tokens * E);
+    backend_->gemm(false, true, tokens, E, H, T(1), x, H, params_.gate_weight.data(), H, T(0),
+                   s.logits.data(), E, kernels::ParamOperand::b, kernels::GemmPrecision::native);
+    s.scores.resize(tokens * E);
+    backend_->compute_scores(s.logits.data(), tokens, E, config_.scoring, s.scores.data());
+    s.idx.resize(tokens * K);
+    backend_->select_experts(s.scores.data(), config_.selection_bias ? bias_.data() : nullptr,
+                             tokens, E, router, s.idx.data());
+    backend_->routing_weights(s.scores.data(), s.idx.data(), tokens, E, router, weights);
+    backend_->accumulate_router_stats(s.logits.data(), s.scores.data(), s.idx.data(), tokens, E,
+                                      K, stats);
+  }
+  // The forward's first collective carries, besides the statistics, how many ranks failed: the
+  // good path pays one double more.
+  std::vector<double> reduced(stats.flat().begin(), stats.flat().end());
+  reduced.push_back(status.failed() ? 1.0 : 0.0);
+  {
+    inject_fault(FaultPhase::gate, comm_.rank());
+    comm_.allreduce_sum(reduced.data(), reduced.size());
+  }
+  if (reduced.back() != 0) raise_collective_failure(comm_, "forward", status);
+  std::copy(reduced.begin(), reduced.end() - 1, stats.flat().begin());
   const kernels::AuxLosses aux = kernels::aux_losses(stats, K, device_of_expert_, comm_.size());
   last_load_.assign(stats.counts(), stats.counts() + E);
   s.global_stats = std::move(stats);
@@ -65,8 +80,10 @@ void MoeLayer<T>::router_backward(const MoeSaved<T>& s, const T* grad_weights, T
                  gate_grad, H, kernels::ParamOperand::none, kernels::GemmPrecision::native);
 }
 
-template kernels::AuxLosses MoeLayer<float>::route(const float*, MoeSaved<float>&, float*);
-template kernels::AuxLosses MoeLayer<double>::route(const double*, MoeSaved<double>&, double*);
+template kernels::AuxLosses MoeLayer<float>::route(const float*, MoeSaved<float>&, float*,
+                                                   const LocalStatus&);
+template kernels::AuxLosses MoeLayer<double>::route(const double*, MoeSaved<double>&, double*,
+                                                    const LocalStatus&);
 template void MoeLayer<float>::router_backward(const MoeSaved<float>&, const float*, float*,
                                                float*);
 template void MoeLayer<double>::router_backward(const MoeSaved<double>&, const double*, double*,

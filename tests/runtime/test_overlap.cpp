@@ -17,6 +17,7 @@
 #include "comm/communicator.h"
 #include "comm/error.h"
 #include "runtime/error.h"
+#include "runtime/fault_injection.h"
 #include "runtime/moe_layer.h"
 #include "tests/runtime/layer_test_util.h"
 #include "tests/runtime/test_placements.h"
@@ -291,27 +292,23 @@ TEST(OverlapCommThreadPriority, ARefusalComesWhenTheLayerIsMadeAndChangesNothing
   EXPECT_FALSE(serial.overlap_schedule().pipelined);
 }
 
-// Rank 0 fails in the middle of a pipelined forward while later chunks are still in flight: its
-// placement disagrees with the others' (it believes expert 0 lives on rank 1), so it receives
-// tokens for an expert it does not hold. It holds no tokens itself, so only it sees the
-// disagreement. Its communication thread is interrupted and the error is the one that happened;
-// the other ranks' waits on rank 0 time out and name it. Nothing hangs, nothing leaks (the ASan
-// run of CI), and the failed call leaves every rank's weights as they were.
+// Rank 0 fails in the middle of a pipelined forward while later chunks are still in flight: an
+// error is injected (SWITCHYARD_FAULT's test hook) when its experts start on the first chunk. Its
+// communication thread is interrupted and the error is the one that happened; the other ranks'
+// waits on rank 0 time out and name it. Nothing hangs, nothing leaks (the ASan run of CI), the
+// failed call leaves every rank's weights as they were, and the layer refuses later calls.
 TEST(OverlapShutdown, FailureMidStepIsReportedOnEveryRankAndChangesNoWeights) {
   int world = 1, rank = 0;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world < 2) GTEST_SKIP() << "needs a peer to disagree with";
+  if (world < 2) GTEST_SKIP() << "needs a peer to wait for the failing rank";
   sy::comm::CommOptions options;
   options.timeout = std::chrono::milliseconds(1500);
   sy::comm::Communicator comm(MPI_COMM_WORLD, options);
   const sy::MoeConfig c = config();
-  const auto agreed = sy::planner::ExpertPlacement::contiguous(c.num_experts, world);
-  std::vector<std::vector<int>> replicas(c.num_experts);
-  for (int e = 0; e < c.num_experts; ++e) replicas[e] = agreed.replicas(e);
-  replicas[0] = {1};
-  const auto placement = rank == 0 ? sy::planner::ExpertPlacement(replicas, world) : agreed;
+  const auto placement = sy::planner::ExpertPlacement::contiguous(c.num_experts, world);
   sy::MoeLayer<double> layer(c, comm, placement, "flat", {sy::OverlapMode::on, 4});
+  sy::set_fault("0:experts:error");
   sy::init_params(layer.params(), 5);
   std::vector<std::vector<double>> before;
   for (auto t : layer.params().tensors()) before.emplace_back(t.begin(), t.end());
@@ -332,8 +329,9 @@ TEST(OverlapShutdown, FailureMidStepIsReportedOnEveryRankAndChangesNoWeights) {
     EXPECT_NE(rank, 0) << message;
     EXPECT_EQ(e.code(), sy::comm::ErrorCode::timeout) << message;
   }
+  sy::set_fault("");
   if (rank == 0) {
-    EXPECT_NE(message.find("does not hold"), std::string::npos) << message;
+    EXPECT_NE(message.find("error injected on rank 0"), std::string::npos) << message;
   } else {
     EXPECT_NE(message.find("rank(s) 0"), std::string::npos) << message;
   }
@@ -341,6 +339,13 @@ TEST(OverlapShutdown, FailureMidStepIsReportedOnEveryRankAndChangesNoWeights) {
   for (auto t : layer.params().tensors()) {
     EXPECT_TRUE(std::equal(t.begin(), t.end(), before[i].begin())) << "tensor " << i;
     ++i;
+  }
+  try {
+    layer.forward(x.data(), tokens, H, y.data());
+    ADD_FAILURE() << "a layer whose call failed half-way accepted another";
+  } catch (const sy::Error& e) {
+    EXPECT_EQ(e.code(), sy::ErrorCode::aborted) << e.what();
+    EXPECT_NE(std::string(e.what()).find("failed half-way"), std::string::npos) << e.what();
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
