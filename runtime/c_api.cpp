@@ -17,6 +17,7 @@
 #include "comm/communicator.h"
 #include "comm/error.h"
 #include "runtime/agreement.h"
+#include "runtime/checkpoint.h"
 #include "runtime/error.h"
 #include "runtime/moe_layer.h"
 #include "runtime/switchyard.h"
@@ -590,5 +591,23 @@ sy_status_t sy_layer_apply_placement(sy_layer_t layer, const int* phy2log, int n
 sy_status_t sy_layer_update_selection_bias(sy_layer_t layer) {
   return on_layer(layer, [&](sy_layer& l) { l.layer->update_selection_bias(); });
 }
+
+sy_status_t sy_layer_save(sy_layer_t layer, const char* dir, int64_t step) {
+  return on_layer(layer, [&](sy_layer& l) {
+    // A NULL dir fails inside the save, on every rank together.
+    sy::checkpoint::save<float>(*l.context->comm, dir != nullptr ? dir : "", step, *l.layer,
+                                nullptr, {{"step", step}});
+  });
+}
+
+sy_status_t sy_layer_load(sy_layer_t layer, const char* path, int keep_placement, int64_t* step) {
+  return on_layer(layer, [&](sy_layer& l) {
+    const auto info =
+        sy::checkpoint::load<float>(*l.context->comm, path != nullptr ? path : "", *l.layer,
+                                    nullptr, {.restore_placement = keep_placement == 0});
+    if (step != nullptr) *step = info.step;
+  });
+}
+
 
 }  // extern "C"

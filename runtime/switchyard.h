@@ -244,6 +244,21 @@ SY_API sy_status_t sy_layer_update_selection_bias(sy_layer_t layer);
  * placement. On failure nothing changes. */
 SY_API sy_status_t sy_layer_apply_placement(sy_layer_t layer, const int* phy2log, int num_slots);
 
+/* Checkpoints (docs/checkpoints.md). sy_layer_save writes the layer's parameters and
+ * selection bias, keyed by global expert id (a replicated expert once), and its placement as
+ * dir/step-<step>/, atomically (a crash at any moment leaves the earlier checkpoints loadable),
+ * then points dir/latest at it; the two newest checkpoints in dir are kept. The optimizer state is
+ * the caller's to save. sy_layer_load reads path (a dir/step-<N>, or a dir: its latest) into the
+ * layer: with keep_placement 0 and the saved number of ranks it also adopts the saved placement
+ * (as sy_layer_apply_placement, with its rules for bound memory); otherwise, or on another number
+ * of ranks, each rank reads the experts it holds now. Bound parameters receive the values in
+ * place. Gradients are zeroed. *step (if not NULL) receives the checkpoint's step. Collective;
+ * a failure on any rank (a missing, truncated, corrupt or foreign file: the message names the
+ * rank, the file and why) fails the call on every rank, and a failed load changes nothing. */
+SY_API sy_status_t sy_layer_save(sy_layer_t layer, const char* dir, int64_t step);
+SY_API sy_status_t sy_layer_load(sy_layer_t layer, const char* path, int keep_placement,
+                                 int64_t* step);
+
 #ifdef __cplusplus
 }
 #endif
