@@ -14,7 +14,7 @@ the trainer with mpirun and give the layer a Context over an MPI communicator (m
 from ._capi import SwitchyardError, lib
 from .config import MoEConfig
 from .handles import AuxLosses, Context, Topology
-from .module import MoELayer
+from .module import MoELayer, merge_state_dicts
 
 
 def version():
@@ -23,4 +23,4 @@ def version():
 
 
 __all__ = ["AuxLosses", "Context", "MoEConfig", "MoELayer", "SwitchyardError", "Topology",
-           "version"]
+           "merge_state_dicts", "version"]

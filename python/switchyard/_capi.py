@@ -155,6 +155,9 @@ _PROTOTYPES = {
     "sy_saved_destroy": (_status, [_handle]),
     "sy_layer_expert_load": (_status, [_handle, ctypes.POINTER(ctypes.c_double), ctypes.c_int]),
     "sy_layer_update_selection_bias": (_status, [_handle]),
+    "sy_layer_save": (_status, [_handle, ctypes.c_char_p, ctypes.c_int64]),
+    "sy_layer_load": (_status, [_handle, ctypes.c_char_p, ctypes.c_int,
+                                ctypes.POINTER(ctypes.c_int64)]),
 }
 
 

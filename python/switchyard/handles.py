@@ -8,6 +8,7 @@ objects that die with the interpreter are freed normally.
 """
 
 import ctypes
+import os
 import sys
 import weakref
 from collections import namedtuple
@@ -291,6 +292,20 @@ class Layer:
 
     def update_selection_bias(self):
         self._check(lib.sy_layer_update_selection_bias(self.handle))
+
+    def save(self, directory, step):
+        """Writes the parameters and selection bias by global expert id as directory/step-<step>
+        (docs/checkpoints.md), atomically. Collective."""
+        self._check(lib.sy_layer_save(self.handle, os.fsencode(directory), step))
+
+    def load(self, path, keep_placement=True):
+        """Reads a checkpoint (directory/step-<N>, or a directory: its latest) into the layer,
+        each rank the experts it holds (bound memory in place); returns its step. Collective; a
+        failure on any rank raises on every rank and changes nothing."""
+        step = ctypes.c_int64()
+        self._check(lib.sy_layer_load(self.handle, os.fsencode(path), 0 if not keep_placement
+                                      else 1, ctypes.byref(step)))
+        return step.value
 
     def close(self):
         if self._handle is not None and not _mpi_finalized():

@@ -45,6 +45,44 @@ class _Gate(nn.Module):
             self.register_buffer("e_score_correction_bias", torch.zeros(num_experts))
 
 
+class _Experts(nn.ModuleDict):
+    """The routed experts this rank holds, keyed by global expert id. A state dict holds the
+    experts of whichever ranks wrote it (see merge_state_dicts); loading takes the ones held here
+    and passes over the others instead of calling them unexpected, so that a state dict moves
+    between expert-parallel sizes. Experts held here must be present (strict loading)."""
+
+    def __init__(self, modules, num_experts):
+        super().__init__(modules)
+        self._num_experts = num_experts
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        before = len(unexpected_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+        def held_elsewhere(key):
+            head = key[len(prefix):].split(".", 1)[0]
+            return head.isdigit() and int(head) < self._num_experts and head not in self
+
+        unexpected_keys[before:] = [k for k in unexpected_keys[before:] if not held_elsewhere(k)]
+
+
+def merge_state_dicts(*state_dicts):
+    """One state dict from the state dicts of several ranks' MoELayers (each holds its own routed
+    experts, keyed by global id, and the replicated tensors): loadable by a MoELayer on any number
+    of ranks. A key in several dicts (a replicated tensor, a replicated expert) must hold equal
+    values (ValueError names it)."""
+    merged = {}
+    for state_dict in state_dicts:
+        for key, value in state_dict.items():
+            if key in merged and not torch.equal(merged[key], value):
+                raise ValueError(f"switchyard.merge_state_dicts: '{key}' differs between the "
+                                 "state dicts; they are not of one model at one step")
+            merged.setdefault(key, value)
+    return merged
+
+
 class _MoEFunction(torch.autograd.Function):
     """y = layer(x). The parameters are inputs so that autograd tells which need a gradient and
     checks that none changed in place before backward; their gradients are not returned: the C
@@ -93,6 +131,10 @@ class MoELayer(nn.Module):
     `shared_experts.{gate,up,down}_proj.weight` (the shared experts as one SwiGLU of width S*I);
     `experts.<e>.{gate,up,down}_proj.weight` only for the routed experts this rank holds
     (`expert_ids`); and, with selection_bias, the buffer `gate.e_score_correction_bias`.
+    State dicts are keyed by global expert id, so they move between expert-parallel sizes:
+    `merge_state_dicts` joins those of every rank, and `load_state_dict` takes the experts held
+    here from a state dict written on any number of ranks (those held elsewhere are passed over).
+    `save_checkpoint` / `load_checkpoint` do the same through sharded files (docs/checkpoints.md).
     Gradients of the replicated parameters (the gate and the shared experts) are already summed
     over all ranks by the C layer: do not all-reduce them again. The routed experts' gradients
     hold every rank's tokens too. So the gradients are those of the sum of every rank's loss.
@@ -120,7 +162,8 @@ class MoELayer(nn.Module):
         self.gate = _Gate(config.num_experts, h, config.selection_bias)
         if config.num_shared > 0:
             self.shared_experts = _SwiGLU(h, config.num_shared * i)
-        self.experts = nn.ModuleDict({str(e): _SwiGLU(h, i) for e in self.expert_ids})
+        self.experts = _Experts({str(e): _SwiGLU(h, i) for e in self.expert_ids},
+                                config.num_experts)
         self.last_aux = None
         self.reset_parameters(seed)
         self._bind_params()  # now, so that the C layer frees its own parameter storage at once
@@ -189,6 +232,28 @@ class MoELayer(nn.Module):
                                      f"has shape {tuple(source.shape)}, expected "
                                      f"{tuple(target.shape)}")
                 target.copy_(source)
+
+    def save_checkpoint(self, directory, step):
+        """Writes the parameters and selection bias as directory/step-<step>, one file per rank
+        that is the first holder of some routed experts, keyed by global expert id, atomically
+        (docs/checkpoints.md); the optimizer's state is torch's to save. Collective."""
+        self._bind_params()
+        if self.config.selection_bias:
+            self._layer.set_param(_BIAS, self.gate.e_score_correction_bias)
+        self._layer.save(directory, step)
+
+    def load_checkpoint(self, path):
+        """Reads a checkpoint written by save_checkpoint (or sy_layer_save, or train_moe in
+        fp32), on this or another number of ranks, into the parameters in place: each rank reads
+        the experts it holds. Returns its step. Collective; on failure on any rank it raises on
+        every rank and changes nothing."""
+        self._bind_params()
+        step = self._layer.load(path, keep_placement=True)
+        if self.config.selection_bias:
+            with torch.no_grad():
+                self.gate.e_score_correction_bias.copy_(
+                    self._layer.get_param(_BIAS, self.gate.e_score_correction_bias.shape))
+        return step
 
     def expert_load(self):
         """Tokens routed to each expert by the last forward, summed over ranks: float64 [E]."""
