@@ -220,14 +220,6 @@ uint64_t config_digest(const MoeConfig& config) {
   return fnv1a(defining.dump());
 }
 
-bool exists(const std::string& path) {
-  try {
-    return !resolve(path).first.empty();
-  } catch (const std::exception&) {
-    return false;
-  }
-}
-
 template <typename T>
 std::string save(comm::Communicator& comm, const std::string& dir, int64_t step, MoeLayer<T>& layer,
                  MoeAdam<T>* adam, const nlohmann::json& state, const SaveOptions& options) {

@@ -78,8 +78,4 @@ template <typename T>
 CheckpointInfo load(comm::Communicator& comm, const std::string& path, MoeLayer<T>& layer,
                     MoeAdam<T>* adam, const LoadOptions& options = {});
 
-// Whether path holds a complete checkpoint (a step directory, or a DIR with one); local, no
-// collective, no validation of the shards.
-bool exists(const std::string& path);
-
 }  // namespace switchyard::checkpoint
