@@ -2,7 +2,9 @@
 # One entry point from a fresh Debian 12 machine:
 #   bash tools/bootstrap.sh run    install what is missing, build, run the training example
 #   bash tools/bootstrap.sh test   install what is missing, build, run every test (then the
-#                                  multi-rank layer tests again under AddressSanitizer)
+#                                  multi-rank layer tests again under AddressSanitizer, the
+#                                  parsers' fuzzers for a bounded time and the pipelined-layer
+#                                  tests under ThreadSanitizer)
 # Environment: RANKS (default 4), PRESET (default tiny), STEPS, BUILD_TYPE (release|debug).
 set -euo pipefail
 
@@ -13,6 +15,7 @@ build_dir="$root/build/$preset"
 packages=(build-essential cmake ninja-build pkg-config git
           openmpi-bin libopenmpi-dev libucx-dev libboost-dev libfmt-dev nlohmann-json3-dev
           libcli11-dev libopenblas-dev libdnnl-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
+          clang libclang-rt-14-dev libtsan2
           python3 python3-torch python3-mpi4py python3-numpy python3-pytest)
 
 install_dependencies() {
@@ -57,6 +60,41 @@ sanitized_tests() {
   done
 }
 
+# The parsers that read what peers and users send, fuzzed with clang's libFuzzer (ASan and UBSan)
+# for FUZZ_SECONDS each (default 15), then the pipelined-layer tests (test_overlap_mpi, which holds
+# the comm-queue tests too) on 1 and 2 ranks under ThreadSanitizer (the tsan preset). Any crash,
+# sanitizer report or failed test fails the run. docs/hardening.md has the details.
+fuzz_and_tsan_tests() {
+  local fuzz_dir="$root/build/fuzz" seconds="${FUZZ_SECONDS:-15}"
+  # sanitized_tests' settings (full unwinding on every malloc) would slow the fuzzers tenfold.
+  unset ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS
+  CC=clang CXX=clang++ cmake -S "$root/tests/fuzz" -B "$fuzz_dir" -G Ninja >/dev/null
+  cmake --build "$fuzz_dir" -j "$(nproc)"
+  for h in store_frames plan workload; do
+    # New inputs go to the build folder; the committed seeds stay as they are.
+    mkdir -p "$fuzz_dir/corpus/$h" "$fuzz_dir/artifacts/$h"
+    echo "fuzz: $h for $seconds s"
+    "$fuzz_dir/fuzz_$h" -max_total_time="$seconds" -rss_limit_mb=1024 -print_final_stats=1 \
+      -artifact_prefix="$fuzz_dir/artifacts/$h/" "$fuzz_dir/corpus/$h" "$root/tests/fuzz/corpus/$h" \
+      2>"$fuzz_dir/$h.log" || { tail -n 60 "$fuzz_dir/$h.log"; return 1; }
+    grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$fuzz_dir/$h.log" || true
+  done
+
+  local dir="$root/build/tsan"
+  cmake --preset tsan -S "$root" >/dev/null
+  cmake --build "$dir" -j "$(nproc)" --target test_overlap_mpi
+  # UCX's memory hooks (libucm) intercept the madvise of an exiting thread, after TSan has torn
+  # down that thread's state: a crash, not a report. Switched off here; nothing else changes.
+  export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1"
+  export UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no
+  for np in 1 2; do
+    echo "tsan: test_overlap_mpi on $np rank(s)"
+    mpirun --oversubscribe --mca mpi_yield_when_idle 1 --mca btl_vader_single_copy_mechanism none \
+      -x TSAN_OPTIONS -x UCX_MEM_MMAP_HOOK_MODE -x UCX_MEM_MALLOC_HOOKS -np "$np" \
+      "$dir/tests/runtime/test_overlap_mpi" --gtest_brief=1
+  done
+}
+
 mpi_env() {
   # OpenMPI refuses root without these; one BLAS thread per rank on a shared machine.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
@@ -89,6 +127,7 @@ case "${1:-}" in
     mpi_env
     ctest --test-dir "$build_dir" --output-on-failure -j 1
     sanitized_tests
+    fuzz_and_tsan_tests
     ;;
   *)
     echo "usage: bash tools/bootstrap.sh run|test" >&2
