@@ -62,8 +62,9 @@ sanitized_tests() {
 
 # The parsers that read what peers and users send, fuzzed with clang's libFuzzer (ASan and UBSan)
 # for FUZZ_SECONDS each (default 15), then the pipelined-layer tests (test_overlap_mpi, which holds
-# the comm-queue tests too) on 1 and 2 ranks under ThreadSanitizer (the tsan preset). Any crash,
-# sanitizer report or failed test fails the run. docs/hardening.md has the details.
+# the comm-queue tests too) on 1 and 2 ranks under ThreadSanitizer (the tsan preset), then the TCP
+# store's and the metrics endpoint's tests under it. Any crash, sanitizer report or failed test
+# fails the run. docs/hardening.md has the details.
 fuzz_and_tsan_tests() {
   local fuzz_dir="$root/build/fuzz" seconds="${FUZZ_SECONDS:-15}"
   # sanitized_tests' settings (full unwinding on every malloc) would slow the fuzzers tenfold.
@@ -82,7 +83,7 @@ fuzz_and_tsan_tests() {
 
   local dir="$root/build/tsan"
   cmake --preset tsan -S "$root" >/dev/null
-  cmake --build "$dir" -j "$(nproc)" --target test_overlap_mpi
+  cmake --build "$dir" -j "$(nproc)" --target test_overlap_mpi test_tcp_store test_metrics_server
   # UCX's memory hooks (libucm) intercept the madvise of an exiting thread, after TSan has torn
   # down that thread's state: a crash, not a report. Switched off here; nothing else changes.
   export TSAN_OPTIONS="suppressions=$root/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1"
@@ -93,6 +94,9 @@ fuzz_and_tsan_tests() {
       -x TSAN_OPTIONS -x UCX_MEM_MMAP_HOOK_MODE -x UCX_MEM_MALLOC_HOOKS -np "$np" \
       "$dir/tests/runtime/test_overlap_mpi" --gtest_brief=1
   done
+  # The store's and the metrics endpoint's server threads too (cheap: their libraries are built).
+  "$dir/tests/store/test_tcp_store" --gtest_brief=1
+  "$dir/tests/metrics/test_metrics_server" --gtest_brief=1
 }
 
 mpi_env() {

@@ -17,9 +17,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)w;
   } catch (const std::invalid_argument&) {
   } catch (const nlohmann::json::exception&) {
-    // Known finding (docs/hardening.md): optional fields of the wrong type ("format", "name",
-    // "num_groups", ...) escape as nlohmann::json::type_error instead of std::invalid_argument.
-    // Tolerated so that the fuzzer keeps looking for memory errors; remove once planner/ checks.
+    // Known finding (docs/hardening.md): a "format" that is not a string escapes as
+    // nlohmann::json::type_error instead of std::invalid_argument. Tolerated here so that the
+    // fuzzer keeps looking for memory errors; remove once planner/workload.cpp checks the type.
   }
   return 0;
 }
