@@ -47,7 +47,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       require(r.op != sp::kAdd || r.arg.size() == 8);
       // What the client would have sent for this request frames back to the same bytes.
       const sp::Bytes again = sp::framed(frame);
-      require(again.size() == sp::kPrefix + frame.size() && sp::get_u32(again.data()) == frame.size());
+      require(again.size() == sp::kPrefix + frame.size() &&
+              sp::get_u32(again.data()) == frame.size());
     }
     const sp::Reply reply = sp::parse_reply(frame);
     if (reply.error.empty()) require(reply.body.size() + 1 == frame.size());

@@ -36,9 +36,9 @@ int main(int argc, char** argv) {
       // Renewed before the deadline, and reopened at once when the server closed one.
       std::erase_if(held, [&](const std::pair<int, Clock::time_point>& h) {
         pollfd p{h.first, POLLIN, 0};
-        const bool closed = ::poll(&p, 1, 0) > 0;
-        if (closed || Clock::now() - h.second > renew_after) ::close(h.first);
-        return closed || Clock::now() - h.second > renew_after;
+        const bool renew = ::poll(&p, 1, 0) > 0 || Clock::now() - h.second > renew_after;
+        if (renew) ::close(h.first);
+        return renew;
       });
       while (static_cast<int>(held.size()) < idle) {
         held.emplace_back(switchyard::testing::connect_loopback(port, 1000), Clock::now());
