@@ -1,6 +1,7 @@
 #include "comm/communicator.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -80,6 +81,8 @@ std::unique_ptr<Transport> make_inter_node_transport(const std::string& name, MP
 
 // Store mode's all-reduce and barrier messages; apart from the all-to-all's tags.
 constexpr int kCollectiveTag = 0x5359;
+// The roll call after a collective timed out (Communicator::silent_ranks).
+constexpr int kRollCallTag = 0x535A;
 
 std::string hostname() {
   char name[256] = {};
@@ -91,6 +94,21 @@ std::string hostname() {
 }
 
 }  // namespace
+
+std::chrono::milliseconds default_timeout() {
+  constexpr const char* kEnv = "SWITCHYARD_TIMEOUT";
+  const char* text = std::getenv(kEnv);
+  if (text == nullptr || *text == '\0') return std::chrono::seconds(120);
+  char* end = nullptr;
+  const double seconds = std::strtod(text, &end);
+  if (*end != '\0' || !(seconds > 0) || seconds > 7 * 86400.0) {
+    throw CommError(ErrorCode::invalid_argument,
+                    fmt::format("{}='{}': give the timeout in seconds, more than 0 and at most 7 "
+                                "days (e.g. 30 or 0.5)",
+                                kEnv, text));
+  }
+  return std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(seconds * 1000)));
+}
 
 Communicator::Communicator(const StoreOptions& store, CommOptions options)
     : options_(std::move(options)) {
@@ -156,6 +174,7 @@ Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::m
 }
 
 Communicator::~Communicator() {
+  if (store_ && transport_ && transport_->peer_failed()) store_->abandon_peers();
   transport_.reset();  // frees the transport's own duplicate (or store barrier) first
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
 }
@@ -177,6 +196,71 @@ void Communicator::override_topology(const Topology& topology) {
   topology_ = topology;
 }
 
+std::vector<int> Communicator::silent_ranks() {
+  // Every rank that reached a collective and timed out holds one; their deadlines differ by how
+  // far apart they arrived, so the window allows for that, bounded so that the error still comes
+  // within a few seconds of the timeout.
+  const auto window = std::clamp(options_.timeout / 4, std::chrono::milliseconds(500),
+                                 std::chrono::milliseconds(3000));
+  const int me = rank();
+  std::vector<int> heard(size(), 0);
+  std::vector<Request> sends, recvs;
+  std::vector<int> recv_peer;
+  try {
+    for (int r = 0; r < size(); ++r) {
+      if (r == me) continue;
+      recvs.push_back(transport_->irecv(r, &heard[r], sizeof(int), kRollCallTag));
+      recv_peer.push_back(r);
+      sends.push_back(transport_->isend(r, &me, sizeof(int), kRollCallTag));
+    }
+    const auto deadline = std::chrono::steady_clock::now() + window;
+    std::vector<bool> done(recvs.size(), false);
+    size_t remaining = recvs.size();
+    while (remaining > 0 && std::chrono::steady_clock::now() < deadline) {
+      for (size_t i = 0; i < recvs.size(); ++i) {
+        if (!done[i] && transport_->test(recvs[i])) {
+          done[i] = true;
+          --remaining;
+          heard[recv_peer[i]] = 1;
+        }
+      }
+      for (auto& send : sends) transport_->test(send);
+      poll_pause();
+    }
+    for (size_t i = 0; i < recvs.size(); ++i) {
+      if (!done[i]) transport_->cancel(recvs[i]);
+    }
+    for (auto& send : sends) {
+      if (!transport_->test(send)) transport_->cancel(send);
+    }
+  } catch (const std::exception&) {
+    // A transport that fails towards a dead peer answers the question too: whoever was not heard
+    // from by then is named.
+  }
+  std::vector<int> silent;
+  for (int r = 0; r < size(); ++r) {
+    if (r != me && heard[r] == 0) silent.push_back(r);
+  }
+  return silent;
+}
+
+std::string Communicator::timeout_message(std::string_view what) {
+  transport_->note_failed_peer();
+  const std::vector<int> silent = silent_ranks();
+  const std::string who =
+      silent.empty()
+          ? "every rank answered a roll call afterwards, so all are alive but at least one was in "
+            "another call (every rank must make the same sequence of calls)"
+          : fmt::format("rank(s) {} did not answer a roll call afterwards: dead, stuck in an "
+                        "earlier call, or slower than the timeout",
+                        fmt::join(silent, ", "));
+  return fmt::format("{}: timed out after {} ms; {}. The collective cannot be resumed: this "
+                     "communicator is no longer usable, abort the job (or restart from a "
+                     "checkpoint). If the ranks are only slow, raise the timeout "
+                     "(SWITCHYARD_TIMEOUT seconds, --timeout, CommOptions::timeout)",
+                     what, options_.timeout.count(), who);
+}
+
 template <typename T>
 void Communicator::allreduce_over_transport(T* data, size_t count) {
   if (count > 0 && data == nullptr) {
@@ -185,29 +269,34 @@ void Communicator::allreduce_over_transport(T* data, size_t count) {
   }
   const size_t bytes = count * sizeof(T);
   std::vector<Request> requests;
-  if (rank() == 0) {
-    std::vector<T> others(count * static_cast<size_t>(size() - 1));
-    for (int r = 1; r < size(); ++r) {
-      requests.push_back(
-          transport_->irecv(r, others.data() + (r - 1) * count, bytes, kCollectiveTag));
+  try {
+    if (rank() == 0) {
+      std::vector<T> others(count * static_cast<size_t>(size() - 1));
+      for (int r = 1; r < size(); ++r) {
+        requests.push_back(
+            transport_->irecv(r, others.data() + (r - 1) * count, bytes, kCollectiveTag));
+      }
+      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (gather on rank 0)");
+      // Rank order, whatever order the messages came in: the result is deterministic.
+      for (int r = 1; r < size(); ++r) {
+        const T* from = others.data() + (r - 1) * count;
+        for (size_t i = 0; i < count; ++i) data[i] += from[i];
+      }
+      requests.clear();
+      for (int r = 1; r < size(); ++r) {
+        requests.push_back(transport_->isend(r, data, bytes, kCollectiveTag));
+      }
+      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (result from rank 0)");
+    } else {
+      // A copy to send from, as the result lands in data.
+      const std::vector<T> mine(data, data + count);
+      requests.push_back(transport_->isend(0, mine.data(), bytes, kCollectiveTag));
+      requests.push_back(transport_->irecv(0, data, bytes, kCollectiveTag));
+      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (via rank 0)");
     }
-    wait_all(*transport_, requests, options_.timeout, "allreduce_sum (gather on rank 0)");
-    // Rank order, whatever order the messages came in: the result is deterministic.
-    for (int r = 1; r < size(); ++r) {
-      const T* from = others.data() + (r - 1) * count;
-      for (size_t i = 0; i < count; ++i) data[i] += from[i];
-    }
-    requests.clear();
-    for (int r = 1; r < size(); ++r) {
-      requests.push_back(transport_->isend(r, data, bytes, kCollectiveTag));
-    }
-    wait_all(*transport_, requests, options_.timeout, "allreduce_sum (result from rank 0)");
-  } else {
-    // A copy to send from, as the result lands in data.
-    const std::vector<T> mine(data, data + count);
-    requests.push_back(transport_->isend(0, mine.data(), bytes, kCollectiveTag));
-    requests.push_back(transport_->irecv(0, data, bytes, kCollectiveTag));
-    wait_all(*transport_, requests, options_.timeout, "allreduce_sum (via rank 0)");
+  } catch (const CommError& e) {
+    if (e.code() != ErrorCode::timeout) throw;
+    throw CommError(ErrorCode::timeout, timeout_message("allreduce_sum"));
   }
 }
 
@@ -252,14 +341,9 @@ void Communicator::wait(MPI_Request& request, const char* what) {
     poll_pause();  // ranks oversubscribe the cores: let the peers run
   }
   // MPI cannot cancel a collective, so the request stays pending and this communicator cannot
-  // take part in another collective: say so rather than let the next call mismatch.
-  throw CommError(ErrorCode::timeout,
-                  fmt::format("{}: timed out after {} ms; not every one of the {} ranks reached "
-                              "it (a rank may have failed or be stuck in an earlier call). The "
-                              "collective cannot be cancelled: this communicator is no longer "
-                              "usable, abort the job. If the ranks are only slow, raise the "
-                              "timeout (CommOptions::timeout)",
-                              what, options_.timeout.count(), size()));
+  // take part in another collective: say so rather than let the next call mismatch, and say who
+  // is missing.
+  throw CommError(ErrorCode::timeout, timeout_message(what));
 }
 
 }  // namespace switchyard::comm

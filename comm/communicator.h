@@ -8,12 +8,19 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "comm/store_bootstrap.h"
 #include "comm/topology.h"
 #include "comm/transport.h"
 
 namespace switchyard::comm {
+
+// SWITCHYARD_TIMEOUT (seconds, decimals allowed, in (0, 7 days]) when set, else 120 s: the one
+// place every launcher's timeout comes from unless a program sets its own. Throws
+// CommError(invalid_argument) naming the variable when it is malformed.
+std::chrono::milliseconds default_timeout();
 
 struct CommOptions {
   // The transport of every link unless a link class names its own.
@@ -24,7 +31,8 @@ struct CommOptions {
   // Different choices for the two classes give a routing transport (RoutedTransport).
   std::string intra_transport;
   std::string inter_transport;
-  std::chrono::milliseconds timeout{std::chrono::seconds(120)};
+  // Bound on every wait for a peer.
+  std::chrono::milliseconds timeout = default_timeout();
 };
 
 class Communicator {
@@ -70,6 +78,11 @@ class Communicator {
 
  private:
   void wait(MPI_Request& request, const char* what);
+  // After a collective timed out: every rank that also timed out answers a roll call over the
+  // transport; the ranks not heard from within a short window (a few seconds) are returned.
+  std::vector<int> silent_ranks();
+  // The timeout error of a collective, naming the silent ranks.
+  std::string timeout_message(std::string_view what);
   template <typename T>
   void allreduce_over_transport(T* data, size_t count);
 

@@ -65,4 +65,10 @@ void RoutedTransport::cancel(Request& req) {
   req = wrap(inner, backend);
 }
 
+void RoutedTransport::note_failed_peer() {
+  Transport::note_failed_peer();
+  intra_->note_failed_peer();
+  inter_->note_failed_peer();
+}
+
 }  // namespace switchyard::comm

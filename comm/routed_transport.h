@@ -25,6 +25,7 @@ class RoutedTransport final : public Transport {
   Request irecv(int peer, void* data, size_t bytes, int tag) override;
   bool test(Request& req) override;
   void cancel(Request& req) override;
+  void note_failed_peer() override;
 
  private:
   // A routed request's handle is the backend's handle times two plus the backend's index, so that

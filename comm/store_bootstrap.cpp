@@ -75,6 +75,10 @@ StoreGroup::StoreGroup(const StoreOptions& options) : options_(options) {
       options_.master_addr, server_ ? server_->port() : port, options_.secret, options_.timeout);
 }
 
+void StoreGroup::abandon_peers() {
+  if (server_) server_->set_drain_timeout(std::chrono::milliseconds(0));
+}
+
 StoreGroup::~StoreGroup() {
   client_.reset();  // rank 0's own connection must not hold its server's drain open
   server_.reset();

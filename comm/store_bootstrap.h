@@ -51,6 +51,9 @@ class StoreGroup {
                                                 std::span<const std::byte> mine,
                                                 const std::function<void()>& idle = {});
   void barrier(std::string_view name, const std::function<void()>& idle = {});
+  // A peer failed: rank 0's server stops at once when the group goes, instead of waiting for
+  // every client to leave (a stuck peer never would).
+  void abandon_peers();
 
  private:
   StoreOptions options_;

@@ -34,7 +34,7 @@ std::string timeout_message(std::span<const Request> pending, std::chrono::milli
   return fmt::format(
       "{}: timed out after {} ms; {} did not complete. Those peers may have failed or be stuck "
       "before this call (every rank must make the same sequence of calls); if they are only slow, "
-      "raise the timeout (CommOptions::timeout)",
+      "raise the timeout (SWITCHYARD_TIMEOUT seconds, --timeout, CommOptions::timeout)",
       what, timeout.count(), stuck);
 }
 
@@ -71,6 +71,7 @@ void wait_all(Transport& transport, std::span<Request> requests, std::chrono::mi
                                 "shutting the operation down; an earlier error says why)",
                                 what, pending.size()));
   }
+  transport.note_failed_peer();
   throw CommError(ErrorCode::timeout, timeout_message(pending, timeout, what));
 }
 

@@ -41,11 +41,18 @@ class Transport {
   // caller's buffers go away): a receive is cancelled and will never write its buffer; a send is
   // cancelled where the backend can, else released, so a late receiver may still get its bytes.
   virtual void cancel(Request& req) = 0;
+  // A wait on a peer timed out (wait_all and the communicator's collectives say so): the peers
+  // may be dead, so teardown must not wait for them again.
+  virtual void note_failed_peer() { peer_failed_.store(true, std::memory_order_relaxed); }
+  bool peer_failed() const { return peer_failed_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> peer_failed_{false};
 };
 
 // Waits until every request completes. Waits are bounded: past `timeout` it cancels the requests
 // still pending and throws CommError(timeout) naming `what` and the peers whose transfers did not
-// complete. When `interrupt` is given and becomes true, it cancels them the same way and throws
+// complete (and notes the failure on the transport, note_failed_peer). When `interrupt` is given and becomes true, it cancels them the same way and throws
 // CommError(aborted).
 void wait_all(Transport& transport, std::span<Request> requests, std::chrono::milliseconds timeout,
               std::string_view what, const std::atomic<bool>* interrupt = nullptr);

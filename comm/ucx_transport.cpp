@@ -190,7 +190,10 @@ void UcxTransport::teardown() {
     stop_progress_.store(true, std::memory_order_relaxed);
     progress_thread_.join();
   }
-  if ((comm_ != MPI_COMM_NULL || group_ != nullptr) && worker_ != nullptr && !barrier_abandoned_) {
+  // After a peer timed out, the teardown barrier would wait a whole timeout more for a rank that
+  // may be dead: close without it.
+  if ((comm_ != MPI_COMM_NULL || group_ != nullptr) && worker_ != nullptr && !barrier_abandoned_ &&
+      !peer_failed()) {
     try {
       synchronize("teardown");
     } catch (const CommError&) {

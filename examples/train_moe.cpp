@@ -70,6 +70,7 @@ struct Options {
   std::string resume;            // continue from this checkpoint (a DIR or DIR/step-N)
   int64_t global_tokens = 0;     // 0 = --tokens-per-rank; else one global batch split over ranks
   std::string loss_log;          // rank 0 writes "step loss" per step (%.17g) here
+  double timeout = 0;            // seconds every wait for a peer may take; 0 = SWITCHYARD_TIMEOUT
 };
 
 // Test-only straggler: SWITCHYARD_TEST_DELAY_RANK=r:ms makes rank r sleep ms before every backward
@@ -256,15 +257,22 @@ void write_summary(const std::string& path, const Options& o, const sy::MoeConfi
   }
 }
 
-double allreduce_max(double v) {
-  double out = v;
-  MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return out;
+// The largest v over ranks, through the communicator so that the wait is bounded by its timeout
+// (a blocking MPI_Allreduce would wait for a dead rank forever).
+double allreduce_max(sy::comm::Communicator& comm, double v) {
+  std::vector<double> all(comm.size(), 0.0);
+  all[comm.rank()] = v;
+  comm.allreduce_sum(all.data(), all.size());
+  return *std::max_element(all.begin(), all.end());
 }
 
 template <typename T>
 int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, double lr) {
-  sy::comm::Communicator comm(MPI_COMM_WORLD);
+  sy::comm::CommOptions comm_options;
+  if (o.timeout > 0) {
+    comm_options.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout * 1000));
+  }
+  sy::comm::Communicator comm(MPI_COMM_WORLD, comm_options);
   const int rank = comm.rank(), world = comm.size();
   auto placement = sy::planner::ExpertPlacement::contiguous(config.num_experts, world);
 
@@ -421,7 +429,7 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       student.update_selection_bias();
     }
     const double seconds = allreduce_max(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        comm, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 
     double sums[2] = {local_sq, 0};
     for (int64_t i = 0; i < tokens * H; ++i) sums[1] += double(target[i]) * double(target[i]);
@@ -550,6 +558,10 @@ int main(int argc, char** argv) {
   CLI::App app{"switchyard: teacher-student training of an expert-parallel DeepSeekMoE layer"};
   app.add_option("--preset", o.preset, "tiny | dsmoe16b")->capture_default_str();
   app.add_option("--dtype", o.dtype, "fp32 | fp64")->capture_default_str();
+  app.add_option("--timeout", o.timeout,
+                 "seconds any wait for another rank may take before the run fails naming it "
+                 "(default: SWITCHYARD_TIMEOUT, else 120)")
+      ->check(CLI::Range(0.001, 7 * 86400.0));
   app.add_option("--scoring", o.scoring, "softmax | sigmoid (default softmax)");
   app.add_option("--alltoall", o.alltoall, "all-to-all algorithm")->capture_default_str();
   app.add_option("--overlap", o.overlap,

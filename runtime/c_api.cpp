@@ -609,5 +609,4 @@ sy_status_t sy_layer_load(sy_layer_t layer, const char* path, int keep_placement
   });
 }
 
-
 }  // extern "C"

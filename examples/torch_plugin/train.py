@@ -21,10 +21,16 @@ Without MPI, launched torchrun-style (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
 
 The layer meets its peers at switchyard's own store (SWITCHYARD_MASTER_PORT: torchrun's store
 holds MASTER_PORT) and the replicated parameters are all-reduced with torch.distributed (gloo).
+
+--timeout S bounds every wait for another rank (default SWITCHYARD_TIMEOUT, else 120 s). When a
+rank dies or stops, the others fail within about S seconds naming it, print one line and end the
+job: under MPI with MPI_Abort (MPI cannot finalise with a peer gone), without MPI by exiting at
+once (switchyard's own teardown no longer waits for a failed peer).
 """
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -62,14 +68,18 @@ def batch(successors, generator, size):
 class MpiGroup:
     """Sums over the ranks of an mpi4py communicator (COMM_WORLD when None)."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, timeout_s=0):
         from mpi4py import MPI
 
         self.mpi, self.comm = MPI, comm if comm is not None else MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
+        self.timeout_ms = int(timeout_s * 1000)
 
     def context(self):
-        return switchyard.Context(self.comm)
+        return switchyard.Context(self.comm, timeout_ms=self.timeout_ms)
+
+    def abort(self, code):
+        self.comm.Abort(code)
 
     def sum(self, value):
         return self.comm.allreduce(value)
@@ -81,15 +91,23 @@ class MpiGroup:
 class EnvGroup:
     """Sums over torchrun-launched ranks with torch.distributed (gloo); no MPI."""
 
-    def __init__(self):
+    def __init__(self, timeout_s=0):
+        import datetime
+
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            dist.init_process_group("gloo")
+            # gloo's bound covers its rendezvous too, where ranks may start seconds apart.
+            kwargs = {"timeout": datetime.timedelta(seconds=max(timeout_s, 60))} if timeout_s else {}
+            dist.init_process_group("gloo", **kwargs)
         self.dist, self.rank = dist, dist.get_rank()
+        self.timeout_ms = int(timeout_s * 1000)
 
     def context(self):
-        return switchyard.Context.from_env()
+        return switchyard.Context.from_env(timeout_ms=self.timeout_ms)
+
+    def abort(self, code):
+        os._exit(code)
 
     def sum(self, value):
         t = torch.tensor([value], dtype=torch.float64)
@@ -139,9 +157,18 @@ def main(argv=None):
                         help="exit 1 unless the last loss <= F x the first")
     parser.add_argument("--launcher", choices=["mpi", "env"], default="mpi",
                         help="mpi: mpirun (mpi4py); env: torchrun-style environment, no MPI")
+    parser.add_argument("--timeout", type=float, default=0, metavar="S",
+                        help="seconds any wait for another rank may take (default: "
+                             "SWITCHYARD_TIMEOUT, else 120)")
     args = parser.parse_args(argv)
-    group = EnvGroup() if args.launcher == "env" else MpiGroup()
-    losses = train(args.steps, args.tokens_per_rank, args.lr, group=group)
+    if not 0 <= args.timeout <= 7 * 86400:
+        parser.error(f"--timeout {args.timeout}: give seconds in (0, 604800]")
+    group = EnvGroup(args.timeout) if args.launcher == "env" else MpiGroup(timeout_s=args.timeout)
+    try:
+        losses = train(args.steps, args.tokens_per_rank, args.lr, group=group)
+    except switchyard.SwitchyardError as e:
+        print(f"train.py: rank {group.rank}: {e}", file=sys.stderr, flush=True)
+        group.abort(2)
     if group.rank == 0:
         print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f} (ln V = {math.log(VOCAB):.4f})")
     if args.require_loss_drop is not None and losses[-1] > args.require_loss_drop * losses[0]:

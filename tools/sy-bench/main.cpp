@@ -5,6 +5,8 @@
 // `sy-bench gemm` the kernel backends' GEMMs against the machine's measured peak (gemm_bench.h).
 #include <fmt/format.h>
 #include <mpi.h>
+#include <cstdlib>
+
 #include <CLI/CLI.hpp>
 
 #include <exception>
@@ -25,6 +27,16 @@ int main(int argc, char** argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   CLI::App app{"switchyard communication benchmarks"};
   app.require_subcommand(1);
+  // Every communicator a benchmark builds takes its timeout from SWITCHYARD_TIMEOUT: the flag sets
+  // it for this process before any is built.
+  app.add_option_function<double>(
+         "--timeout",
+         [](double seconds) {
+           setenv("SWITCHYARD_TIMEOUT", fmt::format("{}", seconds).c_str(), 1);
+         },
+         "seconds any wait for another rank may take before the benchmark fails naming it "
+         "(default: SWITCHYARD_TIMEOUT, else 120)")
+      ->check(CLI::Range(0.001, 7 * 86400.0));
   switchyard::bench::AllToAllBenchOptions o;
   CLI::App* alltoall = app.add_subcommand("alltoall", "dispatch and combine of each algorithm");
   alltoall->add_option("--algo", o.algo, "flat | hierarchical | mpi | all")
