@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -12,7 +11,9 @@
 
 #include <fmt/format.h>
 
+#include "runtime/agreement.h"
 #include "runtime/error.h"
+#include "runtime/fault_injection.h"
 
 namespace switchyard::checkpoint {
 
@@ -20,33 +21,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Room for each rank's error message in the all-reduce that makes errors collective.
-constexpr size_t kMessageWords = 64;  // 512 bytes: 1 word of code, 504 bytes of text
-
 // Every rank passes its own error ("" when it succeeded); when any rank failed, every rank throws
-// Error naming each failing rank and its message. A code is that of the lowest failing rank.
+// CollectiveFailure naming each failing rank and its message (runtime/agreement.h), with the code
+// of the lowest failing rank. One single-value all-reduce when every rank succeeded.
 void agree(comm::Communicator& comm, const std::string& local_error, ErrorCode local_code,
            const std::string& what) {
-  const int world = comm.size();
-  std::vector<int64_t> words(static_cast<size_t>(world) * kMessageWords, 0);
+  LocalStatus status;
   if (!local_error.empty()) {
-    int64_t* slot = words.data() + static_cast<size_t>(comm.rank()) * kMessageWords;
-    slot[0] = static_cast<int64_t>(local_code) + 1;
-    const size_t room = (kMessageWords - 1) * sizeof(int64_t) - 1;
-    std::memcpy(slot + 1, local_error.data(), std::min(room, local_error.size()));
+    status.code = local_code;
+    status.message = local_error;
   }
-  comm.allreduce_sum(words.data(), words.size());
-  std::string message;
-  std::optional<ErrorCode> code;
-  for (int r = 0; r < world; ++r) {
-    const int64_t* slot = words.data() + static_cast<size_t>(r) * kMessageWords;
-    if (slot[0] == 0) continue;
-    if (!code) code = static_cast<ErrorCode>(slot[0] - 1);
-    const char* text = reinterpret_cast<const char*>(slot + 1);
-    message += fmt::format("{}rank {}: {}", message.empty() ? "" : "; ", r,
-                           std::string(text, strnlen(text, (kMessageWords - 1) * 8)));
-  }
-  if (code) throw Error(*code, fmt::format("{} failed on {}", what, message));
+  int64_t failed = status.failed() ? 1 : 0;
+  comm.allreduce_sum(&failed, 1);
+  if (failed != 0) raise_collective_failure(comm, what, status);
 }
 
 // Runs f, returning its error message ("" on success). A crash hook's throw (not a
@@ -225,6 +212,7 @@ std::string save(comm::Communicator& comm, const std::string& dir, int64_t step,
                  MoeAdam<T>* adam, const nlohmann::json& state, const SaveOptions& options) {
   const int rank = comm.rank(), world = comm.size();
   const WritePoints points(options.crash_hook, rank);
+  inject_fault(FaultPhase::checkpoint, rank);
   const fs::path root(dir);
   const fs::path partial = root / (".partial-" + step_name(step));
   const fs::path final_dir = root / step_name(step);
@@ -378,6 +366,7 @@ CheckpointInfo load(comm::Communicator& comm, const std::string& path, MoeLayer<
   const int rank = comm.rank(), world = comm.size();
   const MoeConfig& config = layer.config();
   const std::string what = fmt::format("checkpoint load from '{}'", path);
+  inject_fault(FaultPhase::checkpoint, rank);
 
   // 1. Rank 0 decides which checkpoint path names; every rank then reads that one.
   ErrorCode code = ErrorCode::invalid_argument;

@@ -20,13 +20,14 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 TIMEOUT_S = 1.5   # the runtime's timeout in every drill
 LIVENESS_S = 40   # a run still going after this is a hang
 FAULTY = 1        # the rank that fails
 MPI_PHASES = ["gate", "dispatch", "experts", "combine", "backward", "grad_reduce", "replan",
-              "migration"]
+              "migration", "checkpoint"]
 STORE_PHASES = ["gate", "dispatch", "combine", "backward", "grad_reduce"]
 NAMES_FAULTY = re.compile(rf"rank\(s\) {FAULTY}\b|rank {FAULTY}\b")
 
@@ -65,7 +66,9 @@ def mpi_drill(train_moe, phase, action):
             "--mca", "orte_abort_on_non_zero_status", "0", "-x", "SWITCHYARD_FAULT",
             "-np", "3", train_moe, "--steps", "3", "--timeout", str(TIMEOUT_S),
             "--replan-every", "1", "--redundant", "2"]
-    codes, outputs, seconds, hung = run([argv], [env])
+    with tempfile.TemporaryDirectory() as checkpoints:
+        argv += ["--save", checkpoints, "--save-every", "1"]
+        codes, outputs, seconds, hung = run([argv], [env])
     out = outputs[0]
     errors = [line for line in out.splitlines() if line.startswith("train_moe: ")]
     return {"hung": hung, "failed": codes[0] != 0, "completed": codes[0] == 0, "errors": errors,
