@@ -3,14 +3,26 @@
  * Conventions (after NCCL and UCC):
  * - Opaque handles; every call returns sy_status_t. On failure the handle the call was given keeps
  *   a message saying what was wrong (sy_context_last_error / sy_layer_last_error). A failed call
- *   changes no parameter; only a backward that fails part-way (a peer timed out) may leave the
- *   gradients partly accumulated, which sy_layer_zero_grads clears.
+ *   changes no parameter.
+ * - Collective calls fail together (since 0.4): sy_layer_create, forward, backward,
+ *   apply_placement, save and load first compare, in the collective they make anyway, whether
+ *   every rank's own checks passed and (create, apply_placement) whether every rank passed the
+ *   same configuration and placement. A failure on any rank returns the same status on every
+ *   rank, with a message naming each failing rank and why, or each differing field with every
+ *   rank's value; no rank has sent anything, and the layer stays usable. A call that fails
+ *   half-way instead (a peer timed out or died: SY_TIMEOUT / SY_PEER_FAILURE, naming it) leaves
+ *   the peers anywhere in it: the layer then answers every later call with SY_ABORTED. Under MPI,
+ *   end the job with MPI_Abort (MPI cannot finalise with a peer gone); without MPI, exit (the
+ *   context's teardown no longer waits for the failed peer).
+ * - Every wait on a peer is bounded by sy_context_params_t.timeout_ms, else SWITCHYARD_TIMEOUT
+ *   (seconds), else 120 s.
  * - Parameter structs carry their own size as the first field; initialise them with the
  *   SY_*_INIT macros so that fields added later keep old callers working.
  * - Version 0.3 added caller-owned parameter and gradient memory (sy_layer_bind_param,
  *   sy_layer_bind_grad, sy_layer_param_data, sy_layer_grad_data)
  *   and the kernel backend fields of sy_layer_config_t; a caller that needs them checks
- *   sy_version() >= 300.
+ *   sy_version() >= 300. Version 0.4 added checkpoints (sy_layer_save, sy_layer_load), collective
+ *   errors (above) and the refusal of a second sy_layer_backward of one forward.
  * - No C++ exception crosses this boundary.
  * - Thread safety: calls on one context and its layers must not run concurrently (they
  *   communicate, and every rank must issue the same collective calls in the same order).
@@ -34,7 +46,7 @@ extern "C" {
 #endif
 
 #define SY_VERSION_MAJOR 0
-#define SY_VERSION_MINOR 3
+#define SY_VERSION_MINOR 4
 #define SY_VERSION_PATCH 0
 #define SY_VERSION_CODE (SY_VERSION_MAJOR * 10000 + SY_VERSION_MINOR * 100 + SY_VERSION_PATCH)
 
@@ -224,7 +236,8 @@ SY_API sy_status_t sy_layer_grad_data(sy_layer_t layer, const char* name, float*
 SY_API sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, int64_t hidden,
                              float* y, sy_saved_t* saved, sy_aux_losses_t* aux);
 /* grad_y [tokens, hidden] -> grad_x [tokens, hidden]; adds this batch's parameter gradients
- * (replicated ones summed over ranks) to the layer's. Collective. */
+ * (replicated ones summed over ranks) to the layer's. Once per forward: a second backward of the
+ * same saved state is SY_INVALID_ARGUMENT (on every rank). Collective. */
 SY_API sy_status_t sy_layer_backward(sy_layer_t layer, sy_saved_t saved, const float* grad_y,
                               float* grad_x);
 SY_API sy_status_t sy_saved_destroy(sy_saved_t saved);
@@ -244,7 +257,7 @@ SY_API sy_status_t sy_layer_update_selection_bias(sy_layer_t layer);
  * placement. On failure nothing changes. */
 SY_API sy_status_t sy_layer_apply_placement(sy_layer_t layer, const int* phy2log, int num_slots);
 
-/* Checkpoints (docs/checkpoints.md). sy_layer_save writes the layer's parameters and
+/* Checkpoints (docs/checkpoints.md), since 0.4. sy_layer_save writes the layer's parameters and
  * selection bias, keyed by global expert id (a replicated expert once), and its placement as
  * dir/step-<step>/, atomically (a crash at any moment leaves the earlier checkpoints loadable),
  * then points dir/latest at it; the two newest checkpoints in dir are kept. The optimizer state is

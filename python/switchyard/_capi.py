@@ -1,4 +1,4 @@
-"""ctypes binding of libswitchyard.so (runtime/switchyard.h), version 0.3.
+"""ctypes binding of libswitchyard.so (runtime/switchyard.h), version 0.4.
 
 Every function of the header is declared here with its argument and result types, so that a
 wrong call fails in Python instead of corrupting memory. `check` turns a non-OK status into a
@@ -183,15 +183,15 @@ def _load():
     )
 
 
-# The oldest library with every function below (0.3 added the bound-memory calls).
-REQUIRED_VERSION = 300
+# The oldest library with every function below (0.4 added the checkpoint calls).
+REQUIRED_VERSION = 400
 
 lib = _load()
 lib.sy_version.restype = ctypes.c_int
 if lib.sy_version() < REQUIRED_VERSION:
     raise ImportError(
         f"switchyard: {lib._name} is version code {lib.sy_version()}, but this package needs "
-        f"{REQUIRED_VERSION} (0.3) or later; rebuild the 'switchyard' target or point "
+        f"{REQUIRED_VERSION} (0.4) or later; rebuild the 'switchyard' target or point "
         "SWITCHYARD_LIB at a newer build")
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():
     _fn = getattr(lib, _name)
