@@ -103,6 +103,7 @@ int accept_spin(int seconds) {
       "accept: descriptors exhausted for %.1f s: the process used %.3f s of CPU (%.0f%% of "
       "a core)\n",
       wall, cpu, 100.0 * cpu / wall);
+  std::fflush(stdout);  // f21ef03's server may then hang in its destructor (docs/hardening.md)
   for (int fd : fillers) ::close(fd);
   setrlimit(RLIMIT_NOFILE, &old);
   ::close(client);
