@@ -7,6 +7,7 @@ process is ending anyway. mpi4py finalises MPI through Py_AtExit, after Python's
 objects that die with the interpreter are freed normally.
 """
 
+import atexit
 import ctypes
 import os
 import sys
@@ -16,7 +17,7 @@ from collections import namedtuple
 import torch
 
 from . import _capi
-from ._capi import check, lib
+from ._capi import SwitchyardError, check, lib
 
 Topology = namedtuple("Topology", "node num_nodes local_rank local_size")
 AuxLosses = namedtuple("AuxLosses", "expert_balance device_balance z_loss")
@@ -26,6 +27,36 @@ AuxLosses.__doc__ = "The unweighted aux losses of the global batch of one forwar
 def _mpi_finalized():
     mpi = sys.modules.get("mpi4py.MPI")
     return mpi is not None and mpi.Is_finalized()
+
+
+# Statuses after which a peer may be gone (sy_status_t).
+_PEER_GONE = {code for code, name in _capi.STATUS_NAMES.items()
+              if name in ("SY_TIMEOUT", "SY_PEER_FAILURE")}
+_peer_failure_under_mpi = []  # the message of the first such failure of an MPI context
+
+
+def _check_noting_peer_failure(status, last_error, mpi):
+    """check(), remembering a failure that may have lost a peer of an MPI context."""
+    try:
+        check(status, last_error)
+    except SwitchyardError as e:
+        if mpi and e.status in _PEER_GONE and not _peer_failure_under_mpi:
+            _peer_failure_under_mpi.append(e.message)
+        raise
+
+
+@atexit.register
+def _abort_if_a_peer_failed():
+    """After a peer failed under MPI, MPI_Finalize (mpi4py calls it once Python's own exit
+    handlers have run) would wait for that peer forever: end the job with MPI_Abort instead."""
+    if not _peer_failure_under_mpi or _mpi_finalized():
+        return
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None:
+        return
+    print(f"switchyard: ending the job with MPI_Abort, as MPI cannot finalise after a peer "
+          f"failed ({_peer_failure_under_mpi[0][:300]})", file=sys.stderr, flush=True)
+    mpi.COMM_WORLD.Abort(1)
 
 
 def _fortran_handle(comm):
@@ -63,6 +94,7 @@ class Context:
         params = _capi.SyContextParams(timeout_ms=timeout_ms,
                                        alltoall=alltoall.encode() if alltoall else None)
         handle = ctypes.c_void_p()
+        self._mpi = True
         check(lib.sy_context_create_mpi(_fortran_handle(comm), ctypes.byref(params),
                                         ctypes.byref(handle)),
               lambda: lib.sy_context_last_error(None))
@@ -82,6 +114,7 @@ class Context:
         """
         self = cls.__new__(cls)
         self._layers = weakref.WeakSet()
+        self._mpi = False
         encode = lambda text: text.encode() if text else None  # noqa: E731
         params = _capi.SyStoreParams(timeout_ms=timeout_ms, alltoall=encode(alltoall),
                                      master_addr=encode(master_addr), master_port=master_port,
@@ -101,7 +134,8 @@ class Context:
         return self._handle
 
     def _check(self, status):
-        check(status, lambda: lib.sy_context_last_error(self._handle))
+        _check_noting_peer_failure(status, lambda: lib.sy_context_last_error(self._handle),
+                                   self._mpi)
 
     def _int(self, fn):
         out = ctypes.c_int()
@@ -198,7 +232,8 @@ class Layer:
         return self._handle
 
     def _check(self, status):
-        check(status, lambda: lib.sy_layer_last_error(self._handle))
+        _check_noting_peer_failure(status, lambda: lib.sy_layer_last_error(self._handle),
+                                   self.context._mpi)
 
     def local_experts(self):
         """The routed expert ids this rank holds, ascending."""

@@ -5,6 +5,9 @@ seconds, each naming that rank, and nothing may hang.
 
     fault_drill.py mpi   --train-moe PATH          train_moe under mpirun, 3 ranks, every phase
     fault_drill.py store --example PATH/train.py   the PyTorch example without MPI (TCP store)
+    fault_drill.py mpi-python                      tests/faults/python_exit.py under mpirun: a
+                                                   script that catches the error and returns;
+                                                   the package must end the job at exit
 
 Every run is bounded (LIVENESS_S); a run that outlives it is killed and counted as a hang. Prints
 one row per scenario (trials, hangs, errors naming the rank, seconds to the end of the job) and
@@ -110,14 +113,30 @@ def store_drill(example, phase, action, ranks=3):
             "output": "\n".join(outputs), "survivors": ranks - 1}
 
 
+def mpi_python_drill(phase, action):
+    """A script that returns normally after the error: without the package's MPI_Abort at exit
+    the survivors would hang in MPI_Finalize waiting for the stuck rank."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "python_exit.py")
+    env = dict(os.environ, SWITCHYARD_FAULT=f"{FAULTY}:{phase}:{action}", OPENBLAS_NUM_THREADS="1",
+               OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    argv = ["mpirun", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1",
+            "--mca", "orte_abort_on_non_zero_status", "0", "-x", "SWITCHYARD_FAULT",
+            "-x", "SWITCHYARD_LIB", "-np", "3", "/usr/bin/python3", script, str(TIMEOUT_S)]
+    codes, outputs, seconds, hung = run([argv], [env])
+    errors = [line for line in outputs[0].splitlines() if line.startswith("python_exit.py: rank ")]
+    return {"hung": hung, "failed": codes[0] != 0, "completed": codes[0] == 0, "errors": errors,
+            "seconds": seconds, "output": outputs[0]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["mpi", "store"])
+    parser.add_argument("mode", choices=["mpi", "store", "mpi-python"])
     parser.add_argument("--train-moe")
     parser.add_argument("--example")
     parser.add_argument("--phases", help="comma-separated subset of the phases")
     args = parser.parse_args()
-    phases = MPI_PHASES if args.mode == "mpi" else STORE_PHASES
+    phases = {"mpi": MPI_PHASES, "store": STORE_PHASES, "mpi-python": ["dispatch", "backward"]}[
+        args.mode]
     if args.phases:
         phases = [p for p in args.phases.split(",") if p in phases]
     missed = []
@@ -128,6 +147,9 @@ def main():
             if args.mode == "mpi":
                 r = mpi_drill(args.train_moe, phase, action)
                 expect_errors = 1  # the first survivor's MPI_Abort may end the others first
+            elif args.mode == "mpi-python":
+                r = mpi_python_drill(phase, action)
+                expect_errors = 1
             else:
                 r = store_drill(args.example, phase, action)
                 expect_errors = r["survivors"]
