@@ -52,7 +52,10 @@ nlohmann::json plan_to_json(const Plan& plan) {
 }
 
 Plan plan_from_json(const nlohmann::json& doc) {
-  const std::string format = doc.is_object() ? doc.value("format", std::string()) : std::string();
+  // A "format" of another JSON type reads as absent, so that it is refused below like one.
+  const std::string format = doc.is_object() && doc.contains("format") && doc["format"].is_string()
+                                 ? doc["format"].get<std::string>()
+                                 : std::string();
   if (format != kFormat) {
     throw std::invalid_argument("plan: format is '" + format + "', expected '" + kFormat + "'");
   }

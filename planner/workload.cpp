@@ -146,7 +146,10 @@ void Workload::validate() const {
 }
 
 Workload workload_from_json(const nlohmann::json& doc, const std::string& folder) {
-  const std::string format = doc.is_object() ? doc.value("format", std::string()) : std::string();
+  // A "format" of another JSON type reads as absent, so that it is refused below like one.
+  const std::string format = doc.is_object() && doc.contains("format") && doc["format"].is_string()
+                                 ? doc["format"].get<std::string>()
+                                 : std::string();
   if (format != kFormat) {
     throw std::invalid_argument("workload: format is '" + format + "', expected '" + kFormat +
                                 "'");

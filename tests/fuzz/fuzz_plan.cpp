@@ -22,11 +22,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     plan = pl::plan_from_json(doc);
   } catch (const std::invalid_argument&) {
     return 0;
-  } catch (const nlohmann::json::exception&) {
-    // Known finding (docs/hardening.md): a "format" that is not a string escapes as
-    // nlohmann::json::type_error instead of std::invalid_argument. Tolerated here so that the
-    // fuzzer keeps looking for memory errors; remove once planner/plan.cpp checks the type.
-    return 0;
   }
   // Validate against the expert count the rows suggest (and one more, to see a missing one).
   int experts = 1;

@@ -16,10 +16,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const auto w = switchyard::planner::workload_from_json(doc, "");
     (void)w;
   } catch (const std::invalid_argument&) {
-  } catch (const nlohmann::json::exception&) {
-    // Known finding (docs/hardening.md): a "format" that is not a string escapes as
-    // nlohmann::json::type_error instead of std::invalid_argument. Tolerated here so that the
-    // fuzzer keeps looking for memory errors; remove once planner/workload.cpp checks the type.
   }
   return 0;
 }

@@ -51,6 +51,8 @@ TEST(PlanIo, RejectsWrongRowLengthExpertIdAndFormat) {
   nlohmann::json doc = plan_to_json(small_plan());
   doc["format"] = "eplb";
   EXPECT_THROW(plan_from_json(doc), std::invalid_argument);
+  doc["format"] = 2;  // found by fuzz_plan: was a json type_error
+  EXPECT_THROW(plan_from_json(doc), std::invalid_argument);
   doc = plan_to_json(small_plan());
   doc.erase("slots_per_gpu");
   EXPECT_THROW(plan_from_json(doc), std::invalid_argument);

@@ -44,6 +44,8 @@ TEST(WorkloadIo, RejectsWrongFormatAndMissingFields) {
   nlohmann::json doc = small_workload_json();
   doc["format"] = "moe-placement/v1";
   EXPECT_NE(message_of(doc).find("expected 'moe-placement-workload/v1'"), std::string::npos);
+  doc["format"] = 2;  // found by fuzz_workload: was a json type_error
+  EXPECT_NE(message_of(doc).find("expected 'moe-placement-workload/v1'"), std::string::npos);
   doc = small_workload_json();
   doc["model"].erase("top_k");
   EXPECT_NE(message_of(doc).find("missing field 'top_k'"), std::string::npos);
