@@ -42,16 +42,26 @@ int main(int argc, char** argv) {
   alltoall->add_option("--algo", o.algo, "flat | hierarchical | mpi | all")
       ->check(CLI::IsMember({"flat", "hierarchical", "mpi", "all"}))
       ->capture_default_str();
-  alltoall->add_option("--tokens", o.workload.tokens, "tokens per rank")->capture_default_str();
-  alltoall->add_option("--hidden", o.workload.hidden, "hidden size")->capture_default_str();
-  alltoall->add_option("--experts", o.workload.experts, "routed experts")->capture_default_str();
-  alltoall->add_option("--topk", o.workload.topk, "experts per token")->capture_default_str();
+  alltoall->add_option("--tokens", o.workload.tokens, "tokens per rank")
+      ->check(CLI::Range(0, 1 << 22))
+      ->capture_default_str();
+  alltoall->add_option("--hidden", o.workload.hidden, "hidden size")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  alltoall->add_option("--experts", o.workload.experts, "routed experts")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  alltoall->add_option("--topk", o.workload.topk, "experts per token")
+      ->check(CLI::Range(1, 1 << 10))
+      ->capture_default_str();
   alltoall->add_option("--zipf", o.workload.zipf, "Zipf exponent of expert popularity (0: uniform)")
       ->capture_default_str();
   alltoall->add_option("--dtype", o.dtype, "element type of tokens and results (bf16: 2 bytes)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
       ->capture_default_str();
   alltoall->add_option("--iters", o.iters, "timed iterations (after one warm-up)")
+      
+      ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
   alltoall
       ->add_option("--ranks-per-node", o.ranks_per_node,
@@ -89,12 +99,24 @@ int main(int argc, char** argv) {
       "layer",
       "the MoE layer forward + backward with overlap off, on and auto, comm and compute "
       "alone, and the overlap efficiency");
-  layer->add_option("--tokens", l.tokens, "tokens per rank")->capture_default_str();
-  layer->add_option("--hidden", l.hidden, "hidden size")->capture_default_str();
-  layer->add_option("--experts", l.experts, "routed experts")->capture_default_str();
-  layer->add_option("--shared", l.shared, "shared experts")->capture_default_str();
-  layer->add_option("--topk", l.topk, "experts per token")->capture_default_str();
+  layer->add_option("--tokens", l.tokens, "tokens per rank")
+      ->check(CLI::Range(0, 1 << 22))
+      ->capture_default_str();
+  layer->add_option("--hidden", l.hidden, "hidden size")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  layer->add_option("--experts", l.experts, "routed experts")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  layer->add_option("--shared", l.shared, "shared experts")
+      ->check(CLI::Range(0, 64))
+      ->capture_default_str();
+  layer->add_option("--topk", l.topk, "experts per token")
+      ->check(CLI::Range(1, 1 << 10))
+      ->capture_default_str();
   layer->add_option("--inter", l.inter, "intermediate size of each routed expert")
+      
+      ->check(CLI::Range(1, 1 << 18))
       ->capture_default_str();
   layer->add_option("--zipf", l.zipf, "routing skew: expert popularity ~ Zipf (0: none)")
       ->capture_default_str();
@@ -111,6 +133,7 @@ int main(int argc, char** argv) {
       ->add_option("--redundant", l.redundant,
                    "balanced: extra replicas of hot experts; experts + redundant must divide "
                    "by the ranks")
+      ->check(CLI::Range(0, 1 << 16))
       ->capture_default_str();
   layer
       ->add_option("--wire", l.wire,
@@ -130,7 +153,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   layer->add_option("--chunks", l.chunks, "token chunks of the pipelined layer, or auto")
       ->capture_default_str();
-  layer->add_option("--iters", l.iters, "timed iterations")->capture_default_str();
+  layer->add_option("--iters", l.iters, "timed iterations")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   layer->add_option("--json", l.json, "also write the figures as JSON to this file (rank 0)");
   layer->add_option("--trace", l.trace,
                     "trace the pipelined layer's timed iterations (overlap on) into this Chrome "
@@ -138,12 +163,22 @@ int main(int argc, char** argv) {
   switchyard::bench::GemmBenchOptions g;
   CLI::App* gemm = app.add_subcommand(
       "gemm", "each kernel backend's GEMM rate on a square and on the expert shapes");
-  gemm->add_option("--hidden", g.hidden, "hidden size of the expert shapes")->capture_default_str();
-  gemm->add_option("--inter", g.inter, "intermediate size of the expert shapes")
+  gemm->add_option("--hidden", g.hidden, "hidden size of the expert shapes")
+      ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  gemm->add_option("--rows", g.rows, "tokens per expert")->capture_default_str();
-  gemm->add_option("--square", g.square, "size of the square GEMM")->capture_default_str();
-  gemm->add_option("--seconds", g.seconds, "time per figure")->capture_default_str();
+  gemm->add_option("--inter", g.inter, "intermediate size of the expert shapes")
+      
+      ->check(CLI::Range(1, 1 << 18))
+      ->capture_default_str();
+  gemm->add_option("--rows", g.rows, "tokens per expert")
+      ->check(CLI::Range(1, 1 << 22))
+      ->capture_default_str();
+  gemm->add_option("--square", g.square, "size of the square GEMM")
+      ->check(CLI::Range(1, 1 << 15))
+      ->capture_default_str();
+  gemm->add_option("--seconds", g.seconds, "time per figure")
+      ->check(CLI::Range(0.001, 3600.0))
+      ->capture_default_str();
   gemm->add_flag("--coretype", g.coretype_only,
                  "print only the OPENBLAS_CORETYPE launchers should set: nothing when the kernels "
                  "OpenBLAS chose suit this CPU");
@@ -153,12 +188,19 @@ int main(int argc, char** argv) {
   step->add_option("--preset", st.preset, "dsmoe16b | tiny")
       ->check(CLI::IsMember({"dsmoe16b", "tiny"}))
       ->capture_default_str();
-  step->add_option("--tokens", st.tokens, "tokens per rank")->capture_default_str();
-  step->add_option("--hidden", st.hidden, "hidden size (default: the preset's)");
-  step->add_option("--experts", st.experts, "routed experts (default: the preset's)");
-  step->add_option("--shared", st.shared, "shared experts (default: the preset's)");
-  step->add_option("--topk", st.topk, "experts per token (default: the preset's)");
-  step->add_option("--inter", st.inter, "routed expert intermediate size (default: the preset's)");
+  step->add_option("--tokens", st.tokens, "tokens per rank")
+      ->check(CLI::Range(0, 1 << 22))
+      ->capture_default_str();
+  step->add_option("--hidden", st.hidden, "hidden size (default: the preset's)")
+      ->check(CLI::Range(0, 1 << 16));
+  step->add_option("--experts", st.experts, "routed experts (default: the preset's)")
+      ->check(CLI::Range(0, 1 << 16));
+  step->add_option("--shared", st.shared, "shared experts (default: the preset's)")
+      ->check(CLI::Range(-1, 64));
+  step->add_option("--topk", st.topk, "experts per token (default: the preset's)")
+      ->check(CLI::Range(0, 1 << 10));
+  step->add_option("--inter", st.inter, "routed expert intermediate size (default: the preset's)")
+      ->check(CLI::Range(0, 1 << 18));
   step->add_option("--zipf", st.zipf, "routing skew (0: none)")->capture_default_str();
   step->add_option("--alltoall", st.alltoall, "flat | hierarchical")
       ->check(CLI::IsMember({"flat", "hierarchical"}))
@@ -173,8 +215,12 @@ int main(int argc, char** argv) {
   step->add_option("--wire", st.wire, "rows on the wire: native or bf16")
       ->check(CLI::IsMember({"native", "bf16"}))
       ->capture_default_str();
-  step->add_option("--warmup", st.warmup, "untimed steps first")->capture_default_str();
-  step->add_option("--iters", st.iters, "timed steps")->capture_default_str();
+  step->add_option("--warmup", st.warmup, "untimed steps first")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  step->add_option("--iters", st.iters, "timed steps")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   int rc = 0;
   try {
     app.parse(argc, argv);
