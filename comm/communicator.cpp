@@ -176,7 +176,9 @@ Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::m
 Communicator::~Communicator() {
   if (store_ && transport_ && transport_->peer_failed()) store_->abandon_peers();
   transport_.reset();  // frees the transport's own duplicate (or store barrier) first
-  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  // Open MPI keeps progressing an abandoned collective and crashes once its communicator is
+  // freed (measured: SIGSEGV in NBC_Progress at MPI_Finalize): that communicator is kept.
+  if (comm_ != MPI_COMM_NULL && !collective_abandoned_) MPI_Comm_free(&comm_);
 }
 
 std::string Communicator::describe() const {
@@ -276,7 +278,8 @@ void Communicator::allreduce_over_transport(T* data, size_t count) {
         requests.push_back(
             transport_->irecv(r, others.data() + (r - 1) * count, bytes, kCollectiveTag));
       }
-      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (gather on rank 0)");
+      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (gather on rank 0)",
+               &interrupted_);
       // Rank order, whatever order the messages came in: the result is deterministic.
       for (int r = 1; r < size(); ++r) {
         const T* from = others.data() + (r - 1) * count;
@@ -286,13 +289,15 @@ void Communicator::allreduce_over_transport(T* data, size_t count) {
       for (int r = 1; r < size(); ++r) {
         requests.push_back(transport_->isend(r, data, bytes, kCollectiveTag));
       }
-      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (result from rank 0)");
+      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (result from rank 0)",
+               &interrupted_);
     } else {
       // A copy to send from, as the result lands in data.
       const std::vector<T> mine(data, data + count);
       requests.push_back(transport_->isend(0, mine.data(), bytes, kCollectiveTag));
       requests.push_back(transport_->irecv(0, data, bytes, kCollectiveTag));
-      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (via rank 0)");
+      wait_all(*transport_, requests, options_.timeout, "allreduce_sum (via rank 0)",
+               &interrupted_);
     }
   } catch (const CommError& e) {
     if (e.code() != ErrorCode::timeout) throw;
@@ -338,11 +343,20 @@ void Communicator::wait(MPI_Request& request, const char* what) {
     check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), what);
     if (done) return;
     if (std::chrono::steady_clock::now() >= deadline) break;
+    if (interrupted_.load(std::memory_order_relaxed)) {
+      transport_->note_failed_peer();  // the collective stays pending: the peers are left in it
+      collective_abandoned_ = true;
+      throw CommError(ErrorCode::aborted,
+                      fmt::format("{}: interrupted (the caller is shutting the operation down, "
+                                  "e.g. sy_context_abort; an earlier error says why)",
+                                  what));
+    }
     poll_pause();  // ranks oversubscribe the cores: let the peers run
   }
   // MPI cannot cancel a collective, so the request stays pending and this communicator cannot
   // take part in another collective: say so rather than let the next call mismatch, and say who
   // is missing.
+  collective_abandoned_ = true;
   throw CommError(ErrorCode::timeout, timeout_message(what));
 }
 

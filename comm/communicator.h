@@ -67,8 +67,8 @@ class Communicator {
   void allreduce_sum(int64_t* data, size_t count);
   void barrier();
 
-  // Makes every all-to-all wait in progress or started later give up at once with
-  // CommError(aborted), cancelling its transfers, until clear_interrupt(). Safe from any thread: a
+  // Makes every wait in progress or started later (all-to-all, all-reduce, barrier) give up at
+  // once with CommError(aborted), cancelling its transfers, until clear_interrupt(). Safe from any thread: a
   // pipelined layer calls it to stop its communication thread when the step fails. The peers of an
   // interrupted exchange are left waiting for it and time out; the communicator should not carry
   // further collective traffic.
@@ -92,6 +92,7 @@ class Communicator {
   Topology topology_;
   std::unique_ptr<Transport> transport_;
   std::atomic<bool> interrupted_{false};
+  bool collective_abandoned_ = false;  // a collective timed out or was interrupted, still pending
 };
 
 }  // namespace switchyard::comm

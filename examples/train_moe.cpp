@@ -71,6 +71,7 @@ struct Options {
   int64_t global_tokens = 0;     // 0 = --tokens-per-rank; else one global batch split over ranks
   std::string loss_log;          // rank 0 writes "step loss" per step (%.17g) here
   double timeout = 0;            // seconds every wait for a peer may take; 0 = SWITCHYARD_TIMEOUT
+  int log_every = 0;             // a step line every N steps (and the first and last); 0 = ~20 lines
 };
 
 // Test-only straggler: SWITCHYARD_TEST_DELAY_RANK=r:ms makes rank r sleep ms before every backward
@@ -463,7 +464,11 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
       traffic[0] += step_traffic[0];
       traffic[1] += step_traffic[1];
     }
-    if (rank == 0) {
+    // A line every log_every steps, the first and the last: a long run stays readable.
+    const int log_every =
+        o.log_every > 0 ? o.log_every : std::max(1, (steps - start_step + 1 + 19) / 20);
+    const bool log_step = step == start_step || step == steps || step % log_every == 0;
+    if (rank == 0 && log_step) {
       std::printf(
           "step %4d/%d  loss %.4e (rel %.3f)  aux exp %.3f dev %.3f z %.3f  tok/s %9.0f  "
           "ms:%s  expert load max/mean %.2f  device %.2f\n",
@@ -558,6 +563,10 @@ int main(int argc, char** argv) {
   CLI::App app{"switchyard: teacher-student training of an expert-parallel DeepSeekMoE layer"};
   app.add_option("--preset", o.preset, "tiny | dsmoe16b")->capture_default_str();
   app.add_option("--dtype", o.dtype, "fp32 | fp64")->capture_default_str();
+  app.add_option("--log-every", o.log_every,
+                 "print a step line every N steps, besides the first and the last (default: about "
+                 "20 lines per run)")
+      ->check(CLI::Range(1, 1 << 30));
   app.add_option("--timeout", o.timeout,
                  "seconds any wait for another rank may take before the run fails naming it "
                  "(default: SWITCHYARD_TIMEOUT, else 120)")

@@ -2,7 +2,10 @@
 // every exception into a status plus a message kept on the handle.
 #include <mpi.h>
 
+#include <atomic>
 #include <charconv>
+#include <cstddef>
+#include <initializer_list>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -28,7 +31,7 @@ struct sy_context {
   std::unique_ptr<sy::comm::Communicator> comm;
   std::string alltoall = "flat";
   std::string last_error;
-  bool aborted = false;
+  std::atomic<bool> aborted{false};  // sy_context_abort, from any thread
 };
 
 struct sy_layer {
@@ -100,13 +103,37 @@ sy_status_t guarded(std::string& message, Body&& body) {
 
 void require_arg(bool cond, const std::string& message) { sy::require(cond, message); }
 
-// Checks the caller's struct size: older (smaller) structs are not accepted yet, since every field
-// so far exists since version 0.1.
-void require_struct_size(size_t got, size_t want, const char* type, const char* init) {
-  require_arg(got == want, fmt::format("{}.size is {} but this library expects {}; initialise the "
-                                       "struct with {}",
-                                       type, got, want, init));
+// The caller's struct as this library's. Its size says which header it was compiled against:
+// the struct of that version is copied and the fields it lacks keep this library's defaults
+// (`defaults`, the SY_*_INIT values); a size of no released version (e.g. a newer header than
+// this library) is refused. versions: {struct size, bytes of its fields} of each released
+// version, oldest first.
+template <typename Struct>
+Struct accepted_struct(const Struct& given, const Struct& defaults,
+                       std::initializer_list<std::pair<size_t, size_t>> versions, const char* type,
+                       const char* init) {
+  std::string sizes;
+  for (const auto& [size, fields] : versions) {
+    if (given.size == size) {
+      Struct out = defaults;
+      std::memcpy(static_cast<void*>(&out), &given, fields);
+      out.size = sizeof(Struct);
+      return out;
+    }
+    sizes += (sizes.empty() ? "" : ", ") + std::to_string(size);
+  }
+  throw sy::Error(sy::ErrorCode::invalid_argument,
+                  fmt::format("{}.size is {}, the size of no version of it this library knows "
+                              "({}); initialise the struct with {} (a header newer than the "
+                              "library needs a newer library)",
+                              type, given.size, sizes, init));
 }
+
+// sy_layer_config_t of 0.1 and 0.2 ended with `wire`; 0.3 added backend and compute.
+constexpr size_t kLayerConfigFields02 = offsetof(sy_layer_config_t, backend);
+constexpr size_t kLayerConfigSize02 =
+    (kLayerConfigFields02 + alignof(sy_layer_config_t) - 1) / alignof(sy_layer_config_t) *
+    alignof(sy_layer_config_t);
 
 sy_status_t aborted_status(std::string& message) {
   message = "the context was aborted (sy_context_abort); only destroy calls are accepted";
@@ -256,8 +283,9 @@ sy_status_t sy_context_create_mpi(int64_t mpi_fortran_comm, const sy_context_par
     *context = nullptr;
     require_arg(params != nullptr, "sy_context_create_mpi: params is NULL; pass a "
                                    "sy_context_params_t initialised with SY_CONTEXT_PARAMS_INIT");
-    require_struct_size(params->size, sizeof(sy_context_params_t), "sy_context_params_t",
-                        "SY_CONTEXT_PARAMS_INIT");
+    accepted_struct<sy_context_params_t>(*params, SY_CONTEXT_PARAMS_INIT,
+                                         {{sizeof(sy_context_params_t), sizeof(sy_context_params_t)}},
+                                         "sy_context_params_t", "SY_CONTEXT_PARAMS_INIT");
     int initialized = 0;
     MPI_Initialized(&initialized);
     require_arg(initialized != 0, "sy_context_create_mpi: MPI is not initialised; call MPI_Init "
@@ -282,8 +310,9 @@ sy_status_t sy_context_create_store(const sy_store_params_t* params, sy_context_
     *context = nullptr;
     require_arg(params != nullptr, "sy_context_create_store: params is NULL; pass a "
                                    "sy_store_params_t initialised with SY_STORE_PARAMS_INIT");
-    require_struct_size(params->size, sizeof(sy_store_params_t), "sy_store_params_t",
-                        "SY_STORE_PARAMS_INIT");
+    accepted_struct<sy_store_params_t>(*params, SY_STORE_PARAMS_INIT,
+                                       {{sizeof(sy_store_params_t), sizeof(sy_store_params_t)}},
+                                       "sy_store_params_t", "SY_STORE_PARAMS_INIT");
     require_arg(params->timeout_ms >= 0,
                 fmt::format("sy_store_params_t.timeout_ms must be >= 0, got {}",
                             params->timeout_ms));
@@ -336,7 +365,10 @@ sy_status_t sy_context_abort(sy_context_t context) {
     creation_error = "sy_context_abort: NULL sy_context_t";
     return SY_INVALID_ARGUMENT;
   }
-  context->aborted = true;
+  // Safe from any thread: both are atomic stores. A wait in progress on this context gives up with
+  // SY_ABORTED (its layer then refuses further calls); later calls are refused here.
+  context->aborted.store(true);
+  if (context->comm) context->comm->interrupt();
   return SY_OK;
 }
 
@@ -364,28 +396,31 @@ sy_status_t sy_layer_create(sy_context_t context, const sy_layer_config_t* confi
       *layer = nullptr;
       require_arg(config != nullptr, "sy_layer_create: config is NULL; pass a sy_layer_config_t "
                                      "initialised with SY_LAYER_CONFIG_INIT");
-      require_struct_size(config->size, sizeof(sy_layer_config_t), "sy_layer_config_t",
-                          "SY_LAYER_CONFIG_INIT");
-      moe = to_config(*config);
+      const sy_layer_config_t given = accepted_struct<sy_layer_config_t>(
+          *config, SY_LAYER_CONFIG_INIT,
+          {{kLayerConfigSize02, kLayerConfigFields02},
+           {sizeof(sy_layer_config_t), sizeof(sy_layer_config_t)}},
+          "sy_layer_config_t", "SY_LAYER_CONFIG_INIT");
+      moe = to_config(given);
       moe.validate();
-      require_arg(config->overlap >= SY_OVERLAP_OFF && config->overlap <= SY_OVERLAP_AUTO,
+      require_arg(given.overlap >= SY_OVERLAP_OFF && given.overlap <= SY_OVERLAP_AUTO,
                   fmt::format("sy_layer_config_t.overlap = {} is not a sy_overlap_mode_t; use "
                               "SY_OVERLAP_OFF, SY_OVERLAP_ON or SY_OVERLAP_AUTO",
-                              static_cast<int>(config->overlap)));
+                              static_cast<int>(given.overlap)));
       const sy::OverlapMode modes[] = {sy::OverlapMode::off, sy::OverlapMode::on,
                                        sy::OverlapMode::automatic};
-      require_arg(config->backend >= SY_BACKEND_DEFAULT && config->backend <= SY_BACKEND_ONEDNN,
+      require_arg(given.backend >= SY_BACKEND_DEFAULT && given.backend <= SY_BACKEND_ONEDNN,
                   fmt::format("sy_layer_config_t.backend = {} is not a sy_backend_t; use "
                               "SY_BACKEND_DEFAULT, SY_BACKEND_OPENBLAS or SY_BACKEND_ONEDNN",
-                              static_cast<int>(config->backend)));
-      require_arg(config->compute == SY_COMPUTE_NATIVE || config->compute == SY_COMPUTE_BF16,
+                              static_cast<int>(given.backend)));
+      require_arg(given.compute == SY_COMPUTE_NATIVE || given.compute == SY_COMPUTE_BF16,
                   fmt::format("sy_layer_config_t.compute = {} is not a sy_compute_precision_t; "
                               "use SY_COMPUTE_NATIVE or SY_COMPUTE_BF16",
-                              static_cast<int>(config->compute)));
+                              static_cast<int>(given.compute)));
       const char* backends[] = {"", "openblas", "onednn"};
-      options.overlap = sy::OverlapOptions{modes[config->overlap], config->overlap_chunks};
+      options.overlap = sy::OverlapOptions{modes[given.overlap], given.overlap_chunks};
       options.backend = sy::kernels::BackendOptions{
-          backends[config->backend], config->compute == SY_COMPUTE_BF16
+          backends[given.backend], given.compute == SY_COMPUTE_BF16
                                          ? sy::kernels::ComputePrecision::bf16
                                          : sy::kernels::ComputePrecision::native};
       placement = sy::planner::ExpertPlacement::contiguous(moe.num_experts, c.comm->size());

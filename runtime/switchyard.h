@@ -17,7 +17,9 @@
  * - Every wait on a peer is bounded by sy_context_params_t.timeout_ms, else SWITCHYARD_TIMEOUT
  *   (seconds), else 120 s.
  * - Parameter structs carry their own size as the first field; initialise them with the
- *   SY_*_INIT macros so that fields added later keep old callers working.
+ *   SY_*_INIT macros so that fields added later keep old callers working: a struct from an older
+ *   header (a smaller size of a released version) is accepted, the fields it lacks taking their
+ *   SY_*_INIT defaults; any other size is refused. Every struct change bumps the version.
  * - Version 0.3 added caller-owned parameter and gradient memory (sy_layer_bind_param,
  *   sy_layer_bind_grad, sy_layer_param_data, sy_layer_grad_data)
  *   and the kernel backend fields of sy_layer_config_t; a caller that needs them checks
@@ -112,7 +114,9 @@ SY_API sy_status_t sy_context_size(sy_context_t context, int* size);
 /* Node id, number of nodes, rank inside the node and ranks on the node. */
 SY_API sy_status_t sy_context_topology(sy_context_t context, int* node, int* num_nodes, int* local_rank,
                                 int* local_size);
-/* Marks the context (and its layers) unusable: later calls return SY_ABORTED. Local, immediate. */
+/* Marks the context (and its layers) unusable: later calls return SY_ABORTED. Local, immediate,
+ * and (since 0.4) safe from any thread: a call of this context waiting on a peer gives up at once
+ * with SY_ABORTED (e.g. a watchdog thread ending a stuck step). */
 SY_API sy_status_t sy_context_abort(sy_context_t context);
 /* NULL is accepted. Destroy the layers first. */
 SY_API sy_status_t sy_context_destroy(sy_context_t context);

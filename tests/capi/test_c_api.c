@@ -103,7 +103,7 @@ static void test_layer_creation_errors(sy_context_t ctx) {
   CHECK(sy_layer_create(ctx, NULL, &layer) == SY_INVALID_ARGUMENT, "NULL config accepted");
   CHECK(contains(sy_context_last_error(ctx), "SY_LAYER_CONFIG_INIT"), "message: %s",
         sy_context_last_error(ctx));
-  c.size = sizeof(c) - 8;
+  c.size = sizeof(c) - 4; /* no released version's size (sizeof(c) - 8 is 0.2's: test_compat_api) */
   CHECK(sy_layer_create(ctx, &c, &layer) == SY_INVALID_ARGUMENT && layer == NULL,
         "wrong config size accepted");
   c = two_expert_config();
