@@ -17,9 +17,19 @@
 
 namespace switchyard::testing {
 
-int connect_loopback(uint16_t port, int timeout_ms) {
+int connect_loopback(uint16_t port, int timeout_ms, const std::string& source) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  if (!source.empty()) {
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, source.c_str(), &local.sin_addr) != 1 ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+      const int err = errno;
+      ::close(fd);
+      throw std::runtime_error("bind to " + source + ": " + std::strerror(err));
+    }
+  }
   timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -46,8 +56,8 @@ std::string read_to_end(int fd) {
   return out;
 }
 
-std::string http_exchange(uint16_t port, const std::string& request) {
-  const int fd = connect_loopback(port);
+std::string http_exchange(uint16_t port, const std::string& request, const std::string& source) {
+  const int fd = connect_loopback(port, 10000, source);
   size_t sent = 0;
   while (sent < request.size()) {
     const ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
@@ -59,8 +69,8 @@ std::string http_exchange(uint16_t port, const std::string& request) {
   return response;
 }
 
-std::string http_get(uint16_t port, const std::string& path) {
-  return http_exchange(port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+std::string http_get(uint16_t port, const std::string& path, const std::string& source) {
+  return http_exchange(port, "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", source);
 }
 
 int status_of(const std::string& response) {

@@ -10,12 +10,16 @@
 namespace switchyard::testing {
 
 // A connected loopback socket whose reads and writes give up after timeout_ms. Throws on failure.
-int connect_loopback(uint16_t port, int timeout_ms = 10000);
+// source: the local address to connect from (any of 127.0.0.0/8, so that a test can play several
+// client hosts), or "" for the kernel's choice.
+int connect_loopback(uint16_t port, int timeout_ms = 10000, const std::string& source = "");
 // Reads until the peer closes (or the timeout): "" when the server closed without answering.
 std::string read_to_end(int fd);
 // Sends request as is and returns the whole response.
-std::string http_exchange(uint16_t port, const std::string& request);
-std::string http_get(uint16_t port, const std::string& path = "/metrics");
+std::string http_exchange(uint16_t port, const std::string& request,
+                          const std::string& source = "");
+std::string http_get(uint16_t port, const std::string& path = "/metrics",
+                     const std::string& source = "");
 // Status code of a raw response, 0 when there is none.
 int status_of(const std::string& response);
 std::string body_of(const std::string& response);
