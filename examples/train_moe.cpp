@@ -326,6 +326,12 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
                   info.path.c_str(), start_step - 1, info.saved_world_size,
                   info.placement_restored ? "restored" : "kept (resharded)");
     }
+    if (rank == 0 && info.saved_world_size != world && o.global_tokens == 0) {
+      std::printf("warning: resumed on %d ranks from a checkpoint saved on %d, each rank drawing "
+                  "its own tokens: the global batch is not the saved run's. Give both runs "
+                  "--global-tokens G to continue the same trajectory\n",
+                  world, info.saved_world_size);
+    }
   }
   auto save_checkpoint = [&](int step) {
     const auto rs = replanner.state();

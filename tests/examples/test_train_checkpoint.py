@@ -111,6 +111,15 @@ class Resume(unittest.TestCase):
             self.assertEqual({**losses(f"{tmp}/a.txt"), **losses(f"{tmp}/b.txt")},
                              losses(f"{tmp}/full.txt"))
 
+    def test_tokens_per_rank_mode_warns_when_resharded(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            args = ["--tokens-per-rank", 32, "--redundant", 0]
+            train(2, *args, "--steps", 1, "--save", f"{tmp}/ck")
+            run = train(1, *args, "--steps", 2, "--resume", f"{tmp}/ck")
+            self.assertIn("warning: resumed on 1 ranks from a checkpoint saved on 2", run.stdout)
+            run = train(2, *args, "--steps", 2, "--resume", f"{tmp}/ck")
+            self.assertNotIn("warning: resumed", run.stdout)
+
 
 class Reshard(unittest.TestCase):
     @classmethod
