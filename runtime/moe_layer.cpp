@@ -285,14 +285,18 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
             "backward: the saved state is not one of this layer's forwards");
   });
   // Backward's exchanges start from state every rank already holds, so nothing in them can
-  // carry a status: one all-reduce of a single value (tens of microseconds) makes a rank's failed
-  // checks an error on every rank before any of them sends.
-  {
+  // carry a status: one all-reduce of a single value (tens of microseconds), at the start of the
+  // first exchange (so that a trace counts a late rank's delay as waiting in that exchange), makes
+  // a rank's failed checks an error on every rank before any of them sends.
+  auto agree_on_status = [&] {
     int64_t failed = status.failed() ? 1 : 0;
     inject_fault(FaultPhase::backward, comm_.rank());
     comm_.allreduce_sum(&failed, 1);
     if (failed != 0) raise_collective_failure(comm_, "backward", status);
-  }
+  };
+  // A rank whose checks failed touches none of its buffers (they may be null, the saved state
+  // empty): it joins that all-reduce here, and the failure is raised on every rank.
+  if (status.failed()) agree_on_status();
   ScopedPhase total(times_.backward);
   const auto call_start = std::chrono::steady_clock::now();
   const double busy_before = times_.comm_busy;
@@ -334,6 +338,7 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
         ScopedPhase busy(times_.comm_busy);
         TraceSpan trace(tracer_, TracePhase::combine_bwd);
         LatencyTimer latency(metrics_, &Metrics::dispatch_backward);
+        if (c == 0) agree_on_status();
         grad_recv[c].resize(chunk.layout.num_recv_rows() * H);
         const size_t row_bytes =
             dispatch_rows(*alltoall_, config_.wire, chunk.layout, grad_y + chunk.begin * H, H,
