@@ -142,6 +142,22 @@ void fsync_directory(const std::string& dir) {
   if (::fsync(d.fd) != 0 && errno != EINVAL) fail_errno(dir, "fsync the directory");
 }
 
+namespace {
+
+// Makes a fully written temporary file the file at path: fsync, close, rename, fsync the folder,
+// so that a crash at any point leaves the old file or the new one, never a part of one.
+void publish(Fd& f, const std::string& tmp, const std::string& path, const WritePoints& points) {
+  points("fsync " + tmp);
+  if (::fsync(f.fd) != 0) fail_errno(tmp, "fsync");
+  ::close(f.fd);
+  f.fd = -1;
+  points("rename " + tmp);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail_errno(path, "rename the temporary file to");
+  fsync_directory(parent_of(path));
+}
+
+}  // namespace
+
 FileInfo ShardWriter::write(const std::string& path, const WritePoints& points) const {
   std::string index;
   uint64_t payload = 0;
@@ -178,13 +194,7 @@ FileInfo ShardWriter::write(const std::string& path, const WritePoints& points) 
     write_all(f.fd, records_[i].data, records_[i].bytes, tmp);
     crc = crc32(records_[i].data, records_[i].bytes, crc);
   }
-  points("fsync " + tmp);
-  if (::fsync(f.fd) != 0) fail_errno(tmp, "fsync");
-  ::close(f.fd);
-  f.fd = -1;
-  points("rename " + tmp);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail_errno(path, "rename the temporary file to");
-  fsync_directory(parent_of(path));
+  publish(f, tmp, path, points);
   return {kHeaderBytes + index.size() + payload, crc};
 }
 
@@ -310,13 +320,7 @@ void write_file_atomic(const std::string& path, const std::string& contents,
   Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
   if (f.fd < 0) fail_errno(tmp, "create");
   write_all(f.fd, contents.data(), contents.size(), tmp);
-  points("fsync " + tmp);
-  if (::fsync(f.fd) != 0) fail_errno(tmp, "fsync");
-  ::close(f.fd);
-  f.fd = -1;
-  points("rename " + tmp);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) fail_errno(path, "rename the temporary file to");
-  fsync_directory(parent_of(path));
+  publish(f, tmp, path, points);
 }
 
 std::string read_file(const std::string& path) {
