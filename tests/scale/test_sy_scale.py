@@ -135,6 +135,18 @@ class SweepDescriptions(unittest.TestCase):
         self.assertNotIn("--nodes", cmd)
         self.assertEqual(command_for({"ranks": 2}, "/bin/t", "/tmp/x.json")[0], "mpirun")
 
+    def test_srun_points_launch_through_slurmcluster(self):
+        sweep = validate_sweep({"launcher": "srun", "axes": {"nodes": [2], "ranks_per_node": [3]},
+                                "args": {"preset": "tiny"}})
+        cmd = command_for(points(sweep)[0], "/bin/train_moe", "/tmp/x.json", "srun")
+        self.assertTrue(cmd[0].endswith("tools/slurm/slurmcluster"))
+        run = cmd[cmd.index("--") + 1:]
+        self.assertEqual(run[:4], ["-N", "2", "--ntasks-per-node", "3"])
+        self.assertEqual(run[4], "/bin/train_moe")
+        self.assertNotIn("-np", cmd)
+        one_node = command_for({"ranks": 4}, "/bin/t", "/tmp/x.json", "srun")
+        self.assertEqual(one_node[one_node.index("--") + 1:][:3], ["-n", "4", "/bin/t"])
+
     def test_bad_descriptions_say_what_to_change(self):
         cases = [({"axes": {}}, "ranks"),
                  ({"axes": {"ranks": [1], "nodes": [1]}}, "not both"),
@@ -146,7 +158,9 @@ class SweepDescriptions(unittest.TestCase):
                  ({"mode": "strong", "global_tokens": 8, "axes": {"ranks": [0]}}, ">= 1"),
                  ({"axes": {"ranks": [1], "seed": list(range(1001))}}, "at most 1000"),
                  ({"axes": {"ranks": [1]}, "retries": 10**9}, "retries"),
-                 ({"axes": {"ranks": [True]}}, "integer")]
+                 ({"axes": {"ranks": [True]}}, "integer"),
+                 ({"axes": {"ranks": [1]}, "launcher": "qsub"}, "use mpirun or srun"),
+                 ({"axes": {"ranks": [1]}, "launcher": 3}, "launcher")]
         for doc, word in cases:
             with self.assertRaises(SweepError) as ctx:
                 validate_sweep(doc)

@@ -52,7 +52,8 @@ def run(args):
         label = " ".join(f"{k}={v}" for k, v in sorted(point.items()) if k != "args")
         print(f"[{i + 1}/{len(todo)}] {label} ...", end=" ", flush=True)
         record = run_point(point, args.train_moe, sweep.get("timeout_s", 300),
-                           sweep.get("retries", 1), sweep.get("link_rate", "1gbit"))
+                           sweep.get("retries", 1), sweep.get("link_rate", "1gbit"),
+                           sweep.get("launcher", "mpirun"))
         results["points"].append(record)
         elapsed = time.monotonic() - started
         eta = elapsed / (i + 1) * (len(todo) - i - 1)

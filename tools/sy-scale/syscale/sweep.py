@@ -15,6 +15,10 @@ On the simulated cluster (tools/simcluster), sweep "nodes" (and "ranks_per_node"
 "ranks"; each point brings a cluster of that many nodes up with links shaped to "link_rate"
 (e.g. "1gbit"), runs, and tears it down:
   "axes": {"nodes": [1, 2, 4], "ranks_per_node": [2]}, "link_rate": "1gbit"
+
+"launcher": "srun" launches each point with Slurm's srun instead of mpirun: a Slurm cluster
+(tools/slurm/slurmcluster) is brought up for the point (one node for "ranks", one slurmd per
+simulated node for "nodes") and torn down after it. Default "mpirun".
 """
 import itertools
 
@@ -39,6 +43,7 @@ TRAIN_MOE_OPTIONS = {
     "lr": "--lr",
 }
 AXES = set(TRAIN_MOE_OPTIONS) | {"ranks", "nodes", "ranks_per_node"}
+LAUNCHERS = ("mpirun", "srun")
 
 # Bounds on the sizes a sweep may ask for. Every point is an mpirun of train_moe on this machine
 # (or a simulated cluster of network namespaces on it), so:
@@ -145,6 +150,11 @@ def validate_sweep(doc, path=None):
             c.fail("axes", "strong scaling derives tokens_per_rank; do not sweep it")
     if "link_rate" in doc:
         c.str(doc["link_rate"], "link_rate")
+    if "launcher" in doc:
+        c.str(doc["launcher"], "launcher")
+        if doc["launcher"] not in LAUNCHERS:
+            c.fail("launcher", f"'{jsonfile.short(doc['launcher'])}' is unknown; use "
+                   f"{' or '.join(LAUNCHERS)}")
     c.number(doc.get("timeout_s", 1), "timeout_s", 0, MAX_TIMEOUT_S)
     if doc.get("timeout_s", 1) <= 0:
         c.fail("timeout_s", "timeout_s must be positive and retries >= 0")
