@@ -8,6 +8,9 @@
 #ifdef SWITCHYARD_HAVE_ONEDNN
 #include "kernels/onednn/onednn_backend.h"
 #endif
+#ifdef SWITCHYARD_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace switchyard::kernels {
 
@@ -29,7 +32,7 @@ std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options) {
     name = env != nullptr && *env != '\0' ? env : "openblas";
     // The environment chooses for the whole process, whose fp64 layers (references, tests) have
     // one backend only; asked by name, an fp64 onednn layer is refused below.
-    if (std::is_same_v<T, double> && name == "onednn") name = "openblas";
+    if (std::is_same_v<T, double> && (name == "onednn" || name == "cuda")) name = "openblas";
   }
   const bool bf16 = options.compute == ComputePrecision::bf16;
   if (name == "openblas") {
@@ -55,8 +58,21 @@ std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options) {
         "it), or use the openblas backend");
 #endif
   }
+  if (name == "cuda") {
+    // Device memory only (kernels/cuda/cuda_backend.h); the layer does not run on it yet.
+#ifdef SWITCHYARD_HAVE_CUDA
+    if constexpr (std::is_same_v<T, float>) {
+      return make_cuda_backend(options.compute);
+    } else {
+      throw std::invalid_argument("the cuda backend computes fp32 layers only (fp32 or bf16)");
+    }
+#else
+    throw std::invalid_argument(
+        "this build of switchyard has no CUDA: rebuild with nvcc found (SWITCHYARD_CUDA)");
+#endif
+  }
   throw std::invalid_argument("kernel backend '" + name +
-                              "' is not one of openblas, onednn (SWITCHYARD_BACKEND or "
+                              "' is not one of openblas, onednn, cuda (SWITCHYARD_BACKEND or "
                               "--backend)");
 }
 
