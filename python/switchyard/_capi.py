@@ -4,14 +4,17 @@ Every function of the header is declared here with its argument and result types
 wrong call fails in Python instead of corrupting memory. `check` turns a non-OK status into a
 SwitchyardError carrying the status name and the message the library kept on the handle.
 
-The library is found, in order, at $SWITCHYARD_LIB, at build/release/runtime/libswitchyard.so in
-this checkout (the README's build directory), and through the system loader (an installed copy).
+The library is found, in order, at $SWITCHYARD_LIB (an explicit override: the only place tried
+when set), beside this file (where `pip install .` puts it), at build/release/runtime/
+libswitchyard.so in this checkout (the README's build directory), and through the system loader
+(an installed copy).
 """
 
 import ctypes
 import os
 from pathlib import Path
 
+_BESIDE = Path(__file__).resolve().parent / "libswitchyard.so"
 _REPO_BUILD = (Path(__file__).resolve().parents[2] / "build" / "release" / "runtime"
                / "libswitchyard.so")
 
@@ -169,7 +172,7 @@ def _load():
     if os.environ.get("SWITCHYARD_LIB"):
         candidates = [os.environ["SWITCHYARD_LIB"]]
     else:
-        candidates = [str(_REPO_BUILD)] if _REPO_BUILD.exists() else []
+        candidates = [str(path) for path in (_BESIDE, _REPO_BUILD) if path.exists()]
         candidates.append("libswitchyard.so")
     errors = []
     for path in candidates:
@@ -178,8 +181,8 @@ def _load():
         except OSError as e:
             errors.append(str(e))
     raise ImportError(
-        "switchyard: cannot load libswitchyard.so (build the 'switchyard' target, or set "
-        "SWITCHYARD_LIB to its path): " + "; ".join(errors)
+        "switchyard: cannot load libswitchyard.so (pip install the repository, build the "
+        "'switchyard' target, or set SWITCHYARD_LIB to its path): " + "; ".join(errors)
     )
 
 
