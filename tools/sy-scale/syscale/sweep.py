@@ -153,7 +153,7 @@ def validate_sweep(doc, path=None):
     if "launcher" in doc:
         c.str(doc["launcher"], "launcher")
         if doc["launcher"] not in LAUNCHERS:
-            c.fail("launcher", f"'{jsonfile.short(doc['launcher'])}' is unknown; use "
+            c.fail("launcher", f"{jsonfile.short(doc['launcher'])} is unknown; use "
                    f"{' or '.join(LAUNCHERS)}")
     c.number(doc.get("timeout_s", 1), "timeout_s", 0, MAX_TIMEOUT_S)
     if doc.get("timeout_s", 1) <= 0:
