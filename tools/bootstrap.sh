@@ -16,7 +16,7 @@ packages=(build-essential cmake ninja-build pkg-config git
           openmpi-bin libopenmpi-dev libucx-dev libboost-dev libfmt-dev nlohmann-json3-dev
           libcli11-dev libopenblas-dev libdnnl-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
           clang libclang-rt-14-dev libtsan2
-          python3 python3-torch python3-mpi4py python3-numpy python3-pytest)
+          python3 python3-venv python3-torch python3-mpi4py python3-numpy python3-pytest)
 
 install_dependencies() {
   local missing=()
