@@ -2,6 +2,7 @@
 # One entry point from a fresh Debian 12 machine:
 #   bash tools/bootstrap.sh run    install what is missing, build, run the training example
 #   bash tools/bootstrap.sh test   install what is missing, build, run every test (then the
+#                                  layer test under srun on a one-node Slurm cluster, the
 #                                  multi-rank layer tests again under AddressSanitizer, the
 #                                  parsers' fuzzers for a bounded time and the pipelined-layer
 #                                  tests under ThreadSanitizer)
@@ -16,7 +17,8 @@ packages=(build-essential cmake ninja-build pkg-config git
           openmpi-bin libopenmpi-dev libucx-dev libboost-dev libfmt-dev nlohmann-json3-dev
           libcli11-dev libopenblas-dev libdnnl-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
           clang libclang-rt-14-dev libtsan2
-          python3 python3-venv python3-torch python3-mpi4py python3-numpy python3-pytest)
+          python3 python3-venv python3-torch python3-mpi4py python3-numpy python3-pytest
+          slurmctld slurmd slurm-client munge)
 
 install_dependencies() {
   local missing=()
@@ -99,6 +101,36 @@ fuzz_and_tsan_tests() {
   "$dir/tests/metrics/test_metrics_server" --gtest_brief=1
 }
 
+# srun on a real one-node Slurm cluster (tools/slurm/slurmcluster: Debian's slurmctld, slurmd and
+# MUNGE; PMIx): the layer test on 4 tasks, from_mpi's topology against srun's, and a sy-scale
+# point launched with srun (its own cluster). Every cluster is torn down, whatever happens;
+# SKIP where mount namespaces cannot be made (docs/slurm.md).
+slurm_tests() {
+  local sc="$root/tools/slurm/slurmcluster" name=syci rc=0 tmp
+  if ! unshare --mount true 2>/dev/null; then
+    echo "slurm: SKIP (no mount namespaces here; slurmd runs in one)"
+    return 0
+  fi
+  "$sc" --name "$name" down >/dev/null 2>&1 || true
+  "$sc" --name "$name" up --port 16847 || return 1
+  {
+    "$sc" --name "$name" run --timeout 60 -- -n 4 "$build_dir/tests/runtime/test_layer_mpi" \
+      --gtest_brief=1 &&
+      "$sc" --name "$name" run --timeout 30 -- -n 4 "$build_dir/tests/comm/test_comm_mpi" \
+        --gtest_filter='Topology.FromMpi*' --gtest_brief=1
+  } || rc=$?
+  "$sc" --name "$name" down || rc=1
+  ((rc == 0)) || return $rc
+  tmp=$(mktemp -d)
+  echo '{"launcher": "srun", "tokens_per_rank": 64, "args": {"preset": "tiny", "steps": 4},
+         "axes": {"ranks": [2]}, "timeout_s": 60, "retries": 0}' >"$tmp/sweep.json"
+  "$root/tools/sy-scale/sy-scale" run "$tmp/sweep.json" --out "$tmp/r.json" \
+    --train-moe "$build_dir/examples/train_moe" | tail -n 2 || rc=1
+  grep -q '"status": "ok"' "$tmp/r.json" || { echo "slurm: the sy-scale srun point failed"; rc=1; }
+  rm -rf "$tmp"
+  return $rc
+}
+
 mpi_env() {
   # OpenMPI refuses root without these; one BLAS thread per rank on a shared machine.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
@@ -130,6 +162,7 @@ case "${1:-}" in
     build
     mpi_env
     ctest --test-dir "$build_dir" --output-on-failure -j 1
+    slurm_tests
     sanitized_tests
     fuzz_and_tsan_tests
     ;;
