@@ -2,7 +2,8 @@
 # pip install from a fresh virtual environment: builds the wheel of the repository (pyproject.toml,
 # scikit-build-core; the library only), installs it into a new venv made by Debian's python3 with
 # --system-site-packages (for python3-torch, -mpi4py, -pytest), and from outside the checkout,
-# with SWITCHYARD_LIB and PYTHONPATH unset, runs tests/python/test_parity.py on 2 ranks.
+# with SWITCHYARD_LIB and PYTHONPATH unset, runs tests/python/test_parity.py on 2 ranks, then
+# examples/deepseek_swap/swap.py (3 steps).
 # Usage: pip_venv_test.sh <source dir> <work dir> <mpiexec> [mpiexec flags...]
 # Environment: PIP_WHEEL_ARGS (extra `pip wheel` arguments, e.g. --config-settings=...),
 # CMAKE_BUILD_PARALLEL_LEVEL (compile jobs; default nproc).
@@ -30,3 +31,6 @@ echo "pip venv test: wheel built in $(($(date +%s) - start)) s: $(cd "$work/dist
 cd "$work"
 "$mpiexec" "$@" -np 2 "$work/venv/bin/python" "$source_dir/tests/install/venv_parity.py" \
   "$source_dir/tests/python/test_parity.py"
+# The model-swap example against the installed package too (its exit status checks agreement).
+"$mpiexec" "$@" -np 2 "$work/venv/bin/python" "$source_dir/examples/deepseek_swap/swap.py" \
+  --steps 3
