@@ -21,10 +21,11 @@ namespace switchyard::comm {
 
 namespace {
 
-// MPI counts are int: longer reductions run as several.
+// MPI counts are int: longer reductions run as several. Each piece's request goes to `settle`, which
+// waits for it (allreduce_sum) or keeps it (start_allreduce_sum).
 template <typename T>
 void allreduce_in_pieces(T* data, size_t count, MPI_Datatype type, MPI_Comm comm,
-                         const auto& wait) {
+                         const auto& settle) {
   if (count > 0 && data == nullptr) {
     throw CommError(ErrorCode::invalid_argument,
                     fmt::format("allreduce_sum: null data for {} elements", count));
@@ -35,7 +36,7 @@ void allreduce_in_pieces(T* data, size_t count, MPI_Datatype type, MPI_Comm comm
     MPI_Request request = MPI_REQUEST_NULL;
     check_mpi(MPI_Iallreduce(MPI_IN_PLACE, data + offset, n, type, MPI_SUM, comm, &request),
               "MPI_Iallreduce");
-    wait(request);
+    settle(request);
     offset += static_cast<size_t>(n);
   } while (offset < count);
 }
@@ -321,6 +322,75 @@ void Communicator::allreduce_sum(int64_t* data, size_t count) {
   if (store_) return allreduce_over_transport(data, count);
   allreduce_in_pieces(data, count, MPI_INT64_T, comm_,
                       [&](MPI_Request& r) { wait(r, "allreduce_sum"); });
+}
+
+template <typename T>
+PendingSum Communicator::start_sum(T* data, size_t count, MPI_Datatype type) {
+  PendingSum pending;
+  pending.comm_ = this;
+  if (store_) {
+    pending.deferred_ = [this, data, count] { allreduce_over_transport(data, count); };
+    return pending;
+  }
+  // Started in the pieces allreduce_sum would use, so that every rank starts the same collectives.
+  allreduce_in_pieces(data, count, type, comm_, [&](MPI_Request& r) {
+    pending.requests_.push_back(r);
+    r = MPI_REQUEST_NULL;
+  });
+  return pending;
+}
+
+PendingSum Communicator::start_allreduce_sum(float* data, size_t count) {
+  return start_sum(data, count, MPI_FLOAT);
+}
+
+PendingSum Communicator::start_allreduce_sum(double* data, size_t count) {
+  return start_sum(data, count, MPI_DOUBLE);
+}
+
+PendingSum& PendingSum::operator=(PendingSum&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    comm_ = std::exchange(other.comm_, nullptr);
+    requests_ = std::move(other.requests_);
+    deferred_ = std::move(other.deferred_);
+    other.requests_.clear();
+    other.deferred_ = nullptr;
+  }
+  return *this;
+}
+
+PendingSum::~PendingSum() { abandon(); }
+
+void PendingSum::abandon() {
+  if (comm_ == nullptr) return;
+  for (const MPI_Request& r : requests_) {
+    if (r != MPI_REQUEST_NULL) comm_->collective_abandoned_ = true;
+  }
+  // Without MPI the peers wait for a sum this rank never sends, and time out naming it.
+  comm_ = nullptr;
+}
+
+void PendingSum::progress() {
+  for (MPI_Request& r : requests_) {
+    if (r == MPI_REQUEST_NULL) continue;
+    int done = 0;
+    check_mpi(MPI_Test(&r, &done, MPI_STATUS_IGNORE), "allreduce_sum (started)");
+  }
+}
+
+void PendingSum::finish() {
+  if (comm_ == nullptr) return;
+  if (deferred_) {
+    auto sum = std::move(deferred_);
+    deferred_ = nullptr;
+    comm_ = nullptr;
+    sum();
+    return;
+  }
+  for (MPI_Request& r : requests_) comm_->wait(r, "allreduce_sum");
+  requests_.clear();
+  comm_ = nullptr;
 }
 
 void Communicator::barrier() {

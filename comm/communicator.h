@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -33,6 +34,34 @@ struct CommOptions {
   std::string inter_transport;
   // Bound on every wait for a peer.
   std::chrono::milliseconds timeout = default_timeout();
+};
+
+class Communicator;
+
+// An all-reduce started by Communicator::start_allreduce_sum and not finished yet: the caller
+// computes meanwhile, calls progress() now and then (MPI advances a nonblocking collective only
+// inside its own calls) and finish() before it reads the sums. finish() waits as allreduce_sum
+// does (bounded, interruptible, naming the silent ranks). Destroyed unfinished (an error unwound
+// past it), it leaves its communicator unable to take part in another collective, as a timed-out
+// collective does.
+class PendingSum {
+ public:
+  PendingSum() = default;
+  PendingSum(PendingSum&& other) noexcept { *this = std::move(other); }
+  PendingSum& operator=(PendingSum&& other) noexcept;
+  ~PendingSum();
+
+  bool active() const { return comm_ != nullptr; }
+  void progress();
+  void finish();
+
+ private:
+  friend class Communicator;
+  void abandon();
+
+  Communicator* comm_ = nullptr;
+  std::vector<MPI_Request> requests_;
+  std::function<void()> deferred_;  // without MPI: the sum runs in finish()
 };
 
 class Communicator {
@@ -65,6 +94,11 @@ class Communicator {
   void allreduce_sum(double* data, size_t count);
   void allreduce_sum(float* data, size_t count);
   void allreduce_sum(int64_t* data, size_t count);
+  // The same sum, started now and finished by the returned PendingSum, so that it travels while
+  // the caller computes (the layer's backward: the shared experts' gradients while the routed
+  // experts' run). data must stay untouched until finish(). Without MPI the sum runs in finish().
+  PendingSum start_allreduce_sum(float* data, size_t count);
+  PendingSum start_allreduce_sum(double* data, size_t count);
   void barrier();
 
   // Makes every wait in progress or started later (all-to-all, all-reduce, barrier) give up at
@@ -77,7 +111,10 @@ class Communicator {
   const std::atomic<bool>& interrupted() const { return interrupted_; }
 
  private:
+  friend class PendingSum;
   void wait(MPI_Request& request, const char* what);
+  template <typename T>
+  PendingSum start_sum(T* data, size_t count, MPI_Datatype type);
   // After a collective timed out: every rank that also timed out answers a roll call over the
   // transport; the ranks not heard from within a short window (a few seconds) are returned.
   std::vector<int> silent_ranks();

@@ -307,17 +307,14 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
   const bool pipelined = overlap_.backward_pipelined();
   std::fill(grad_x, grad_x + tokens * H, T(0));
 
-  // This rank's contributions to the replicated gradients (gate, shared experts), packed so that
-  // one all-reduce sums them over ranks.
-  MoeParams<T> replicated_grad(config_, {});
-  // A replicated expert's gradient of this batch is kept apart until it is summed over its
-  // replicas; the others accumulate directly.
-  std::vector<SwigluParams<T>> replica_grads(params_.experts.size());
-  for (size_t e = 0; e < replica_grads.size(); ++e) {
-    if (replicated(static_cast<int>(e))) {
-      replica_grads[e] = SwigluParams<T>(H, config_.intermediate);
-    }
-  }
+  // This rank's contributions to the replicated gradients (gate, shared experts, replicated
+  // routed experts) go to buffers of their own until they are summed over ranks; the others
+  // accumulate directly.
+  reset_replicated_grad_buffers();
+  const int64_t shared_size = params_.shared.inter * H;
+  const kernels::SwigluGrads<T> shared_grads{shared_grad_sum_.data(),
+                                             shared_grad_sum_.data() + shared_size,
+                                             shared_grad_sum_.data() + 2 * shared_size};
 
   // Combine backward is a dispatch of the output gradient to the ranks that computed each token;
   // dispatch backward is a combine of [grad_x | grad_weight per slot] rows.
@@ -326,8 +323,11 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
   std::vector<T> back_tokens(tokens * width);
   std::vector<comm::PhaseStats> dispatch_stats(C), combine_stats(C);
   std::vector<uint64_t> dispatched(C);
-  double waited = 0;          // for the caller's communication
-  std::vector<T> shared_sum;  // the shared experts' gradients, summed over ranks
+  double waited = 0;  // for the caller's communication
+  // The shared experts' gradient all-reduce when the layer is not pipelined: started as soon as
+  // they are known, advanced between the routed experts' GEMMs, finished at the end.
+  comm::PendingSum shared_reduce;
+  auto advance_reduce = [&] { shared_reduce.progress(); };
   std::optional<CommQueue> inline_queue;
   CommQueue& queue = queue_for(pipelined, inline_queue);
   try {
@@ -353,20 +353,24 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
         std::vector<T> shared_grad_x(tokens * H);
         backend_->swiglu_backward(params_.shared.weights(), s.x.data(), tokens,
                                   s.shared_gate_pre.data(), s.shared_up_pre.data(), grad_y,
-                                  shared_grad_x.data(), replicated_grad.shared.grads());
+                                  shared_grad_x.data(), shared_grads);
         backend_->add(grad_x, shared_grad_x.data(), tokens * H);
       }
       // The shared experts' gradients are summed over ranks while the routed experts' backward
-      // runs (the gate's are known only at the end).
-      append_swiglu(shared_sum, replicated_grad.shared);
-      ScopedPhase wait(waited);
-      queue.submit([&] {
-        ScopedPhase phase(times_.grad_reduce);
-        TraceSpan trace(tracer_, TracePhase::grad_reduce);
-        inject_fault(FaultPhase::grad_reduce, comm_.rank());
-        comm_.allreduce_sum(shared_sum.data(), shared_sum.size());
-        trace.payload(static_cast<int64_t>(shared_sum.size() * sizeof(T)));
-      });
+      // runs (the gate's are known only at the end): on the communication thread when pipelined,
+      // else as a nonblocking all-reduce.
+      inject_fault(FaultPhase::grad_reduce, comm_.rank());
+      if (pipelined) {
+        ScopedPhase wait(waited);
+        queue.submit([&] {
+          ScopedPhase phase(times_.grad_reduce);
+          TraceSpan trace(tracer_, TracePhase::grad_reduce);
+          comm_.allreduce_sum(shared_grad_sum_.data(), shared_grad_sum_.size());
+          trace.payload(static_cast<int64_t>(shared_grad_sum_.size() * sizeof(T)));
+        });
+      } else {
+        shared_reduce = comm_.start_allreduce_sum(shared_grad_sum_.data(), shared_grad_sum_.size());
+      }
     }
     std::vector<T> grad_out, grad_gate_pre, grad_up_pre;
     for (int c = 0; c < C; ++c) {
@@ -380,6 +384,7 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
         TraceSpan trace(tracer_, TracePhase::experts_bwd);
         experts_backward_data(s.chunks[c], grad_recv[c], grad_out, grad_gate_pre, grad_up_pre,
                               back_rows[c]);
+        advance_reduce();
       }
       {
         ScopedPhase wait(waited);
@@ -398,7 +403,8 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
       // The weight gradients fill the time the rows above spend on the wire.
       ScopedPhase phase(times_.experts_backward);
       TraceSpan trace(tracer_, TracePhase::experts_bwd);
-      experts_backward_weights(s.chunks[c], grad_out, grad_gate_pre, grad_up_pre, replica_grads);
+      experts_backward_weights(s.chunks[c], grad_out, grad_gate_pre, grad_up_pre, replica_grads_,
+                               advance_reduce);
     }
     ScopedPhase wait(waited);
     queue.wait_all();
@@ -412,7 +418,7 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
   std::vector<T> grad_weights(tokens * K);
   backend_->unpack_backward_rows(back_tokens.data(), tokens, H, K, grad_x, grad_weights.data());
 
-  router_backward(s, grad_weights.data(), grad_x, replicated_grad.gate_weight.data());
+  router_backward(s, grad_weights.data(), grad_x, gate_grad_sum_.data());
   gate_trace.reset();
 
   const double compute_end =
@@ -420,16 +426,18 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
   {
     ScopedPhase phase(times_.grad_reduce);
     TraceSpan trace(tracer_, TracePhase::grad_reduce);
-    auto& gate = replicated_grad.gate_weight;
+    auto& gate = gate_grad_sum_;
     inject_fault(FaultPhase::grad_reduce, comm_.rank());
     comm_.allreduce_sum(gate.data(), gate.size());
-    trace.payload(static_cast<int64_t>(gate.size() * sizeof(T)));
-    sum_replica_grads(replica_grads);
+    shared_reduce.finish();
+    trace.payload(static_cast<int64_t>((gate.size() + (pipelined ? 0 : shared_grad_sum_.size())) *
+                                       sizeof(T)));
+    sum_replica_grads(replica_grads_);
     backend_->add(grads_.gate_weight.data(), gate.data(), static_cast<int64_t>(gate.size()));
-    if (!shared_sum.empty()) add_packed_swiglu(*backend_, shared_sum, grads_.shared);
-    for (size_t e = 0; e < replica_grads.size(); ++e) {
+    if (config_.num_shared > 0) add_packed_swiglu(*backend_, shared_grad_sum_, grads_.shared);
+    for (size_t e = 0; e < replica_grads_.size(); ++e) {
       if (!replicated(static_cast<int>(e))) continue;
-      auto& sum = replica_grads[e];
+      auto& sum = replica_grads_[e];
       auto& total_grad = grads_.experts[e];
       backend_->add(total_grad.gate_proj.data(), sum.gate_proj.data(), sum.gate_proj.size());
       backend_->add(total_grad.up_proj.data(), sum.up_proj.data(), sum.up_proj.size());
@@ -444,6 +452,25 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
   step_.pipelined = step_.pipelined || pipelined;
   overlap_.end_step(comm_, step_);
   step_ = {};
+}
+
+template <typename T>
+void MoeLayer<T>::reset_replicated_grad_buffers() {
+  const int64_t H = config_.hidden;
+  // assign() keeps the capacity: no allocation, no page faults after the first call.
+  shared_grad_sum_.assign(3 * params_.shared.inter * H, T(0));
+  gate_grad_sum_.assign(static_cast<size_t>(config_.num_experts) * H, T(0));
+  replica_grads_.resize(params_.experts.size());
+  for (size_t e = 0; e < replica_grads_.size(); ++e) {
+    SwigluParams<T>& g = replica_grads_[e];
+    if (!replicated(static_cast<int>(e))) {
+      g = SwigluParams<T>();
+    } else if (g.hidden != H || g.inter != config_.intermediate) {
+      g = SwigluParams<T>(H, config_.intermediate);
+    } else {
+      for (auto* t : {&g.gate_proj, &g.up_proj, &g.down_proj}) std::fill(t->begin(), t->end(), T(0));
+    }
+  }
 }
 
 template <typename T>

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -212,10 +213,15 @@ class MoeLayer {
   void experts_backward_data(const MoeChunk<T>& chunk, const std::vector<T>& grad_recv,
                              std::vector<T>& grad_out, std::vector<T>& grad_gate_pre,
                              std::vector<T>& grad_up_pre, std::vector<T>& back_rows);
+  // between_experts runs after each expert's GEMMs (the backward advances a started all-reduce).
   void experts_backward_weights(const MoeChunk<T>& chunk, const std::vector<T>& grad_out,
                                 const std::vector<T>& grad_gate_pre,
                                 const std::vector<T>& grad_up_pre,
-                                std::vector<SwigluParams<T>>& replica_grads);
+                                std::vector<SwigluParams<T>>& replica_grads,
+                                const std::function<void()>& between_experts);
+  // Zeroes the buffers one backward's replicated gradients go to before they are summed over
+  // ranks, allocating only for shapes not seen before.
+  void reset_replicated_grad_buffers();
   // Where the overlap options may start a communication thread: that its priority is granted.
   void require_comm_thread_priority(const OverlapOptions& overlap) const;
   // The queue this call's all-to-all ops go through: the layer's communication thread when
@@ -249,6 +255,12 @@ class MoeLayer {
   OverlapController overlap_;
   std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
   StepTiming step_;                          // of the step in progress, for overlap_
+  // One backward's contributions to the replicated gradients, kept until they are summed over
+  // ranks and added to grads_ (so that a gradient accumulated over several backwards is never
+  // summed twice). Kept between calls: a step allocates nothing once its shapes have been seen.
+  std::vector<T> shared_grad_sum_;              // the shared experts' [gate | up | down]
+  std::vector<T> gate_grad_sum_;                // [E, H]
+  std::vector<SwigluParams<T>> replica_grads_;  // per local expert; empty unless replicated
   std::string broken_;  // why every call is refused ("" while the layer is usable)
 };
 

@@ -110,7 +110,8 @@ template <typename T>
 void MoeLayer<T>::experts_backward_weights(const MoeChunk<T>& chunk, const std::vector<T>& grad_out,
                                            const std::vector<T>& grad_gate_pre,
                                            const std::vector<T>& grad_up_pre,
-                                           std::vector<SwigluParams<T>>& replica_grads) {
+                                           std::vector<SwigluParams<T>>& replica_grads,
+                                           const std::function<void()>& between_experts) {
   const int64_t H = config_.hidden;
   const int64_t I = config_.intermediate;
   for (size_t e = 0; e + 1 < chunk.expert_offsets.size(); ++e) {
@@ -124,6 +125,7 @@ void MoeLayer<T>::experts_backward_weights(const MoeChunk<T>& chunk, const std::
         chunk.expert_gate_pre.data() + begin * I, chunk.expert_up_pre.data() + begin * I,
         grad_out.data() + begin * H, grad_gate_pre.data() + begin * I,
         grad_up_pre.data() + begin * I, target);
+    between_experts();
   }
 }
 
@@ -137,7 +139,8 @@ template void MoeLayer<float>::experts_backward_weights(const MoeChunk<float>&,
                                                         const std::vector<float>&,
                                                         const std::vector<float>&,
                                                         const std::vector<float>&,
-                                                        std::vector<SwigluParams<float>>&);
+                                                        std::vector<SwigluParams<float>>&,
+                                                        const std::function<void()>&);
 template void MoeLayer<double>::experts_forward(MoeChunk<double>&, const std::vector<std::byte>&,
                                                 const std::vector<double>&, std::vector<double>&);
 template void MoeLayer<double>::experts_backward_data(const MoeChunk<double>&,
@@ -148,5 +151,6 @@ template void MoeLayer<double>::experts_backward_weights(const MoeChunk<double>&
                                                          const std::vector<double>&,
                                                          const std::vector<double>&,
                                                          const std::vector<double>&,
-                                                         std::vector<SwigluParams<double>>&);
+                                                         std::vector<SwigluParams<double>>&,
+                                                         const std::function<void()>&);
 }  // namespace switchyard

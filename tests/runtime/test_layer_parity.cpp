@@ -67,6 +67,9 @@ struct Transport {
   int ranks_per_node = 0;  // > 0: the communicator's topology is that many ranks per node
   double tolerance = 0;    // 0: the precision's (layer_test_util.h)
   sy::kernels::BackendOptions backend;  // default: SWITCHYARD_BACKEND, else openblas
+  // Forward and backward calls on the same batch: the gradients accumulate over them (what the
+  // layer keeps between calls must not leak from one backward into the next).
+  int calls = 1;
 };
 
 // Runs forward and backward on this rank's slice and checks everything this rank can see; returns
@@ -104,12 +107,17 @@ double check_against_reference(const sy::MoeConfig& config, std::vector<double> 
   const auto grad_y = random_values<T>(batch.total * H, 13, 1.0);
 
   std::vector<T> y(local * H), grad_x(local * H);
-  auto fwd = layer.forward(x.data() + batch.offset * H, local, H, y.data());
-  layer.backward(*fwd.saved, grad_y.data() + batch.offset * H, grad_x.data());
+  sy::MoeForward<T> fwd;
+  for (int call = 0; call < transport.calls; ++call) {
+    fwd = layer.forward(x.data() + batch.offset * H, local, H, y.data());
+    layer.backward(*fwd.saved, grad_y.data() + batch.offset * H, grad_x.data());
+  }
 
-  const auto ref =
-      sy::testing::reference_moe(config, to_double(full, config), bias, placement.owners(), world,
-                                 to_double<T>(x), to_double<T>(grad_y));
+  auto ref = sy::testing::reference_moe(config, to_double(full, config), bias, placement.owners(),
+                                        world, to_double<T>(x), to_double<T>(grad_y));
+  for (auto t : ref.grads.tensors()) {
+    for (double& v : t) v *= transport.calls;
+  }
   const double tol = transport.tolerance > 0 ? transport.tolerance : tolerance<T>();
   auto slice = [&](const std::vector<double>& v) {
     return std::span<const double>(v.data() + batch.offset * H, local * H);
@@ -226,6 +234,14 @@ TYPED_TEST(LayerParity, ReplicatedHotExperts) {
   c.top_k = 3;
   c.aux_device_alpha = 0.2;
   check_against_reference<TypeParam>(c, {}, sy::testing::hot_experts_everywhere);
+}
+
+TYPED_TEST(LayerParity, GradientsAccumulateOverCallsWithReplicatedExperts) {
+  auto c = small_config();
+  c.top_k = 3;
+  Transport three_calls;
+  three_calls.calls = 3;
+  check_against_reference<TypeParam>(c, {}, sy::testing::hot_experts_everywhere, three_calls);
 }
 
 TYPED_TEST(LayerParity, EveryTokenToOneExpert) {
