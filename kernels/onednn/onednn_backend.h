@@ -1,7 +1,8 @@
 // The "onednn" backend: the CPU kernels with oneDNN's matmul (brgemm on AVX-512 machines), fp32
 // or bf16 compute. Matmul primitives are created once per shape and kept; with bf16 compute each
 // parameter is converted to bfloat16 once per update (until parameters_changed()), activations
-// once per call, and products accumulate in fp32. fp32 layers only.
+// once per call, and products accumulate in fp32. fp32 layers only. The fp32 weight gradients
+// (GEMMs of a transposed A) run on OpenBLAS where its kernels are AVX-512 ones: faster there.
 #pragma once
 
 #include <cstdint>
@@ -14,8 +15,8 @@ namespace switchyard::kernels {
 
 class OneDnnBackend final : public HostBackend<float> {
  public:
-  // Throws std::invalid_argument when compute is bf16 and the CPU lacks AVX-512 BF16 (oneDNN would
-  // emulate it, slower than fp32).
+  // Throws Error(invalid_argument) when compute is bf16 and the CPU lacks AVX-512 BF16 (oneDNN
+  // would emulate it, slower than fp32).
   explicit OneDnnBackend(ComputePrecision compute);
   ~OneDnnBackend() override;
 
@@ -37,6 +38,10 @@ class OneDnnBackend final : public HostBackend<float> {
   struct State;  // oneDNN objects, kept out of this header
   std::string name_ = "onednn";
   ComputePrecision compute_;
+  // fp32 GEMMs of a transposed A (the weight gradients) go to OpenBLAS when its kernels are
+  // AVX-512 ones (see gemm()).
+  bool weight_grads_by_blas_ = false;
+  std::string blas_core_;
   std::unique_ptr<State> state_;
 };
 

@@ -2,6 +2,10 @@
 // parameters once per update, and results that follow a parameter change once it is announced.
 #include "kernels/onednn/onednn_backend.h"
 
+#include <cmath>
+
+#include "kernels/cpu/openblas_core.h"
+
 #include "tests/kernels/testing.h"
 
 namespace switchyard::kernels {
@@ -68,6 +72,30 @@ TEST(OneDnnBackend, NativeGemmsOfABf16BackendStayFp32) {
 TEST(OneDnnBackend, DescribesItsPrecisionAndIsa) {
   EXPECT_NE(OneDnnBackend(ComputePrecision::bf16).describe().find("bf16"), std::string::npos);
   EXPECT_NE(OneDnnBackend(ComputePrecision::native).describe().find("fp32"), std::string::npos);
+}
+
+// The weight gradients (fp32, transposed A) go to OpenBLAS only where it runs AVX-512 kernels
+// (CTest runs this once more with OPENBLAS_CORETYPE=Prescott, the oneDNN path); either way they
+// match the fp64 product, accumulating into C.
+TEST(OneDnnBackend, WeightGradientsThroughOpenBlasOnlyWithAvx512Kernels) {
+  OneDnnBackend backend(ComputePrecision::native);
+  const bool by_blas = check_openblas_core().core_level >= 3;
+  EXPECT_EQ(backend.describe().find("OpenBLAS") != std::string::npos, by_blas)
+      << backend.describe();
+  const int64_t m = 37, n = 29, k = 6;  // C [m, n] += A^T B, A stored [k, m], B [k, n]
+  const auto a = cast<float>(uniform(k * m, 41));
+  const auto b = cast<float>(uniform(k * n, 42));
+  auto c = cast<float>(uniform(m * n, 43));
+  const auto c0 = c;
+  backend.gemm(true, false, m, n, k, 1.f, a.data(), m, b.data(), n, 1.f, c.data(), n,
+               ParamOperand::none, GemmPrecision::native);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double want = c0[i * n + j];
+      for (int64_t p = 0; p < k; ++p) want += double(a[p * m + i]) * double(b[p * n + j]);
+      EXPECT_NEAR(c[i * n + j], want, 1e-5 * (1 + std::abs(want))) << i << "," << j;
+    }
+  }
 }
 
 TEST(BackendFactory, RefusesWhatItCannotDo) {
