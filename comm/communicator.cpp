@@ -7,15 +7,18 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <optional>
 #include <utility>
 
-#include "comm/env_integer.h"
+#include "comm/environment.h"
 #include "comm/error.h"
-#include "comm/mpi_error.h"
-#include "comm/mpi_transport.h"
 #include "comm/poll_pause.h"
-#include "comm/routed_transport.h"
-#include "comm/ucx_transport.h"
+#include "comm/tags.h"
+#include "comm/transport/make_transport.h"
+#include "comm/transport/mpi/mpi_error.h"
+#include "comm/transport/mpi/mpi_transport.h"
+#include "comm/transport/routed/routed_transport.h"
+#include "comm/transport/ucx/ucx_transport.h"
 
 namespace switchyard::comm {
 
@@ -41,10 +44,11 @@ void allreduce_in_pieces(T* data, size_t count, MPI_Datatype type, MPI_Comm comm
   } while (offset < count);
 }
 
-std::string choose(const std::string& option, const char* env, const std::string& fallback) {
+std::string choose(const std::string& option, environment::LinkClass link,
+                   const std::string& fallback) {
   if (!option.empty()) return option;
-  const char* value = std::getenv(env);
-  return value != nullptr && *value != '\0' ? std::string(value) : fallback;
+  const std::string value = environment::transport(link);
+  return !value.empty() ? value : fallback;
 }
 
 // Inter-node messages over MPI travel as pieces under the eager limit of Open MPI's TCP path (64
@@ -60,30 +64,22 @@ constexpr size_t kInterNodeMpiPiece = 65536 - 512;
 // KiB pieces (dispatch 92%). SWITCHYARD_UCX_PIECE overrides it (0: whole messages, for RDMA).
 constexpr size_t kInterNodeUcxPiece = 16384;
 
-size_t inter_node_piece(const char* env, size_t fallback, size_t whole) {
-  const auto v = env_integer(env, 0, LLONG_MAX,
-                             "give the largest inter-node message in bytes, or 0 for whole "
-                             "messages");
+size_t inter_node_piece(std::optional<size_t> v, size_t fallback, size_t whole) {
   if (!v) return fallback;
-  return *v == 0 ? whole : static_cast<size_t>(*v);
+  return *v == 0 ? whole : *v;
 }
 
 std::unique_ptr<Transport> make_inter_node_transport(const std::string& name, MPI_Comm comm) {
   if (name == "mpi") {
     return std::make_unique<MpiTransport>(
-        comm, inter_node_piece("SWITCHYARD_MPI_PIECE", kInterNodeMpiPiece, INT_MAX));
+        comm, inter_node_piece(environment::mpi_piece(), kInterNodeMpiPiece, INT_MAX));
   }
   if (name == "ucx") {
     return std::make_unique<UcxTransport>(
-        comm, inter_node_piece("SWITCHYARD_UCX_PIECE", kInterNodeUcxPiece, SIZE_MAX));
+        comm, inter_node_piece(environment::ucx_piece(), kInterNodeUcxPiece, SIZE_MAX));
   }
   return make_transport(name, comm);
 }
-
-// Store mode's all-reduce and barrier messages; apart from the all-to-all's tags.
-constexpr int kCollectiveTag = 0x5359;
-// The roll call after a collective timed out (Communicator::silent_ranks).
-constexpr int kRollCallTag = 0x535A;
 
 std::string hostname() {
   char name[256] = {};
@@ -96,20 +92,7 @@ std::string hostname() {
 
 }  // namespace
 
-std::chrono::milliseconds default_timeout() {
-  constexpr const char* kEnv = "SWITCHYARD_TIMEOUT";
-  const char* text = std::getenv(kEnv);
-  if (text == nullptr || *text == '\0') return std::chrono::seconds(120);
-  char* end = nullptr;
-  const double seconds = std::strtod(text, &end);
-  if (*end != '\0' || !(seconds > 0) || seconds > 7 * 86400.0) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("{}='{}': give the timeout in seconds, more than 0 and at most 7 "
-                                "days (e.g. 30 or 0.5)",
-                                kEnv, text));
-  }
-  return std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(seconds * 1000)));
-}
+std::chrono::milliseconds default_timeout() { return environment::timeout(); }
 
 Communicator::Communicator(const StoreOptions& store, CommOptions options)
     : options_(std::move(options)) {
@@ -118,9 +101,11 @@ Communicator::Communicator(const StoreOptions& store, CommOptions options)
                     fmt::format("CommOptions::timeout is {} ms; it must be positive",
                                 options_.timeout.count()));
   }
-  for (const auto& [option, env] : {std::pair{&options_.intra_transport, "SWITCHYARD_INTRA"},
-                                    std::pair{&options_.inter_transport, "SWITCHYARD_INTER"}}) {
-    const std::string name = choose(*option, env, "ucx");
+  for (const auto& [option, link] :
+       {std::pair{&options_.intra_transport, environment::LinkClass::intra},
+        std::pair{&options_.inter_transport, environment::LinkClass::inter}}) {
+    const char* env = environment::transport_variable(link);
+    const std::string name = choose(*option, link, "ucx");
     if (name != "ucx") {
       throw CommError(ErrorCode::invalid_argument,
                       fmt::format("transport '{}' (CommOptions or {}) needs MPI; a context made "
@@ -156,8 +141,9 @@ Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::m
   try {
     topology_ = Topology::from_mpi(comm_);
     const std::string intra =
-        choose(options_.intra_transport, "SWITCHYARD_INTRA", options_.transport);
-    std::string inter = choose(options_.inter_transport, "SWITCHYARD_INTER", options_.transport);
+        choose(options_.intra_transport, environment::LinkClass::intra, options_.transport);
+    std::string inter =
+        choose(options_.inter_transport, environment::LinkClass::inter, options_.transport);
     if (inter == "shm") inter = "mpi";
     // Each link class gets its own transport where they differ, and where both are "mpi" or both
     // "ucx" across nodes (the inter-node one sends in pieces).

@@ -12,9 +12,9 @@
 #include <string_view>
 #include <vector>
 
-#include "comm/store_bootstrap.h"
-#include "comm/topology.h"
-#include "comm/transport.h"
+#include "comm/bootstrap/store_bootstrap.h"
+#include "comm/bootstrap/topology.h"
+#include "comm/transport/transport.h"
 
 namespace switchyard::comm {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "comm/communicator.h"
 #include "kernels/aux_loss.h"
 #include "kernels/backend.h"

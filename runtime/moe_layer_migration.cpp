@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "comm/tags.h"
 #include "runtime/agreement.h"
 #include "runtime/error.h"
 #include "runtime/fault_injection.h"
@@ -14,9 +15,7 @@ namespace switchyard {
 
 namespace {
 
-// A runtime point-to-point tag, apart from the all-to-all algorithms' own (and the replica
-// gradients', moe_layer_replicas.cpp).
-constexpr int kMigrationTag = 65;
+using comm::kMigrationTag;  // every message tag: comm/tags.h
 
 }  // namespace
 

@@ -1,5 +1,6 @@
 // Replicated routed experts: the ranks holding one sum its gradient of each backward, in ascending
 // rank order on every holder, so that the replicas stay bit-identical.
+#include "comm/tags.h"
 #include "runtime/moe_layer.h"
 #include "runtime/swiglu_packing.h"
 
@@ -12,9 +13,7 @@ bool MoeLayer<T>::replicated(int local_expert) const {
 
 namespace {
 
-// A runtime point-to-point tag, apart from the all-to-all algorithms' own (and the migration's,
-// moe_layer_migration.cpp).
-constexpr int kReplicaGradTag = 64;
+using comm::kReplicaGradTag;  // every message tag: comm/tags.h
 
 }  // namespace
 

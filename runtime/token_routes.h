@@ -9,7 +9,7 @@
 #include <span>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "planner/placement.h"
 
 namespace switchyard {

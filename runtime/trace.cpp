@@ -6,15 +6,15 @@
 #include <fstream>
 #include <limits>
 
+#include "comm/tags.h"
 #include "runtime/error.h"
 
 namespace switchyard {
 
 namespace {
 
-// Runtime point-to-point tags, apart from the all-to-all algorithms' and moe_layer.cpp's (64, 65).
-constexpr int kClockTag = 66;
-constexpr int kGatherTag = 67;
+using comm::kClockTag;  // every message tag: comm/tags.h
+using comm::kGatherTag;
 
 int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "comm/communicator.h"
 
 namespace switchyard {

@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "comm/alltoall.h"
-#include "comm/bf16.h"
+#include "comm/alltoall/alltoall.h"
+#include "comm/alltoall/bf16.h"
 #include "runtime/moe_config.h"
 
 namespace switchyard {

@@ -1,6 +1,6 @@
 #include "tests/comm/alltoall_cases.h"
 
-#include "comm/bf16.h"
+#include "comm/alltoall/bf16.h"
 
 #include <gtest/gtest.h>
 

@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "comm/transport.h"
+#include "comm/transport/transport.h"
 
 namespace switchyard::comm::test {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <tuple>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "comm/error.h"
 #include "tests/comm/alltoall_cases.h"
 #include "tests/comm/comm_test_util.h"

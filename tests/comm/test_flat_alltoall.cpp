@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "comm/error.h"
 #include "tests/comm/alltoall_cases.h"
 #include "tests/comm/comm_test_util.h"

@@ -7,8 +7,8 @@
 #include <string>
 #include <tuple>
 
+#include "comm/alltoall/hierarchical/hierarchical_alltoall.h"
 #include "comm/error.h"
-#include "comm/hierarchical_alltoall.h"
 #include "tests/comm/alltoall_cases.h"
 #include "tests/comm/comm_test_util.h"
 

@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "comm/communicator.h"
 #include "comm/error.h"
-#include "comm/shm_transport.h"
+#include "comm/transport/shm/shm_transport.h"
 #include "tests/comm/alltoall_cases.h"
 #include "tests/comm/comm_test_util.h"
 

@@ -10,7 +10,7 @@
 
 #include "comm/communicator.h"
 #include "comm/error.h"
-#include "comm/shm_transport.h"
+#include "comm/transport/shm/shm_transport.h"
 #include "tests/comm/comm_test_util.h"
 #include "tests/comm/pattern_exchange.h"
 

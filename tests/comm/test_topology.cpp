@@ -5,10 +5,10 @@
 #include <optional>
 #include <string>
 
+#include "comm/alltoall/node_map.h"
+#include "comm/bootstrap/topology.h"
 #include "comm/communicator.h"
 #include "comm/error.h"
-#include "comm/node_map.h"
-#include "comm/topology.h"
 #include "tests/comm/comm_test_util.h"
 
 namespace switchyard::comm {

@@ -8,7 +8,8 @@
 
 #include "comm/communicator.h"
 #include "comm/error.h"
-#include "comm/mpi_transport.h"
+#include "comm/transport/make_transport.h"
+#include "comm/transport/mpi/mpi_transport.h"
 #include "tests/comm/comm_test_util.h"
 #include "tests/comm/pattern_exchange.h"
 

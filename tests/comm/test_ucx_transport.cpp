@@ -10,11 +10,11 @@
 #include <thread>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "comm/communicator.h"
 #include "comm/error.h"
 #include "comm/poll_pause.h"
-#include "comm/ucx_transport.h"
+#include "comm/transport/ucx/ucx_transport.h"
 #include "tests/comm/alltoall_cases.h"
 #include "tests/comm/comm_test_util.h"
 #include "tests/comm/pattern_exchange.h"

@@ -1,5 +1,5 @@
 // libFuzzer harness: a byte stream through the TCP store's framing exactly as the server reads it
-// (comm/tcp_store_protocol.h): the length prefix checked before anything is buffered, the first
+// (comm/bootstrap/tcp_store_protocol.h): the length prefix checked before anything is buffered, the first
 // frame the 64-byte handshake, then requests parsed and checked; every frame also read as a reply,
 // as the client would. Invariants that the server relies on are asserted.
 #include <cstddef>
@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <span>
 
-#include "comm/tcp_store_protocol.h"
+#include "comm/bootstrap/tcp_store_protocol.h"
 
 namespace sp = switchyard::comm::store_protocol;
 

@@ -13,7 +13,7 @@
 
 #include "comm/communicator.h"
 #include "comm/error.h"
-#include "comm/exchange.h"
+#include "comm/alltoall/exchange.h"
 #include "runtime/comm_queue.h"
 #include "tests/runtime/thread_priority_test_util.h"
 

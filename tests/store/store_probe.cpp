@@ -18,7 +18,7 @@
 #include <thread>
 #include <vector>
 
-#include "comm/tcp_store.h"
+#include "comm/bootstrap/tcp_store_server.h"
 
 namespace {
 

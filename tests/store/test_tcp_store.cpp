@@ -23,9 +23,10 @@
 #include <thread>
 #include <vector>
 
+#include "comm/bootstrap/tcp_store_client.h"
+#include "comm/bootstrap/tcp_store_server.h"
+#include "comm/bootstrap/topology.h"
 #include "comm/error.h"
-#include "comm/tcp_store.h"
-#include "comm/topology.h"
 
 namespace {
 

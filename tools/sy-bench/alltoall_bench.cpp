@@ -12,8 +12,8 @@
 #include <tuple>
 #include <vector>
 
-#include "comm/alltoall.h"
-#include "comm/bf16.h"
+#include "comm/alltoall/alltoall.h"
+#include "comm/alltoall/bf16.h"
 #include "comm/communicator.h"
 #include "tools/sy-bench/link_monitor.h"
 #include "tools/sy-bench/link_timeline.h"

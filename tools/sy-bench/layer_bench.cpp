@@ -11,7 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 #include "comm/communicator.h"
 #include "comm/poll_pause.h"
 #include "runtime/buffer_reuse.h"

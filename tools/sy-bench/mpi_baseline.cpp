@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "comm/bf16.h"
+#include "comm/alltoall/bf16.h"
 
 namespace switchyard::bench {
 

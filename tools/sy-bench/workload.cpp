@@ -1,6 +1,6 @@
 #include "tools/sy-bench/workload.h"
 
-#include "comm/bf16.h"
+#include "comm/alltoall/bf16.h"
 
 #include <algorithm>
 #include <cmath>

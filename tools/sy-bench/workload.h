@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "comm/alltoall.h"
+#include "comm/alltoall/alltoall.h"
 
 namespace switchyard::bench {
 
