@@ -1,23 +1,13 @@
-// The one exception type comm/ throws: a code a caller can branch on and a message that says what
-// went wrong and what to do about it.
+// comm/'s names for the library's one exception type (base/error.h): CommError is
+// switchyard::Error and ErrorCode is switchyard::ErrorCode, so a catch of either catches both.
 #pragma once
 
-#include <stdexcept>
-#include <string>
+#include "base/error.h"
 
 namespace switchyard::comm {
 
 // aborted: Communicator::interrupt() stopped a wait (e.g. a pipelined step shutting down).
-enum class ErrorCode { invalid_argument, timeout, peer_failure, internal, aborted };
-
-class CommError : public std::runtime_error {
- public:
-  CommError(ErrorCode code, const std::string& message)
-      : std::runtime_error(message), code_(code) {}
-  ErrorCode code() const { return code_; }
-
- private:
-  ErrorCode code_;
-};
+using switchyard::ErrorCode;
+using CommError = switchyard::Error;
 
 }  // namespace switchyard::comm

@@ -23,11 +23,11 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "comm/communicator.h"
 #include "kernels/blas.h"
 #include "runtime/adam.h"
 #include "runtime/checkpoint.h"
-#include "runtime/error.h"
 #include "runtime/metrics_server.h"
 #include "runtime/moe_layer.h"
 #include "runtime/replanner.h"

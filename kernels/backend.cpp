@@ -1,9 +1,9 @@
 #include "kernels/backend.h"
 
 #include <cstdlib>
-#include <stdexcept>
 #include <type_traits>
 
+#include "base/error.h"
 #include "kernels/cpu/openblas_backend.h"
 #ifdef SWITCHYARD_HAVE_ONEDNN
 #include "kernels/onednn/onednn_backend.h"
@@ -17,7 +17,8 @@ namespace switchyard::kernels {
 ComputePrecision parse_compute_precision(const std::string& name) {
   if (name == "native") return ComputePrecision::native;
   if (name == "bf16") return ComputePrecision::bf16;
-  throw std::invalid_argument("compute precision '" + name + "' is not one of native, bf16");
+  throw Error(ErrorCode::invalid_argument,
+              "compute precision '" + name + "' is not one of native, bf16");
 }
 
 const char* compute_precision_name(ComputePrecision compute) {
@@ -37,7 +38,8 @@ std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options) {
   const bool bf16 = options.compute == ComputePrecision::bf16;
   if (name == "openblas") {
     if (bf16) {
-      throw std::invalid_argument(
+      throw Error(
+          ErrorCode::invalid_argument,
           "the openblas backend computes in the layer's own precision only; bf16 compute needs "
           "the onednn backend (--backend onednn)");
     }
@@ -48,12 +50,14 @@ std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options) {
     if constexpr (std::is_same_v<T, float>) {
       return std::make_unique<OneDnnBackend>(options.compute);
     } else {
-      throw std::invalid_argument(
+      throw Error(
+          ErrorCode::invalid_argument,
           "the onednn backend computes fp32 layers only (fp32 or bf16 compute); an fp64 layer "
           "uses the openblas backend");
     }
 #else
-    throw std::invalid_argument(
+    throw Error(
+        ErrorCode::invalid_argument,
         "this build of switchyard has no oneDNN: install libdnnl-dev and rebuild (CMake finds "
         "it), or use the openblas backend");
 #endif
@@ -64,16 +68,17 @@ std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options) {
     if constexpr (std::is_same_v<T, float>) {
       return make_cuda_backend(options.compute);
     } else {
-      throw std::invalid_argument("the cuda backend computes fp32 layers only (fp32 or bf16)");
+      throw Error(ErrorCode::invalid_argument,
+                  "the cuda backend computes fp32 layers only (fp32 or bf16)");
     }
 #else
-    throw std::invalid_argument(
-        "this build of switchyard has no CUDA: rebuild with nvcc found (SWITCHYARD_CUDA)");
+    throw Error(ErrorCode::invalid_argument,
+                "this build of switchyard has no CUDA: rebuild with nvcc found (SWITCHYARD_CUDA)");
 #endif
   }
-  throw std::invalid_argument("kernel backend '" + name +
-                              "' is not one of openblas, onednn, cuda (SWITCHYARD_BACKEND or "
-                              "--backend)");
+  throw Error(ErrorCode::invalid_argument,
+              "kernel backend '" + name +
+                  "' is not one of openblas, onednn, cuda (SWITCHYARD_BACKEND or --backend)");
 }
 
 template std::unique_ptr<Backend<float>> make_backend<float>(const BackendOptions&);

@@ -109,13 +109,13 @@ class Backend {
                                     T* grad_x, T* grad_weights) = 0;
 };
 
-// The backend named by options (or SWITCHYARD_BACKEND). Throws std::invalid_argument naming the
+// The backend named by options (or SWITCHYARD_BACKEND). Throws Error(invalid_argument) naming the
 // choices for an unknown name or a precision the backend cannot compute in, and for a backend
 // this build lacks.
 template <typename T>
 std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options = {});
 
-// "native" or "bf16"; throws std::invalid_argument naming the choices.
+// "native" or "bf16"; throws Error(invalid_argument) naming the choices.
 ComputePrecision parse_compute_precision(const std::string& name);
 const char* compute_precision_name(ComputePrecision compute);
 

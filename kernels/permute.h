@@ -7,8 +7,8 @@ namespace switchyard::kernels {
 
 // Stable counting sort of n items by group id in [0, num_groups): order[j] is the item placed at
 // position j, offsets[g]..offsets[g+1] the positions of group g (offsets has num_groups + 1
-// entries). Items keep their relative order inside a group. Throws std::invalid_argument on a group
-// id out of range.
+// entries). Items keep their relative order inside a group. Throws Error(invalid_argument) on a
+// group id out of range.
 void group_by_key(const int32_t* key, int64_t n, int num_groups, int64_t* order, int64_t* offsets);
 
 // permute: dst[i,:] = src[rows[i],:] for i in [0, n).

@@ -1,8 +1,9 @@
 #include "planner/placement.h"
 
 #include <algorithm>
-#include <stdexcept>
 #include <string>
+
+#include "base/error.h"
 
 namespace switchyard::planner {
 
@@ -22,27 +23,30 @@ ExpertPlacement::ExpertPlacement(std::vector<int> owner, int num_devices)
 
 ExpertPlacement::ExpertPlacement(std::vector<std::vector<int>> replicas, int num_devices)
     : replicas_(std::move(replicas)), num_devices_(num_devices) {
-  if (replicas_.empty()) throw std::invalid_argument("placement: no experts to place");
+  if (replicas_.empty()) throw Error(ErrorCode::invalid_argument, "placement: no experts to place");
   if (num_devices_ <= 0) {
-    throw std::invalid_argument("placement: num_devices must be positive, got " +
-                                std::to_string(num_devices_));
+    throw Error(ErrorCode::invalid_argument,
+                "placement: num_devices must be positive, got " + std::to_string(num_devices_));
   }
   for (size_t e = 0; e < replicas_.size(); ++e) {
     auto& devices = replicas_[e];
     if (devices.empty()) {
-      throw std::invalid_argument("placement: expert " + std::to_string(e) +
-                                  " has no replica; every expert needs at least one slot");
+      throw Error(ErrorCode::invalid_argument,
+                  "placement: expert " + std::to_string(e) +
+                      " has no replica; every expert needs at least one slot");
     }
     std::sort(devices.begin(), devices.end());
     for (size_t i = 0; i < devices.size(); ++i) {
       if (devices[i] < 0 || devices[i] >= num_devices_) {
-        throw std::invalid_argument("placement: expert " + std::to_string(e) +
-                                    " is placed on device " + std::to_string(devices[i]) +
-                                    ", outside [0, " + std::to_string(num_devices_) + ")");
+        throw Error(ErrorCode::invalid_argument, "placement: expert " + std::to_string(e) +
+                                                     " is placed on device " +
+                                                     std::to_string(devices[i]) + ", outside [0, " +
+                                                     std::to_string(num_devices_) + ")");
       }
       if (i > 0 && devices[i] == devices[i - 1]) {
-        throw std::invalid_argument("placement: expert " + std::to_string(e) +
-                                    " has two replicas on device " + std::to_string(devices[i]));
+        throw Error(ErrorCode::invalid_argument, "placement: expert " + std::to_string(e) +
+                                                     " has two replicas on device " +
+                                                     std::to_string(devices[i]));
       }
     }
   }
@@ -51,18 +55,18 @@ ExpertPlacement::ExpertPlacement(std::vector<std::vector<int>> replicas, int num
 ExpertPlacement ExpertPlacement::from_slots(std::span<const int> phy2log, int num_experts,
                                             int num_devices) {
   if (num_devices <= 0 || phy2log.empty() || phy2log.size() % num_devices != 0) {
-    throw std::invalid_argument("placement: " + std::to_string(phy2log.size()) +
-                                " slots do not divide evenly over " +
-                                std::to_string(num_devices) + " devices");
+    throw Error(ErrorCode::invalid_argument, "placement: " + std::to_string(phy2log.size()) +
+                                                 " slots do not divide evenly over " +
+                                                 std::to_string(num_devices) + " devices");
   }
   const size_t per_device = phy2log.size() / num_devices;
   std::vector<std::vector<int>> replicas(num_experts > 0 ? num_experts : 0);
   for (size_t j = 0; j < phy2log.size(); ++j) {
     const int e = phy2log[j];
     if (e < 0 || e >= num_experts) {
-      throw std::invalid_argument("placement: slot " + std::to_string(j) + " holds expert " +
-                                  std::to_string(e) + ", outside [0, " +
-                                  std::to_string(num_experts) + ")");
+      throw Error(ErrorCode::invalid_argument,
+                  "placement: slot " + std::to_string(j) + " holds expert " + std::to_string(e) +
+                      ", outside [0, " + std::to_string(num_experts) + ")");
     }
     replicas[e].push_back(static_cast<int>(j / per_device));
   }
@@ -71,9 +75,10 @@ ExpertPlacement ExpertPlacement::from_slots(std::span<const int> phy2log, int nu
 
 ExpertPlacement ExpertPlacement::contiguous(int num_experts, int num_devices) {
   if (num_experts <= 0 || num_devices <= 0) {
-    throw std::invalid_argument("placement: need at least one expert and one device, got " +
-                                std::to_string(num_experts) + " experts on " +
-                                std::to_string(num_devices) + " devices");
+    throw Error(ErrorCode::invalid_argument,
+                "placement: need at least one expert and one device, got " +
+                    std::to_string(num_experts) + " experts on " + std::to_string(num_devices) +
+                    " devices");
   }
   std::vector<int> owner(num_experts);
   const int base = num_experts / num_devices;

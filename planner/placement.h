@@ -9,7 +9,7 @@ namespace switchyard::planner {
 
 class ExpertPlacement {
  public:
-  // One replica per expert: owner[e] = device of expert e. Throws std::invalid_argument if an
+  // One replica per expert: owner[e] = device of expert e. Throws Error(invalid_argument) if an
   // owner is outside [0, num_devices) or the table is empty.
   ExpertPlacement(std::vector<int> owner, int num_devices);
 

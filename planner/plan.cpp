@@ -2,8 +2,8 @@
 
 #include <fstream>
 #include <limits>
-#include <stdexcept>
 
+#include "base/error.h"
 #include "planner/json_input.h"
 
 namespace switchyard::planner {
@@ -18,24 +18,26 @@ void Plan::validate(int num_experts) const {
   for (int l = 0; l < num_layers(); ++l) {
     const auto& row = phy2log[l];
     if (static_cast<int>(row.size()) != slots) {
-      throw std::invalid_argument("plan: layer " + std::to_string(l) + " has " +
-                                  std::to_string(row.size()) + " slots, expected nodes × gpus "
-                                  "per node × slots per gpu = " + std::to_string(slots));
+      throw Error(ErrorCode::invalid_argument, "plan: layer " + std::to_string(l) + " has " +
+                                                   std::to_string(row.size()) +
+                                                   " slots, expected nodes × gpus "
+                                                   "per node × slots per gpu = " +
+                                                   std::to_string(slots));
     }
     std::vector<bool> seen(num_experts, false);
     for (int e : row) {
       if (e < 0 || e >= num_experts) {
-        throw std::invalid_argument("plan: layer " + std::to_string(l) + " names expert " +
-                                    std::to_string(e) + ", outside [0, " +
-                                    std::to_string(num_experts) + ")");
+        throw Error(ErrorCode::invalid_argument,
+                    "plan: layer " + std::to_string(l) + " names expert " + std::to_string(e) +
+                        ", outside [0, " + std::to_string(num_experts) + ")");
       }
       seen[e] = true;
     }
     for (int e = 0; e < num_experts; ++e) {
       if (!seen[e]) {
-        throw std::invalid_argument("plan: layer " + std::to_string(l) + " is missing expert " +
-                                    std::to_string(e) +
-                                    "; every expert needs at least one slot per layer");
+        throw Error(ErrorCode::invalid_argument,
+                    "plan: layer " + std::to_string(l) + " is missing expert " + std::to_string(e) +
+                        "; every expert needs at least one slot per layer");
       }
     }
   }
@@ -57,17 +59,19 @@ Plan plan_from_json(const nlohmann::json& doc) {
                                  ? doc["format"].get<std::string>()
                                  : std::string();
   if (format != kFormat) {
-    throw std::invalid_argument("plan: format is '" + format + "', expected '" + kFormat + "'");
+    throw Error(ErrorCode::invalid_argument,
+                "plan: format is '" + format + "', expected '" + kFormat + "'");
   }
   Plan plan;
   try {
     plan.planner = doc.value("planner", std::string("unknown"));
     plan.workload = doc.value("workload", std::string());
   } catch (const nlohmann::json::exception&) {
-    throw std::invalid_argument("plan: fields planner and workload must be strings");
+    throw Error(ErrorCode::invalid_argument, "plan: fields planner and workload must be strings");
   }
   for (const char* key : {"num_nodes", "gpus_per_node", "slots_per_gpu", "phy2log"}) {
-    if (!doc.contains(key)) throw std::invalid_argument(std::string("plan: missing field ") + key);
+    if (!doc.contains(key))
+      throw Error(ErrorCode::invalid_argument, std::string("plan: missing field ") + key);
   }
   plan.topology.num_nodes =
       static_cast<int>(integer_in(doc.at("num_nodes"), "plan: num_nodes", 1, kMaxNodes));
@@ -78,16 +82,18 @@ Plan plan_from_json(const nlohmann::json& doc) {
   plan.topology.validate();  // the products: devices and slots
   const nlohmann::json& rows = doc.at("phy2log");
   if (!rows.is_array() || rows.empty()) {
-    throw std::invalid_argument("plan: phy2log must be a list of layers, each a list of slots");
+    throw Error(ErrorCode::invalid_argument,
+                "plan: phy2log must be a list of layers, each a list of slots");
   }
   const int slots = plan.topology.num_slots();
   for (std::size_t l = 0; l < rows.size(); ++l) {
     const nlohmann::json& row = rows[l];
     if (!row.is_array() || row.size() != static_cast<std::size_t>(slots)) {
-      throw std::invalid_argument(
+      throw Error(
+          ErrorCode::invalid_argument,
           "plan: layer " + std::to_string(l) + " has " +
-          (row.is_array() ? std::to_string(row.size()) : std::string("no list of")) +
-          " slots, expected nodes × gpus per node × slots per gpu = " + std::to_string(slots));
+              (row.is_array() ? std::to_string(row.size()) : std::string("no list of")) +
+              " slots, expected nodes × gpus per node × slots per gpu = " + std::to_string(slots));
     }
     std::vector<int> experts;
     experts.reserve(row.size());
@@ -107,16 +113,16 @@ Plan read_plan(const std::string& path, int num_experts) {
     Plan plan = plan_from_json(doc);
     if (num_experts > 0) plan.validate(num_experts);
     return plan;
-  } catch (const std::invalid_argument& err) {
-    throw std::invalid_argument(path + ": " + err.what());
+  } catch (const Error& err) {
+    throw Error(err.code(), path + ": " + err.what());
   }
 }
 
 void write_plan(const std::string& path, const Plan& plan) {
   std::ofstream out(path);
-  if (!out) throw std::runtime_error("plan: cannot write " + path);
+  if (!out) throw Error(ErrorCode::internal, "plan: cannot write " + path);
   out << plan_to_json(plan).dump() << '\n';
-  if (!out) throw std::runtime_error("plan: write to " + path + " failed");
+  if (!out) throw Error(ErrorCode::internal, "plan: write to " + path + " failed");
 }
 
 }  // namespace switchyard::planner

@@ -18,13 +18,13 @@ struct Plan {
   std::vector<std::vector<int>> phy2log;
 
   int num_layers() const { return static_cast<int>(phy2log.size()); }
-  // Throws std::invalid_argument when a row has the wrong length, names an expert outside
+  // Throws Error(invalid_argument) when a row has the wrong length, names an expert outside
   // [0, num_experts) or misses one.
   void validate(int num_experts) const;
 };
 
 nlohmann::json plan_to_json(const Plan& plan);
-// Throws std::invalid_argument on a wrong format string or missing fields.
+// Throws Error(invalid_argument) on a wrong format string or missing fields.
 Plan plan_from_json(const nlohmann::json& doc);
 // Reads and validates against `num_experts` (skipped when 0).
 Plan read_plan(const std::string& path, int num_experts = 0);

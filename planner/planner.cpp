@@ -1,7 +1,6 @@
 #include "planner/planner.h"
 
-#include <stdexcept>
-
+#include "base/error.h"
 #include "planner/balance_planner.h"
 #include "planner/migration.h"
 #include "planner/node_aware_planner.h"
@@ -12,7 +11,8 @@ namespace switchyard::planner {
 PlanMode parse_plan_mode(const std::string& name) {
   if (name == "balance") return PlanMode::balance;
   if (name == "node-aware") return PlanMode::node_aware;
-  throw std::invalid_argument("plan mode '" + name + "' is unknown; use 'balance' or 'node-aware'");
+  throw Error(ErrorCode::invalid_argument,
+              "plan mode '" + name + "' is unknown; use 'balance' or 'node-aware'");
 }
 
 std::string plan_mode_name(PlanMode mode) {
@@ -25,23 +25,27 @@ void check_inputs(const Workload& workload, const Topology& topo, const PlanOpti
                   const Plan* current) {
   topo.validate();
   if (topo.num_slots() < workload.num_experts) {
-    throw std::invalid_argument("plan: " + std::to_string(topo.num_slots()) +
-                                " slots cannot hold " + std::to_string(workload.num_experts) +
-                                " experts; add devices or slots per gpu");
+    throw Error(ErrorCode::invalid_argument, "plan: " + std::to_string(topo.num_slots()) +
+                                                 " slots cannot hold " +
+                                                 std::to_string(workload.num_experts) +
+                                                 " experts; add devices or slots per gpu");
   }
   if (options.mode == PlanMode::node_aware && !workload.has_routes()) {
-    throw std::invalid_argument("plan: node-aware mode needs the workload's routes file (token "
-                                "co-activation); use balance mode or provide routes");
+    throw Error(ErrorCode::invalid_argument,
+                "plan: node-aware mode needs the workload's routes file (token "
+                "co-activation); use balance mode or provide routes");
   }
   if (options.epsilon < 0.0 || options.min_gain < 0.0 || options.min_traffic_gain < 0.0) {
-    throw std::invalid_argument("plan: epsilon and the re-planning thresholds must be >= 0");
+    throw Error(ErrorCode::invalid_argument,
+                "plan: epsilon and the re-planning thresholds must be >= 0");
   }
   if (current == nullptr) return;
   const Topology& cur = current->topology;
   if (cur.num_nodes != topo.num_nodes || cur.gpus_per_node != topo.gpus_per_node ||
       cur.slots_per_gpu != topo.slots_per_gpu || current->num_layers() != workload.num_layers) {
-    throw std::invalid_argument("plan: the current plan is for another topology or layer count; "
-                                "re-plan without --current");
+    throw Error(ErrorCode::invalid_argument,
+                "plan: the current plan is for another topology or layer count; "
+                "re-plan without --current");
   }
   current->validate(workload.num_experts);
 }

@@ -14,7 +14,7 @@ enum class PlanMode {
   node_aware,  // fewer remote nodes per token, imbalance within epsilon of balance mode
 };
 
-// Parses "balance" or "node-aware"; throws std::invalid_argument otherwise.
+// Parses "balance" or "node-aware"; throws Error(invalid_argument) otherwise.
 PlanMode parse_plan_mode(const std::string& name);
 std::string plan_mode_name(PlanMode mode);
 
@@ -31,7 +31,7 @@ struct PlanOptions {
   int max_refine_steps = 5000;
 };
 
-// Throws std::invalid_argument when the workload does not fit the topology, when node-aware mode
+// Throws Error(invalid_argument) when the workload does not fit the topology, when node-aware mode
 // has no routes, or when `current` does not match the workload and topology.
 Plan make_plan(const Workload& workload, const Topology& topo, const PlanOptions& options,
                const Plan* current = nullptr);

@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <numeric>
 #include <queue>
-#include <stdexcept>
 #include <string>
 #include <utility>
+
+#include "base/error.h"
 
 namespace switchyard::planner {
 
@@ -15,10 +16,10 @@ std::vector<int> greedy_replica_counts(std::span<const std::int64_t> load, int n
   if (num_slots < num_experts ||
       static_cast<std::int64_t>(num_slots) >
           static_cast<std::int64_t>(num_experts) * max_per_expert) {
-    throw std::invalid_argument("replica counts: " + std::to_string(num_slots) +
-                                " slots cannot hold " + std::to_string(num_experts) +
-                                " experts with 1 to " + std::to_string(max_per_expert) +
-                                " replicas each");
+    throw Error(ErrorCode::invalid_argument,
+                "replica counts: " + std::to_string(num_slots) + " slots cannot hold " +
+                    std::to_string(num_experts) + " experts with 1 to " +
+                    std::to_string(max_per_expert) + " replicas each");
   }
   std::vector<int> count(num_experts, 1);
   // Max-heap on load per replica; among equal ratios the lower expert id wins (deterministic).

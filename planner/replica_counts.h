@@ -10,7 +10,7 @@
 namespace switchyard::planner {
 
 // Counts summing to num_slots, each in [1, max_per_expert]; ties go to the lower expert id.
-// Throws std::invalid_argument when num_slots < E or num_slots > E · max_per_expert.
+// Throws Error(invalid_argument) when num_slots < E or num_slots > E · max_per_expert.
 std::vector<int> greedy_replica_counts(std::span<const std::int64_t> load, int num_slots,
                                        int max_per_expert);
 

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <numeric>
-#include <stdexcept>
 
+#include "base/error.h"
 #include "planner/replica_counts.h"
 
 namespace switchyard::planner {
@@ -72,9 +72,9 @@ double remote_nodes_per_token(const Workload& workload, int layer, std::span<con
 
 PlanScore score_plan(const Workload& workload, const Plan& plan) {
   if (plan.num_layers() != workload.num_layers) {
-    throw std::invalid_argument("score: plan has " + std::to_string(plan.num_layers()) +
-                                " layers, workload '" + workload.name + "' has " +
-                                std::to_string(workload.num_layers));
+    throw Error(ErrorCode::invalid_argument,
+                "score: plan has " + std::to_string(plan.num_layers()) + " layers, workload '" +
+                    workload.name + "' has " + std::to_string(workload.num_layers));
   }
   plan.validate(workload.num_experts);
   const Topology& topo = plan.topology;

@@ -35,7 +35,7 @@ int duplicate_replicas(std::span<const int> phy2log, const Topology& topo, int n
 double remote_nodes_per_token(const Workload& workload, int layer, std::span<const int> phy2log,
                               const Topology& topo);
 
-// Throws std::invalid_argument when the plan does not fit the workload (layers, experts).
+// Throws Error(invalid_argument) when the plan does not fit the workload (layers, experts).
 PlanScore score_plan(const Workload& workload, const Plan& plan);
 
 }  // namespace switchyard::planner

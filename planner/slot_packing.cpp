@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <numeric>
-#include <stdexcept>
 #include <string>
+
+#include "base/error.h"
 
 namespace switchyard::planner {
 
@@ -23,8 +24,9 @@ SlotPacking::SlotPacking(std::span<const std::int64_t> load, std::vector<int> co
       holds_(static_cast<std::size_t>(num_devices) * load.size(), 0),
       device_load_(num_devices, 0.0) {
   if (replicas.size() != slots_.size()) {
-    throw std::invalid_argument("slot packing: " + std::to_string(replicas.size()) +
-                                " replicas for " + std::to_string(slots_.size()) + " slots");
+    throw Error(ErrorCode::invalid_argument, "slot packing: " + std::to_string(replicas.size()) +
+                                                 " replicas for " + std::to_string(slots_.size()) +
+                                                 " slots");
   }
   place_greedily(replicas);
 }

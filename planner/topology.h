@@ -26,10 +26,10 @@ struct Topology {
   int node_of_device(int device) const { return device / gpus_per_node; }
   int node_of_slot(int slot) const { return node_of_device(device_of_slot(slot)); }
 
-  // Topology for `num_experts + redundant` slots; throws std::invalid_argument when the slots do
+  // Topology for `num_experts + redundant` slots; throws Error(invalid_argument) when the slots do
   // not divide evenly over the devices.
   static Topology for_slots(int num_nodes, int gpus_per_node, int num_experts, int redundant);
-  // Throws std::invalid_argument when a dimension is not positive or a bound above is exceeded.
+  // Throws Error(invalid_argument) when a dimension is not positive or a bound above is exceeded.
   void validate() const;
 };
 

@@ -28,14 +28,14 @@ struct Workload {
   const std::uint16_t* token_experts(int layer, int token) const {
     return routes.data() + (static_cast<std::size_t>(layer) * tokens_per_layer + token) * top_k;
   }
-  // Throws std::invalid_argument when shapes or sums are inconsistent.
+  // Throws Error(invalid_argument) when shapes or sums are inconsistent.
   void validate() const;
 };
 
 // Parses the JSON; `folder` resolves a relative routes file (empty: routes are not read).
 Workload workload_from_json(const nlohmann::json& doc, const std::string& folder);
-// Reads the file and its routes file. Throws std::runtime_error on I/O errors and
-// std::invalid_argument on malformed content, naming the file.
+// Reads the file and its routes file. Throws Error(internal) on I/O errors and
+// Error(invalid_argument) on malformed content, naming the file.
 Workload read_workload(const std::string& path);
 
 }  // namespace switchyard::planner

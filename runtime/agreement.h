@@ -10,9 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "base/error.h"
 #include "comm/communicator.h"
 #include "planner/placement.h"
-#include "runtime/error.h"
 
 namespace switchyard {
 

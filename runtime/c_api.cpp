@@ -17,11 +17,10 @@
 
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "comm/communicator.h"
-#include "comm/error.h"
 #include "runtime/agreement.h"
 #include "runtime/checkpoint.h"
-#include "runtime/error.h"
 #include "runtime/moe_layer.h"
 #include "runtime/switchyard.h"
 
@@ -63,27 +62,13 @@ sy_status_t status_of(sy::ErrorCode code) {
   return SY_INTERNAL;
 }
 
-sy_status_t status_of(sy::comm::ErrorCode code) {
-  switch (code) {
-    case sy::comm::ErrorCode::invalid_argument: return SY_INVALID_ARGUMENT;
-    case sy::comm::ErrorCode::timeout: return SY_TIMEOUT;
-    case sy::comm::ErrorCode::peer_failure: return SY_PEER_FAILURE;
-    case sy::comm::ErrorCode::internal: return SY_INTERNAL;
-    case sy::comm::ErrorCode::aborted: return SY_ABORTED;
-  }
-  return SY_INTERNAL;
-}
-
 // Runs body; any exception becomes a status, its message stored in `message`.
 template <typename Body>
 sy_status_t guarded(std::string& message, Body&& body) {
   try {
     body();
     return SY_OK;
-  } catch (const sy::Error& e) {
-    message = e.what();
-    return status_of(e.code());
-  } catch (const sy::comm::CommError& e) {
+  } catch (const sy::Error& e) {  // comm's CommError too: the same type
     message = e.what();
     return status_of(e.code());
   } catch (const std::bad_alloc&) {

@@ -11,8 +11,8 @@
 
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "runtime/agreement.h"
-#include "runtime/error.h"
 #include "runtime/fault_injection.h"
 
 namespace switchyard::checkpoint {

@@ -13,7 +13,7 @@
 
 #include <fmt/format.h>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace switchyard::checkpoint {
 

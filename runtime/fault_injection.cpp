@@ -14,7 +14,7 @@
 
 #include <fmt/format.h>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace switchyard {
 

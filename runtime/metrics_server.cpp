@@ -11,7 +11,7 @@
 #include <boost/asio.hpp>
 #include <fmt/format.h>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace switchyard {
 

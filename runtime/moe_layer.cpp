@@ -10,13 +10,13 @@
 
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "kernels/blas.h"
 #include "kernels/gating.h"
 #include "kernels/permute.h"
 #include "kernels/swiglu.h"
 #include "runtime/agreement.h"
 #include "runtime/buffer_reuse.h"
-#include "runtime/error.h"
 #include "runtime/fault_injection.h"
 #include "runtime/swiglu_packing.h"
 #include "runtime/token_routes.h"

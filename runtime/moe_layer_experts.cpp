@@ -3,8 +3,8 @@
 // they travel).
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "kernels/permute.h"
-#include "runtime/error.h"
 #include "runtime/moe_layer.h"
 #include "runtime/token_routes.h"
 

@@ -4,9 +4,9 @@
 
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "comm/tags.h"
 #include "runtime/agreement.h"
-#include "runtime/error.h"
 #include "runtime/fault_injection.h"
 #include "runtime/moe_layer.h"
 #include "runtime/swiglu_packing.h"

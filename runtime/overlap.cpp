@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <mpi.h>
 
-#include "runtime/error.h"
+#include "base/error.h"
 
 namespace switchyard {
 

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include "base/error.h"
 
-#include "runtime/error.h"
 
 namespace switchyard {
 

@@ -5,9 +5,9 @@
 
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "planner/balance_planner.h"
 #include "planner/migration.h"
-#include "runtime/error.h"
 
 namespace switchyard {
 

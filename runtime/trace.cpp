@@ -6,8 +6,8 @@
 #include <fstream>
 #include <limits>
 
+#include "base/error.h"
 #include "comm/tags.h"
-#include "runtime/error.h"
 
 namespace switchyard {
 

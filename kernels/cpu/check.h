@@ -1,9 +1,10 @@
 // Argument checks shared by the CPU kernels: a bad argument is a caller bug, reported as
-// std::invalid_argument whose message names the kernel and the offending argument.
+// switchyard::Error(invalid_argument) whose message names the kernel and the offending argument.
 #pragma once
 
 #include <sstream>
-#include <stdexcept>
+
+#include "base/error.h"
 
 namespace switchyard::kernels::detail {
 
@@ -11,7 +12,7 @@ template <typename... Parts>
 [[noreturn]] void invalid_argument(const Parts&... parts) {
   std::ostringstream msg;
   (msg << ... << parts);
-  throw std::invalid_argument(msg.str());
+  throw Error(ErrorCode::invalid_argument, msg.str());
 }
 
 }  // namespace switchyard::kernels::detail

@@ -7,8 +7,8 @@
 
 namespace switchyard::kernels::detail {
 
-// Throws std::invalid_argument "<kernel>: <arg> = <value> must be in [<min>, <max>]" for the first
-// of m, n, k, lda, ldb, ldc out of range; max bounds every one (CBLAS takes 32-bit ints).
+// Throws Error(invalid_argument) "<kernel>: <arg> = <value> must be in [<min>, <max>]" for the
+// first of m, n, k, lda, ldb, ldc out of range; max bounds every one (CBLAS takes 32-bit ints).
 void check_gemm_args(const char* kernel, bool trans_a, bool trans_b, int64_t m, int64_t n,
                      int64_t k, int64_t lda, int64_t ldb, int64_t ldc, int64_t max);
 

@@ -10,10 +10,11 @@
 #include <array>
 #include <climits>
 #include <sstream>
-#include <stdexcept>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "base/error.h"
 #include "kernels/cuda/launch.h"
 
 namespace switchyard::kernels {
@@ -23,21 +24,22 @@ template <typename... Parts>
 [[noreturn]] void invalid_argument(const Parts&... parts) {
   std::ostringstream msg;
   (msg << ... << parts);
-  throw std::invalid_argument(msg.str());
+  throw Error(ErrorCode::invalid_argument, msg.str());
 }
 
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
-    throw std::runtime_error(std::string("cuda backend: ") + what + ": " + cudaGetErrorName(err) +
-                             " (" + cudaGetErrorString(err) + ")");
+    throw Error(ErrorCode::internal, std::string("cuda backend: ") + what + ": " +
+                                         cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+                                         ")");
   }
 }
 
 void check(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS) {
-    throw std::runtime_error(std::string("cuda backend: ") + what + ": " +
-                             cublasGetStatusName(status) + " (" + cublasGetStatusString(status) +
-                             ")");
+    throw Error(ErrorCode::internal, std::string("cuda backend: ") + what + ": " +
+                                         cublasGetStatusName(status) + " (" +
+                                         cublasGetStatusString(status) + ")");
   }
 }
 
@@ -267,9 +269,11 @@ CudaBackend::CudaBackend(ComputePrecision compute, CUstream_st* stream)
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    throw std::runtime_error(std::string("no CUDA device: ") + cudaGetErrorString(err));
+    throw Error(ErrorCode::internal, std::string("no CUDA device: ") + cudaGetErrorString(err));
   }
-  if (count == 0) throw std::runtime_error("no CUDA device: cudaGetDeviceCount found none");
+  if (count == 0) {
+    throw Error(ErrorCode::internal, "no CUDA device: cudaGetDeviceCount found none");
+  }
   check(cudaGetDevice(&s.device), "cudaGetDevice");
   check(cudaGetDeviceProperties(&s.props, s.device), "cudaGetDeviceProperties");
   if (stream != nullptr) {

@@ -7,7 +7,7 @@
 //
 // Memory: every pointer argument is device memory (or pinned/managed memory the device can reach),
 // including add_balance_grad's coef (double) and the int32/int64 index arrays; RouterStats stays a
-// host object. Pageable host memory is refused with std::invalid_argument naming the kernel and
+// host object. Pageable host memory is refused with Error(invalid_argument) naming the kernel and
 // argument, so that a layer that hands host buffers to this backend fails cleanly.
 //
 // Ordering: kernels are queued on the backend's stream and return before they finish; read results
@@ -15,7 +15,7 @@
 // to honour the contract of kernels/cpu wait for the stream: accumulate_router_stats (it fills a
 // host RouterStats) and the argument checks of routing_weights, routing_weights_backward,
 // accumulate_router_stats and pack_backward_rows (an expert id or row out of range throws
-// std::invalid_argument before anything is written, as on the CPU).
+// Error(invalid_argument) before anything is written, as on the CPU).
 //
 // The backend owns its stream (unless given one), its cuBLAS handle and workspace, the scratch
 // slots, the bf16 copies of parameters (kept until parameters_changed()) and every temporary buffer.
@@ -37,8 +37,8 @@ namespace switchyard::kernels {
 class CudaBackend final : public Backend<float> {
  public:
   // On the current CUDA device, with a stream of its own (non-blocking), or on `stream` when given
-  // (not owned: it must outlive the backend). Throws std::runtime_error "no CUDA device: <CUDA's
-  // reason>" when there is none, and std::runtime_error naming the CUDA or cuBLAS call otherwise.
+  // (not owned: it must outlive the backend). Throws Error(internal) "no CUDA device: <CUDA's
+  // reason>" when there is none, and Error(internal) naming the CUDA or cuBLAS call otherwise.
   explicit CudaBackend(ComputePrecision compute, CUstream_st* stream = nullptr);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
@@ -52,7 +52,7 @@ class CudaBackend final : public Backend<float> {
   float* scratch(int slot, int64_t count) override;
 
   CUstream_st* stream() const;
-  // Waits for everything queued on the stream; throws std::runtime_error on a CUDA error.
+  // Waits for everything queued on the stream; throws Error(internal) on a CUDA error.
   void synchronize();
   // Conversions of parameters to bf16 so far (for tests: once per parameter and update).
   uint64_t param_conversions() const;

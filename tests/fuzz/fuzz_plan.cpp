@@ -1,14 +1,14 @@
 // libFuzzer harness: bytes as a moe-placement/v1 plan (planner/plan.h), as read_plan reads a file:
 // JSON, plan_from_json, validate against an expert count, then each layer as an ExpertPlacement
-// (planner/placement.h). Documented failures are std::invalid_argument; anything else (another
-// exception, a crash, a sanitizer report) is a finding.
+// (planner/placement.h). Documented failures are switchyard::Error(invalid_argument); anything else
+// (another exception, a crash, a sanitizer report) is a finding.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "planner/placement.h"
 #include "planner/plan.h"
 
@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   pl::Plan plan;
   try {
     plan = pl::plan_from_json(doc);
-  } catch (const std::invalid_argument&) {
+  } catch (const switchyard::Error& e) {
+    if (e.code() != switchyard::ErrorCode::invalid_argument) throw;
     return 0;
   }
   // Validate against the expert count the rows suggest (and one more, to see a missing one).
@@ -31,13 +32,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int num_experts : {experts, experts + 1}) {
     try {
       plan.validate(num_experts);
-    } catch (const std::invalid_argument&) {
+    } catch (const switchyard::Error& e) {
+      if (e.code() != switchyard::ErrorCode::invalid_argument) throw;
       continue;
     }
     for (const auto& row : plan.phy2log) {
       try {
         pl::ExpertPlacement::from_slots(row, num_experts, plan.topology.num_devices());
-      } catch (const std::invalid_argument&) {
+      } catch (const switchyard::Error& e) {
+        if (e.code() != switchyard::ErrorCode::invalid_argument) throw;
       }
     }
   }

@@ -1,12 +1,12 @@
 // libFuzzer harness: bytes as a moe-placement-workload/v1 document (planner/workload.h), parsed and
 // validated by workload_from_json without a routes file (folder ""). Documented failures are
-// std::invalid_argument; anything else is a finding.
+// switchyard::Error(invalid_argument); anything else is a finding.
 #include <cstddef>
 #include <cstdint>
-#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "planner/workload.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -15,7 +15,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const auto w = switchyard::planner::workload_from_json(doc, "");
     (void)w;
-  } catch (const std::invalid_argument&) {
+  } catch (const switchyard::Error& e) {
+    if (e.code() != switchyard::ErrorCode::invalid_argument) throw;
   }
   return 0;
 }

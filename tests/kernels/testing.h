@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "base/error.h"
 #include "kernels/backend.h"
 
 namespace switchyard::kernels::testing {
@@ -119,12 +120,14 @@ inline std::vector<double> numeric_grad(const std::function<double(const std::ve
   return g;
 }
 
-// Expects fn to throw std::invalid_argument whose message contains every one of names.
+// Expects fn to throw switchyard::Error(invalid_argument) whose message contains every one of
+// names.
 inline void expect_invalid(const std::function<void()>& fn, const std::vector<std::string>& names) {
   try {
     fn();
-    ADD_FAILURE() << "no std::invalid_argument thrown";
-  } catch (const std::invalid_argument& e) {
+    ADD_FAILURE() << "no switchyard::Error thrown";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
     for (const auto& name : names) {
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos)
           << "message \"" << e.what() << "\" does not name " << name;

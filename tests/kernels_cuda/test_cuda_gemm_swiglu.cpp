@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "base/error.h"
 #include "tests/kernels_cuda/cuda_testing.h"
 
 namespace switchyard::kernels {
@@ -237,7 +238,8 @@ TEST(CudaBackendFactory, WithoutADeviceSaysWhy) {
   try {
     make_backend<float>({"cuda"});
     ADD_FAILURE() << "no exception without a device";
-  } catch (const std::runtime_error& e) {
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::internal) << e.what();
     EXPECT_NE(std::string(e.what()).find("no CUDA device: " + reason), std::string::npos)
         << e.what();
   }

@@ -15,7 +15,7 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/metrics.h"
 #include "runtime/metrics_server.h"
 #include "tests/metrics/metrics_client.h"

@@ -6,6 +6,7 @@
 #include "planner/planner.h"
 #include "planner/replica_counts.h"
 #include "planner_invariants.h"
+#include "tests/expect_error.h"
 #include "workload_fixtures.h"
 
 namespace switchyard::planner {
@@ -64,9 +65,9 @@ TEST(BalancePlanner, PublicWorkloadsGiveValidPlansNearTheLowerBound) {
 TEST(BalancePlanner, ReplicaCountsRespectBoundsAndRejectImpossibleSlotCounts) {
   const std::vector<std::int64_t> load{100, 1, 1};
   EXPECT_EQ(greedy_replica_counts(load, 6, 2), (std::vector<int>{2, 2, 2}));
-  EXPECT_THROW(greedy_replica_counts(load, 2, 2), std::invalid_argument);
-  EXPECT_THROW(greedy_replica_counts(load, 7, 2), std::invalid_argument);
-  EXPECT_THROW(Topology::for_slots(2, 8, 64, 3), std::invalid_argument);
+  EXPECT_SY_ERROR(greedy_replica_counts(load, 2, 2), switchyard::ErrorCode::invalid_argument);
+  EXPECT_SY_ERROR(greedy_replica_counts(load, 7, 2), switchyard::ErrorCode::invalid_argument);
+  EXPECT_SY_ERROR(Topology::for_slots(2, 8, 64, 3), switchyard::ErrorCode::invalid_argument);
 }
 
 TEST(BalancePlanner, KeepsTheCurrentPlanWhenTheGainIsBelowTheThreshold) {
@@ -101,9 +102,9 @@ TEST(BalancePlanner, KeepsTheCurrentPlanWhenTheGainIsBelowTheThreshold) {
 TEST(BalancePlanner, RejectsACurrentPlanForAnotherTopology) {
   const Workload w = testing::random_workload(1, 16, 2, 64, 1.0, 3);
   const Plan plan = make_plan(w, Topology::for_slots(2, 2, 16, 0), PlanOptions{});
-  EXPECT_THROW(make_plan(w, Topology::for_slots(2, 4, 16, 0), PlanOptions{}, &plan),
-               std::invalid_argument);
-  EXPECT_THROW(parse_plan_mode("fast"), std::invalid_argument);
+  EXPECT_SY_ERROR(make_plan(w, Topology::for_slots(2, 4, 16, 0), PlanOptions{}, &plan),
+                  switchyard::ErrorCode::invalid_argument);
+  EXPECT_SY_ERROR(parse_plan_mode("fast"), switchyard::ErrorCode::invalid_argument);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include "planner/planner.h"
 #include "planner_invariants.h"
+#include "tests/expect_error.h"
 #include "workload_fixtures.h"
 
 namespace switchyard::planner {
@@ -59,7 +60,8 @@ TEST(NodeAwarePlanner, NeedsRoutes) {
   w.routes.clear();
   PlanOptions options;
   options.mode = PlanMode::node_aware;
-  EXPECT_THROW(make_plan(w, Topology::for_slots(2, 2, 16, 0), options), std::invalid_argument);
+  EXPECT_SY_ERROR(make_plan(w, Topology::for_slots(2, 2, 16, 0), options),
+                  switchyard::ErrorCode::invalid_argument);
 }
 
 }  // namespace

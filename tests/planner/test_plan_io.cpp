@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "planner/plan.h"
+#include "tests/expect_error.h"
 
 namespace switchyard::planner {
 namespace {
@@ -36,7 +37,8 @@ TEST(PlanIo, RejectsAPlanMissingAnExpert) {
   try {
     plan.validate(3);
     FAIL() << "a plan without expert 2 in layer 1 was accepted";
-  } catch (const std::invalid_argument& err) {
+  } catch (const switchyard::Error& err) {
+    EXPECT_EQ(err.code(), switchyard::ErrorCode::invalid_argument);
     EXPECT_NE(std::string(err.what()).find("layer 1 is missing expert 2"), std::string::npos);
   }
 }
@@ -44,18 +46,18 @@ TEST(PlanIo, RejectsAPlanMissingAnExpert) {
 TEST(PlanIo, RejectsWrongRowLengthExpertIdAndFormat) {
   Plan plan = small_plan();
   plan.phy2log[0].push_back(1);
-  EXPECT_THROW(plan.validate(3), std::invalid_argument);
+  EXPECT_SY_ERROR(plan.validate(3), switchyard::ErrorCode::invalid_argument);
   plan = small_plan();
   plan.phy2log[0][0] = 7;
-  EXPECT_THROW(plan.validate(3), std::invalid_argument);
+  EXPECT_SY_ERROR(plan.validate(3), switchyard::ErrorCode::invalid_argument);
   nlohmann::json doc = plan_to_json(small_plan());
   doc["format"] = "eplb";
-  EXPECT_THROW(plan_from_json(doc), std::invalid_argument);
+  EXPECT_SY_ERROR(plan_from_json(doc), switchyard::ErrorCode::invalid_argument);
   doc["format"] = 2;  // found by fuzz_plan: was a json type_error
-  EXPECT_THROW(plan_from_json(doc), std::invalid_argument);
+  EXPECT_SY_ERROR(plan_from_json(doc), switchyard::ErrorCode::invalid_argument);
   doc = plan_to_json(small_plan());
   doc.erase("slots_per_gpu");
-  EXPECT_THROW(plan_from_json(doc), std::invalid_argument);
+  EXPECT_SY_ERROR(plan_from_json(doc), switchyard::ErrorCode::invalid_argument);
 }
 
 }  // namespace

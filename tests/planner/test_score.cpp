@@ -3,6 +3,7 @@
 
 #include "planner/replica_counts.h"
 #include "planner/score.h"
+#include "tests/expect_error.h"
 
 namespace switchyard::planner {
 namespace {
@@ -79,7 +80,7 @@ TEST(Score, ScorePlanAveragesLayersAndRejectsAMismatchedPlan) {
   EXPECT_DOUBLE_EQ(score.remote_nodes_per_token, 0.5);
   EXPECT_DOUBLE_EQ(score.imb_mean, 1.0);  // every expert has load 2
   plan.phy2log.push_back({0, 1, 2, 3});
-  EXPECT_THROW(score_plan(w, plan), std::invalid_argument);
+  EXPECT_SY_ERROR(score_plan(w, plan), switchyard::ErrorCode::invalid_argument);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "planner/workload.h"
+#include "tests/expect_error.h"
 
 namespace switchyard::planner {
 namespace {
@@ -20,7 +21,8 @@ nlohmann::json small_workload_json() {
 std::string message_of(const nlohmann::json& doc) {
   try {
     workload_from_json(doc, "");
-  } catch (const std::invalid_argument& err) {
+  } catch (const switchyard::Error& err) {
+    EXPECT_EQ(err.code(), switchyard::ErrorCode::invalid_argument) << err.what();
     return err.what();
   }
   return "";
@@ -70,7 +72,8 @@ TEST(WorkloadIo, ReadsRoutesBesideTheJsonAndChecksThemAgainstTheLoad) {
   const unsigned char wrong[] = {0, 0, 1, 0, 1, 0, 2, 0};  // counts {1,2,1} != load {2,1,1}
   std::ofstream(folder / "small.routes.u16", std::ios::binary)
       .write(reinterpret_cast<const char*>(wrong), sizeof wrong);
-  EXPECT_THROW(read_workload((folder / "small.json").string()), std::invalid_argument);
+  EXPECT_SY_ERROR(read_workload((folder / "small.json").string()),
+                  switchyard::ErrorCode::invalid_argument);
   std::filesystem::remove_all(folder);
 }
 

@@ -4,8 +4,8 @@
 #include <cmath>
 #include <vector>
 
+#include "base/error.h"
 #include "runtime/adam.h"
-#include "runtime/error.h"
 
 namespace sy = switchyard;
 

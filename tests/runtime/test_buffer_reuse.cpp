@@ -8,8 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "base/error.h"
 #include "runtime/buffer_reuse.h"
-#include "runtime/error.h"
 
 namespace sy = switchyard;
 

@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "runtime/checkpoint_file.h"
-#include "runtime/error.h"
 
 namespace ck = switchyard::checkpoint;
 namespace fs = std::filesystem;

@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "comm/communicator.h"
 #include "runtime/adam.h"
 #include "runtime/checkpoint.h"
-#include "runtime/error.h"
 #include "runtime/moe_layer.h"
 
 namespace sy = switchyard;

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "comm/communicator.h"
 #include "runtime/agreement.h"
-#include "runtime/error.h"
 #include "runtime/moe_layer.h"
 #include "tests/runtime/layer_test_util.h"
 

@@ -4,7 +4,7 @@
 #include <functional>
 #include <string>
 
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/moe_config.h"
 
 namespace sy = switchyard;

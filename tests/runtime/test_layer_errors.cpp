@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "base/error.h"
 #include "comm/communicator.h"
-#include "runtime/error.h"
 #include "runtime/moe_layer.h"
 
 namespace sy = switchyard;

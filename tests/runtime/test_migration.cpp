@@ -11,9 +11,9 @@
 #include <random>
 #include <vector>
 
+#include "base/error.h"
 #include "comm/communicator.h"
 #include "runtime/adam.h"
-#include "runtime/error.h"
 #include "runtime/moe_layer.h"
 #include "tests/runtime/test_placements.h"
 

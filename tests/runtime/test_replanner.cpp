@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/replanner.h"
 
 namespace sy = switchyard;

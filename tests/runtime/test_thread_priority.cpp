@@ -8,7 +8,7 @@
 #include <string>
 #include <thread>
 
-#include "runtime/error.h"
+#include "base/error.h"
 #include "runtime/thread_priority.h"
 #include "tests/runtime/thread_priority_test_util.h"
 

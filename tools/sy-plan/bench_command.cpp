@@ -11,6 +11,7 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include "base/error.h"
 #include "commands.h"
 #include "planner/json_input.h"
 #include "planner/score.h"
@@ -54,8 +55,8 @@ std::vector<Scenario> read_scenarios(const std::string& path) {
            static_cast<int>(planner::integer_in(s.at("redundant_slots"),
                                                 where + ": redundant_slots", 0,
                                                 planner::kMaxSlots))});
-    } catch (const std::invalid_argument& err) {
-      throw std::invalid_argument(path + ": " + err.what());
+    } catch (const Error& err) {
+      throw Error(err.code(), path + ": " + err.what());
     }
   }
   return scenarios;
@@ -129,8 +130,8 @@ void run_bench(const BenchArgs& args) {
     try {
       topo = planner::Topology::for_slots(s.nodes, s.gpus_per_node, workload.num_experts,
                                           s.redundant);
-    } catch (const std::invalid_argument& err) {
-      throw std::invalid_argument(args.scenarios + ": scenario " + label + ": " + err.what());
+    } catch (const Error& err) {
+      throw Error(err.code(), args.scenarios + ": scenario " + label + ": " + err.what());
     }
     const auto ref = reference.find({s.workload, s.nodes, s.gpus_per_node, s.redundant});
     if (ref == reference.end()) {

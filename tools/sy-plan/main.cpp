@@ -7,6 +7,7 @@
 #include <fmt/core.h>
 #include <CLI/CLI.hpp>
 
+#include "base/error.h"
 #include "commands.h"
 #include "planner/topology.h"
 
@@ -112,6 +113,9 @@ int main(int argc, char** argv) {
       bench.options.mode = planner::parse_plan_mode(mode);
       tools::run_bench(bench);
     }
+  } catch (const switchyard::Error& err) {  // the planner's: malformed input names the file
+    fmt::print(stderr, "sy-plan: {}\n", one_line(err.what()));
+    return err.code() == switchyard::ErrorCode::invalid_argument ? 2 : 1;
   } catch (const std::invalid_argument& err) {  // malformed input: the message names the file
     fmt::print(stderr, "sy-plan: {}\n", one_line(err.what()));
     return 2;
