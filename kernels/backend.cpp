@@ -1,9 +1,9 @@
 #include "kernels/backend.h"
 
-#include <cstdlib>
 #include <type_traits>
 
 #include "base/error.h"
+#include "kernels/environment.h"
 #include "kernels/cpu/openblas_backend.h"
 #ifdef SWITCHYARD_HAVE_ONEDNN
 #include "kernels/onednn/onednn_backend.h"
@@ -29,8 +29,8 @@ template <typename T>
 std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options) {
   std::string name = options.name;
   if (name.empty()) {
-    const char* env = std::getenv("SWITCHYARD_BACKEND");
-    name = env != nullptr && *env != '\0' ? env : "openblas";
+    name = environment::backend();
+    if (name.empty()) name = "openblas";
     // The environment chooses for the whole process, whose fp64 layers (references, tests) have
     // one backend only; asked by name, an fp64 onednn layer is refused below.
     if (std::is_same_v<T, double> && (name == "onednn" || name == "cuda")) name = "openblas";

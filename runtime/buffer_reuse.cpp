@@ -6,23 +6,13 @@
 #include <mutex>
 #include <string>
 
-#include "base/error.h"
+#include "runtime/environment.h"
 
 namespace switchyard {
 
 namespace {
 
 constexpr int kKeptBytes = 1 << 30;
-
-bool reuse_requested() {
-  const char* value = std::getenv("SWITCHYARD_MALLOC_REUSE");
-  if (value == nullptr || std::string(value) == "1") return true;
-  if (std::string(value) == "0") return false;
-  throw Error(ErrorCode::invalid_argument,
-              "SWITCHYARD_MALLOC_REUSE must be 0 (leave glibc's malloc settings alone) or 1 "
-              "(keep freed buffers up to 1 GiB for reuse, the default), got '" +
-                  std::string(value) + "'");
-}
 
 struct Outcome {
   bool applied = false;
@@ -40,7 +30,7 @@ bool reuse_freed_buffers() {
   static std::once_flag once;
   std::call_once(once, [] {
     Outcome& state = outcome();
-    if (!reuse_requested()) {
+    if (!environment::malloc_reuse()) {
       state.description = "malloc: glibc defaults (SWITCHYARD_MALLOC_REUSE=0)";
       return;
     }

@@ -10,10 +10,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "runtime/environment.h"
 
 namespace switchyard::checkpoint {
 
@@ -119,13 +121,10 @@ WritePoints::WritePoints(CrashHook hook, int rank) : hook_(std::move(hook)), ran
 
 void WritePoints::operator()(const std::string& point) const {
   if (hook_) hook_(point);
-  static const int64_t crash_after = [] {
-    const char* v = std::getenv("SWITCHYARD_CHECKPOINT_CRASH_AFTER");
-    return v != nullptr ? std::atoll(v) : int64_t(0);
-  }();
+  static const int64_t crash_after = environment::checkpoint_crash_after();
   if (crash_after <= 0) return;
-  const char* only = std::getenv("SWITCHYARD_CHECKPOINT_CRASH_RANK");
-  if (only != nullptr && std::atoi(only) != rank_) return;
+  const std::optional<int> only = environment::checkpoint_crash_rank();
+  if (only && *only != rank_) return;
   if (++g_points == crash_after) {
     std::fprintf(stderr,
                  "switchyard: SWITCHYARD_CHECKPOINT_CRASH_AFTER=%lld: rank %d crashes "

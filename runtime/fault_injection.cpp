@@ -10,17 +10,19 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "runtime/environment.h"
 
 namespace switchyard {
 
 namespace {
 
-constexpr const char* kEnv = "SWITCHYARD_FAULT";
+constexpr const char* kEnv = environment::kFault;
 constexpr std::array kPhases = {FaultPhase::gate,        FaultPhase::dispatch,
                                 FaultPhase::experts,     FaultPhase::combine,
                                 FaultPhase::backward,    FaultPhase::grad_reduce,
@@ -127,10 +129,10 @@ const char* fault_phase_name(FaultPhase phase) {
 }
 
 std::string fault_spec_from_env() {
-  const char* value = std::getenv(kEnv);
-  if (value == nullptr) return "";
-  parse(value);
-  return value;
+  const std::optional<std::string> value = environment::fault_spec();
+  if (!value) return "";
+  parse(*value);
+  return *value;
 }
 
 void set_fault(const std::string& spec) {

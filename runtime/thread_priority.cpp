@@ -11,19 +11,16 @@
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "runtime/environment.h"
 
 namespace switchyard {
 
 namespace {
-constexpr const char* kEnv = "SWITCHYARD_COMM_THREAD_PRIORITY";
+constexpr const char* kEnv = environment::kCommThreadPriority;
 }  // namespace
 
 ThreadPriority comm_thread_priority_from_env() {
-  const char* value = std::getenv(kEnv);
-  if (value == nullptr || std::strcmp(value, "normal") == 0) return ThreadPriority::normal;
-  if (std::strcmp(value, "realtime") == 0) return ThreadPriority::realtime;
-  throw Error(ErrorCode::invalid_argument,
-              fmt::format("{}='{}': expected normal or realtime (or leave it unset)", kEnv, value));
+  return environment::comm_thread_priority();
 }
 
 const char* thread_priority_name(ThreadPriority priority) {

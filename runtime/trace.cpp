@@ -8,6 +8,7 @@
 
 #include "base/error.h"
 #include "comm/tags.h"
+#include "runtime/environment.h"
 
 namespace switchyard {
 
@@ -77,8 +78,7 @@ Tracer::Tracer(comm::Communicator& comm, int rounds) : comm_(comm), world_(comm.
 }
 
 std::string Tracer::path_from_env() {
-  const char* path = std::getenv("SWITCHYARD_TRACE");
-  return path ? path : "";
+  return environment::trace_path();
 }
 
 void Tracer::align_clocks(int rounds) {

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <unordered_map>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "kernels/blas.h"
 #include "kernels/cpu/gemm_args.h"
 #include "kernels/cpu/openblas_core.h"
+#include "kernels/environment.h"
 
 namespace switchyard::kernels {
 
@@ -157,9 +159,8 @@ OneDnnBackend::OneDnnBackend(ComputePrecision compute)
   blas_core_ = blas.core;
   // oneDNN threads with OpenMP: without OMP_NUM_THREADS it would take every core in each rank.
   // Follow OpenBLAS's setting (one thread per rank under the project's launchers).
-  if (std::getenv("OMP_NUM_THREADS") == nullptr) {
-    const char* blas_threads = std::getenv("OPENBLAS_NUM_THREADS");
-    omp_set_num_threads(blas_threads != nullptr ? std::max(1, std::atoi(blas_threads)) : 1);
+  if (const std::optional<int> threads = environment::onednn_threads()) {
+    omp_set_num_threads(*threads);
   }
 }
 
