@@ -369,7 +369,10 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
           trace.payload(static_cast<int64_t>(shared_grad_sum_.size() * sizeof(T)));
         });
       } else {
+        // The trace shows where it starts (its bytes); its wait is in the last grad_reduce span.
+        TraceSpan trace(tracer_, TracePhase::grad_reduce);
         shared_reduce = comm_.start_allreduce_sum(shared_grad_sum_.data(), shared_grad_sum_.size());
+        trace.payload(static_cast<int64_t>(shared_grad_sum_.size() * sizeof(T)));
       }
     }
     std::vector<T> grad_out, grad_gate_pre, grad_up_pre;
@@ -430,8 +433,7 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
     inject_fault(FaultPhase::grad_reduce, comm_.rank());
     comm_.allreduce_sum(gate.data(), gate.size());
     shared_reduce.finish();
-    trace.payload(static_cast<int64_t>((gate.size() + (pipelined ? 0 : shared_grad_sum_.size())) *
-                                       sizeof(T)));
+    trace.payload(static_cast<int64_t>(gate.size() * sizeof(T)));
     sum_replica_grads(replica_grads_);
     backend_->add(grads_.gate_weight.data(), gate.data(), static_cast<int64_t>(gate.size()));
     if (config_.num_shared > 0) add_packed_swiglu(*backend_, shared_grad_sum_, grads_.shared);

@@ -89,9 +89,10 @@ std::vector<int64_t> rows_times(const std::vector<int64_t>& offsets, int64_t row
 TEST(Trace, EveryPhaseIsRecordedInOrderWithItsStep) {
   TracedStep s;
   // Serial (overlap off): the shared experts follow the dispatch (they would run while it is in
-  // flight), their gradients are reduced before the routed experts' backward (which it would
-  // overlap), and the expert backward records its data half before the dispatch backward and its
-  // weight half after it (the weight gradients fill the time the rows spend on the wire).
+  // flight), their gradients' all-reduce starts before the routed experts' backward (and is
+  // finished in the last grad_reduce, beside the gate's), and the expert backward records its
+  // data half before the dispatch backward and its weight half after it (the weight gradients
+  // fill the time the rows spend on the wire).
   const std::vector<sy::TracePhase> expected = {
       sy::TracePhase::gate,         sy::TracePhase::dispatch,    sy::TracePhase::shared,
       sy::TracePhase::experts,      sy::TracePhase::combine,     sy::TracePhase::combine_bwd,
