@@ -18,6 +18,7 @@
 #include "tools/sy-bench/link_monitor.h"
 #include "tools/sy-bench/link_timeline.h"
 #include "tools/sy-bench/mpi_baseline.h"
+#include "tools/sy-bench/progress.h"
 #include "tools/sy-bench/stats.h"
 
 namespace switchyard::bench {
@@ -532,6 +533,7 @@ int run_alltoall_bench(const AllToAllBenchOptions& given, MPI_Comm mpi) {
     monitor = std::make_unique<LinkMonitor>(o.link_dev, kLinkSampleSeconds);
   }
   // Interleaved, so that a change in the machine's load hits every algorithm alike.
+  Progress progress("sy-bench alltoall", o.iters + 1, comm.rank() == 0);
   for (int i = 0; i <= o.iters; ++i) {
     for (Runner& r : runners) {
       const Timing d = timed(mpi, r.dispatch);
@@ -542,6 +544,7 @@ int run_alltoall_bench(const AllToAllBenchOptions& given, MPI_Comm mpi) {
       r.result.combine.seconds.push_back(c.seconds);
       r.result.combine.windows.emplace_back(c.begin, c.end);
     }
+    progress.step(i == 0 ? "warm-up" : "");
   }
   std::vector<Result> results;
   for (Runner& r : runners) {

@@ -23,6 +23,7 @@
 #include "runtime/wire_rows.h"
 #include "tools/sy-bench/cpu_usage.h"
 #include "tools/sy-bench/gemm_bench.h"
+#include "tools/sy-bench/progress.h"
 #include "tools/sy-bench/stats.h"
 
 namespace switchyard::bench {
@@ -264,12 +265,13 @@ int run_layer_bench(const LayerBenchOptions& o, MPI_Comm mpi_comm) {
   }
   Series comm_only;
   CpuUsage comm_cpu;  // rank 0's machine
+  Progress progress("sy-bench layer", o.iters, rank == 0);
   for (int i = 0; i < o.iters; ++i) {
     if (tracer) tracer->set_step(i);
     for (auto& l : layers) step(l, x, grad_y, o.tokens, o.hidden, mpi_comm, true);
     comm_alone(comm, *alltoall, layers[0].last_saved->chunks.at(0), o.hidden, o.topk, config.wire,
                mpi_comm, comm_only, comm_cpu);
-    if (rank == 0) fmt::print("iteration {}/{} done\n", i + 1, o.iters);
+    progress.step();
   }
   if (tracer) {
     layers[1].layer->set_tracer(nullptr);

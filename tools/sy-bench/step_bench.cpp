@@ -11,6 +11,7 @@
 #include "runtime/routing_skew.h"
 #include "tools/sy-bench/cpu_usage.h"
 #include "tools/sy-bench/gemm_bench.h"
+#include "tools/sy-bench/progress.h"
 #include "tools/sy-bench/stats.h"
 
 namespace switchyard::bench {
@@ -72,6 +73,7 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
   std::vector<double> forward, step;
   int64_t faults = 0;
   double experts_fwd = 0, experts_bwd = 0, reduce = 0, shared = 0;
+  Progress progress("sy-bench step", o.warmup + o.iters, rank == 0);
   for (int i = 0; i < o.warmup + o.iters; ++i) {
     const bool timed = i >= o.warmup;
     PhaseTimes& t = layer.times();
@@ -98,8 +100,7 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
       reduce += t.grad_reduce - r0;
       shared += t.shared - s0;
     }
-    if (rank == 0)
-      fmt::print(stderr, "step {}/{}{}\n", i + 1, o.warmup + o.iters, timed ? "" : " (warm-up)");
+    progress.step(timed ? "" : "warm-up");
   }
 
   const std::vector<double> pairs = layer.measure_device_load();
