@@ -12,6 +12,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 preset="${BUILD_TYPE:-release}"
 build_dir="$root/build/$preset"
+# The mpirun flags of every test and tool, written once in tools/mpirun.flags.
+read -ra mpirun_flags <<<"$(grep -v '^#' "$root/tools/mpirun.flags")"
 
 packages=(build-essential cmake ninja-build pkg-config git
           openmpi-bin libopenmpi-dev libucx-dev libboost-dev libfmt-dev nlohmann-json3-dev
@@ -55,7 +57,7 @@ sanitized_tests() {
   for np in 1 2 3 4; do
     for t in test_overlap_mpi test_layer_mpi; do
       echo "sanitized: $t on $np rank(s)"
-      mpirun --oversubscribe --mca mpi_yield_when_idle 1 -x ASAN_OPTIONS -x LSAN_OPTIONS \
+      mpirun "${mpirun_flags[@]}" -x ASAN_OPTIONS -x LSAN_OPTIONS \
         -x UBSAN_OPTIONS -x OMPI_MCA_mca_base_component_disable_dlclose -np "$np" \
         "$dir/tests/runtime/$t" --gtest_brief=1
     done
@@ -92,8 +94,8 @@ fuzz_and_tsan_tests() {
   export UCX_MEM_MMAP_HOOK_MODE=none UCX_MEM_MALLOC_HOOKS=no
   for np in 1 2; do
     echo "tsan: test_overlap_mpi on $np rank(s)"
-    mpirun --oversubscribe --mca mpi_yield_when_idle 1 --mca btl_vader_single_copy_mechanism none \
-      -x TSAN_OPTIONS -x UCX_MEM_MMAP_HOOK_MODE -x UCX_MEM_MALLOC_HOOKS -np "$np" \
+    mpirun "${mpirun_flags[@]}" -x TSAN_OPTIONS -x UCX_MEM_MMAP_HOOK_MODE -x UCX_MEM_MALLOC_HOOKS \
+      -np "$np" \
       "$dir/tests/runtime/test_overlap_mpi" --gtest_brief=1
   done
   # The store's and the metrics endpoint's server threads too (cheap: their libraries are built).
@@ -153,8 +155,8 @@ case "${1:-}" in
     build
     mpi_env
     set -x
-    mpirun --oversubscribe --mca mpi_yield_when_idle 1 --mca btl_vader_single_copy_mechanism none \
-      -np "${RANKS:-4}" "$build_dir/examples/train_moe" --preset "${PRESET:-tiny}" \
+    mpirun "${mpirun_flags[@]}" -np "${RANKS:-4}" "$build_dir/examples/train_moe" \
+      --preset "${PRESET:-tiny}" \
       ${STEPS:+--steps "$STEPS"}
     ;;
   test)

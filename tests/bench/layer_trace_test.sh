@@ -9,15 +9,16 @@ bench=$2
 sytrace=$3
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$mpiexec" --oversubscribe --mca mpi_yield_when_idle 1 --mca btl_vader_single_copy_mechanism none \
-  -np 2 "$bench" layer --tokens 48 --hidden 64 --inter 32 --experts 8 --topk 2 --iters 2 \
+read -ra mpirun_flags <<<"$(grep -v '^#' "$(dirname "$0")/../../tools/mpirun.flags")"
+"$mpiexec" "${mpirun_flags[@]}" -np 2 "$bench" layer --tokens 48 --hidden 64 --inter 32 \
+  --experts 8 --topk 2 --iters 2 \
   --chunks 3 --trace "$out/layer.json" >"$out/bench.txt"
 grep -q "trace: the pipelined layer's 2 timed iterations written to $out/layer.json" "$out/bench.txt"
 # "placement: balanced by the planner (...), device imbalance (...) A contiguous -> B"
 placement=$(grep "^placement: balanced by the planner" "$out/bench.txt")
 awk '{ if ($NF + 0 > $(NF - 3) + 0 || $NF + 0 < 1) exit 1 }' <<<"$placement" ||
   { echo "planned placement worse than contiguous: $placement"; exit 1; }
-if "$mpiexec" --oversubscribe -np 2 "$bench" layer --tokens 8 --hidden 16 --inter 8 --experts 8 \
+if "$mpiexec" "${mpirun_flags[@]}" -np 2 "$bench" layer --tokens 8 --hidden 16 --inter 8 --experts 8 \
   --topk 2 --iters 1 --redundant 1 >"$out/refused.txt" 2>&1; then
   echo "--redundant 1 over 2 ranks (9 slots) was accepted"; exit 1
 fi

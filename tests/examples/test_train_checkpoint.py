@@ -13,9 +13,13 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import unittest
 from array import array
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "tools"))
+from mpirun_flags import mpirun  # noqa: E402  (tools/mpirun.flags, written once)
 
 TRAIN_MOE = os.environ.get("SY_TRAIN_MOE", "train_moe")
 COMMON = ["--dtype", "fp64", "--overlap", "off", "--selection-bias", "--skew", "1.0",
@@ -24,9 +28,7 @@ HEADER = struct.Struct("<8sIIQQQQIQI")  # runtime/checkpoint_file.h
 
 
 def train(ranks, *args, env=None, check=True, mca=()):
-    cmd = ["mpirun", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--mca",
-           "btl_vader_single_copy_mechanism", "none", *mca, "-np", str(ranks), TRAIN_MOE, *COMMON,
-           *[str(a) for a in args]]
+    cmd = mpirun(*mca, "-np", str(ranks), TRAIN_MOE, *COMMON, *[str(a) for a in args])
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                          env={**os.environ, **(env or {})})
     if check and run.returncode != 0:

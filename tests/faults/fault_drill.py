@@ -26,6 +26,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "tools"))
+from mpirun_flags import mpirun  # noqa: E402  (tools/mpirun.flags, written once)
+
 TIMEOUT_S = 1.5   # the runtime's timeout in every drill
 LIVENESS_S = 40   # a run still going after this is a hang
 FAULTY = 1        # the rank that fails
@@ -65,10 +68,9 @@ def free_port():
 def mpi_drill(train_moe, phase, action):
     env = dict(os.environ, SWITCHYARD_FAULT=f"{FAULTY}:{phase}:{action}", OPENBLAS_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    argv = ["mpirun", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1",
-            "--mca", "orte_abort_on_non_zero_status", "0", "-x", "SWITCHYARD_FAULT",
-            "-np", "3", train_moe, "--steps", "3", "--timeout", str(TIMEOUT_S),
-            "--replan-every", "1", "--redundant", "2"]
+    argv = mpirun("--mca", "orte_abort_on_non_zero_status", "0", "-x", "SWITCHYARD_FAULT",
+                  "-np", "3", train_moe, "--steps", "3", "--timeout", str(TIMEOUT_S),
+                  "--replan-every", "1", "--redundant", "2")
     with tempfile.TemporaryDirectory() as checkpoints:
         argv += ["--save", checkpoints, "--save-every", "1"]
         codes, outputs, seconds, hung = run([argv], [env])
@@ -119,9 +121,8 @@ def mpi_python_drill(phase, action):
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "python_exit.py")
     env = dict(os.environ, SWITCHYARD_FAULT=f"{FAULTY}:{phase}:{action}", OPENBLAS_NUM_THREADS="1",
                OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    argv = ["mpirun", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1",
-            "--mca", "orte_abort_on_non_zero_status", "0", "-x", "SWITCHYARD_FAULT",
-            "-x", "SWITCHYARD_LIB", "-np", "3", "/usr/bin/python3", script, str(TIMEOUT_S)]
+    argv = mpirun("--mca", "orte_abort_on_non_zero_status", "0", "-x", "SWITCHYARD_FAULT",
+                  "-x", "SWITCHYARD_LIB", "-np", "3", "/usr/bin/python3", script, str(TIMEOUT_S))
     codes, outputs, seconds, hung = run([argv], [env])
     errors = [line for line in outputs[0].splitlines() if line.startswith("python_exit.py: rank ")]
     return {"hung": hung, "failed": codes[0] != 0, "completed": codes[0] == 0, "errors": errors,

@@ -13,12 +13,14 @@ import unittest
 import urllib.request
 import xml.etree.ElementTree as ET
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "tools"))
+from mpirun_flags import mpirun  # noqa: E402  (tools/mpirun.flags, written once)
+
 HERE = os.path.dirname(os.path.realpath(__file__))
 TOOL = os.path.join(HERE, "..", "..", "tools", "sy-trace", "sy-trace")
 SY_BENCH = os.environ.get("SY_BENCH", "sy-bench")
 TRAIN_MOE = os.environ.get("SY_TRAIN_MOE", "train_moe")
-MPIRUN = ["mpirun", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--mca",
-          "btl_vader_single_copy_mechanism", "none"]
+MPIRUN = mpirun()
 TOKENS = (16, 64)
 ROW_FIELDS = ("algorithm", "phase", "median_ms", "min_ms", "iteration_ms", "bytes_sent_per_rank",
               "bytes_across_nodes", "algbw_gb_per_s", "busbw_gb_per_s", "speedup", "errors")

@@ -9,15 +9,17 @@ import tempfile
 import unittest
 import xml.etree.ElementTree as ET
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), "..", "..", "tools"))
+from mpirun_flags import mpirun  # noqa: E402  (tools/mpirun.flags, written once)
+
 HERE = os.path.dirname(os.path.realpath(__file__))
 TOOL = os.path.join(HERE, "..", "..", "tools", "sy-trace", "sy-trace")
 TRAIN_MOE = os.environ.get("SY_TRAIN_MOE", "train_moe")
 
 
 def train(ranks, *args, env=None):
-    cmd = ["mpirun", "--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "--mca",
-           "btl_vader_single_copy_mechanism", "none", "-np", str(ranks), TRAIN_MOE,
-           "--preset", "tiny", "--tokens-per-rank", "64", *args]
+    cmd = mpirun("-np", str(ranks), TRAIN_MOE,
+                 "--preset", "tiny", "--tokens-per-rank", "64", *args)
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
                          env={**os.environ, **(env or {})})
     if run.returncode != 0:

@@ -7,16 +7,19 @@ import tempfile
 import time
 import json
 
+import sys
+
 from syscale.sweep import TRAIN_MOE_OPTIONS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__)))))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from mpirun_flags import mpirun_flags  # noqa: E402  (tools/mpirun.flags, written once)
 SIMCLUSTER = os.path.join(REPO, "tools", "simcluster", "simcluster")
 SLURMCLUSTER = os.path.join(REPO, "tools", "slurm", "slurmcluster")
 CLUSTER_NAME = "syscale"
 SLURM_PORT = "16837"  # slurmctld's port of a one-node Slurm cluster (slurmd: the next one)
 
-MPIRUN_FLAGS = ["--oversubscribe", "--mca", "mpi_yield_when_idle", "1",
-                "--mca", "btl_vader_single_copy_mechanism", "none"]
+MPIRUN_FLAGS = mpirun_flags()
 
 
 def mpi_env():
