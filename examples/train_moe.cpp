@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -341,10 +342,25 @@ int train(const Options& o, sy::MoeConfig config, int steps, int64_t tokens, dou
         {"global_tokens", o.global_tokens},
         {"tokens_per_rank", o.global_tokens > 0 ? int64_t(0) : tokens},
         {"replanner", {{"window_load", rs.window_load}, {"current_row", rs.current_row}}}};
+    // Weights and Adam's two moments: a few GB for DeepSeekMoE-16B, so say it has started.
+    if (rank == 0) {
+      std::printf("checkpoint: writing step %d into %s ...\n", step, o.save_dir.c_str());
+      std::fflush(stdout);
+    }
+    const auto start = std::chrono::steady_clock::now();
     const std::string path = sy::checkpoint::save(comm, o.save_dir, step, student, &adam, state,
                                                   {.keep = o.keep_checkpoints, .crash_hook = {}});
     if (rank == 0) {
-      std::printf("checkpoint: %s\n", path.c_str());
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      uintmax_t bytes = 0;
+      std::error_code ec;
+      for (const auto& f : std::filesystem::recursive_directory_iterator(path, ec)) {
+        if (f.is_regular_file(ec)) bytes += f.file_size(ec);
+      }
+      std::printf("checkpoint: %s (%.1f MB from %d rank%s in %.2f s, %.0f MB/s)\n", path.c_str(),
+                  double(bytes) / 1e6, world, world == 1 ? "" : "s", seconds,
+                  double(bytes) / 1e6 / std::max(seconds, 1e-9));
       std::fflush(stdout);
     }
   };
