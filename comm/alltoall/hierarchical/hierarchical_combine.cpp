@@ -21,197 +21,276 @@ namespace switchyard::comm {
 
 using namespace hierarchical_detail;
 
+namespace {
+
+// One combine call: what its phases share, and the phases in the order they run (see combine()).
+class CombineRun {
+ public:
+  CombineRun(Communicator& comm, ScratchBuffers& scratch, int chunks, PhaseStats* stats,
+             const RouteLayout& layout, const RelayPlan& plan, DataType dtype, const void* rows,
+             int64_t elems, size_t row_bytes)
+      : layout_(layout),
+        plan_(plan),
+        nodes_(comm.topology()),
+        scratch_(scratch),
+        C_(chunks),
+        me_(comm.rank()),
+        my_node_(nodes_.node_of(me_)),
+        node_ranks_(nodes_.ranks(my_node_)),
+        local_size_(node_ranks_.size()),
+        dtype_(dtype),
+        elems_(elems),
+        row_bytes_(row_bytes),
+        results_(static_cast<const std::byte*>(rows)),
+        sources_(plan.relayed.size()),
+        ex_(comm, stats, "hierarchical combine") {}
+
+  // Second hop's receives first: each other node's per-token sums from this rank's relay there,
+  // chunk by chunk (the tokens each chunk finished, ascending), into a staging buffer.
+  void post_node_sum_receives();
+  // As a relay: receives of the results each rank of this node returns, chunk by chunk (per
+  // chunk, each relayed source ascending, its piece), and for every source each distinct token's
+  // rows in destination order.
+  void post_returned_receives();
+  // First hop: each result back to the relay of its source in this node, chunk by chunk: chunk c
+  // to every relay before chunk c + 1 to any, so that every relay can start summing early, and
+  // one message per (chunk, relayed source) sent straight from `rows` (each is a contiguous range
+  // of them), with no packing copy.
+  void return_results();
+  // As chunks come in: sum the tokens each chunk finished (destination ranks ascending) and send
+  // those sums across while later chunks still arrive.
+  void sum_and_send();
+  // out = the nodes' sums per token, nodes ascending.
+  void add_node_sums(void* out);
+
+ private:
+  // One token's sum over its rows into dst, in the call's type.
+  void sum_token(std::byte* dst, size_t k, size_t u, float* row_acc) const;
+
+  const RouteLayout& layout_;
+  const RelayPlan& plan_;
+  const NodeMap nodes_;
+  ScratchBuffers& scratch_;
+  const int C_;
+  const int me_;
+  const int my_node_;
+  const std::vector<int>& node_ranks_;
+  const size_t local_size_;
+  const DataType dtype_;
+  const int64_t elems_;
+  const size_t row_bytes_;
+  const std::byte* const results_;
+  const size_t sources_;  // relayed sources of this rank
+  Exchange ex_;
+
+  std::vector<std::span<std::byte>> node_sums_in_;
+  std::vector<std::vector<std::vector<int64_t>>> finished_in_;
+  std::vector<std::span<std::byte>> staged_;
+  std::vector<std::span<std::byte>> returned_in_;
+  std::vector<std::vector<size_t>> chunk_recvs_;
+  std::vector<std::vector<int64_t>> first_of_;          // [num_unique + 1], CSR
+  std::vector<std::vector<const std::byte*>> rows_of_;  // each token's rows
+};
+
+void CombineRun::post_node_sum_receives() {
+  const auto num_nodes = static_cast<size_t>(nodes_.num_nodes());
+  node_sums_in_.resize(num_nodes);
+  finished_in_.resize(num_nodes);
+  staged_.resize(num_nodes);
+  std::vector<int64_t> index_of(static_cast<size_t>(layout_.num_tokens), -1);
+  for (int node = 0; node < nodes_.num_nodes(); ++node) {
+    const auto n = static_cast<size_t>(node);
+    node_sums_in_[n] = scratch_.take(plan_.unique_tokens[n].size() * row_bytes_);
+    if (node == my_node_ || node_sums_in_[n].empty()) continue;
+    finished_in_[n] =
+        finished_by_chunk(own_rows_for(layout_, plan_, nodes_.ranks(node), n, index_of), C_);
+    staged_[n] = scratch_.take(node_sums_in_[n].size());
+    size_t at = 0;
+    for (const auto& tokens : finished_in_[n]) {
+      const size_t bytes = tokens.size() * row_bytes_;
+      if (bytes > 0) {
+        ex_.recv(nodes_.relay(me_, node), staged_[n].data() + at, bytes, kCombineAcrossTag);
+      }
+      at += bytes;
+    }
+  }
+}
+
+void CombineRun::post_returned_receives() {
+  returned_in_.resize(local_size_);
+  chunk_recvs_.resize(static_cast<size_t>(C_));
+  first_of_.resize(sources_);
+  rows_of_.resize(sources_);
+  std::vector<std::vector<const std::byte*>> row_at(sources_);  // every row of every source
+  for (size_t k = 0; k < sources_; ++k) {
+    row_at[k].resize(static_cast<size_t>(plan_.relayed[k].dest_offsets.back()));
+  }
+  for (size_t j = 0; j < local_size_; ++j) {
+    const int peer = node_ranks_[j];
+    size_t total = 0;
+    if (peer != me_) {
+      for (int c = 0; c < C_; ++c) {
+        for (const RelayedRows& r : plan_.relayed) {
+          const int64_t n = r.dest_offsets[j + 1] - r.dest_offsets[j];
+          total += static_cast<size_t>(piece_begin(n, c + 1, C_) - piece_begin(n, c, C_));
+        }
+      }
+      returned_in_[j] = scratch_.take(total * row_bytes_);
+    }
+    size_t at = 0;
+    for (int c = 0; c < C_; ++c) {
+      for (size_t k = 0; k < sources_; ++k) {
+        const RelayedRows& r = plan_.relayed[k];
+        const int64_t n = r.dest_offsets[j + 1] - r.dest_offsets[j];
+        const size_t piece_start = at;
+        for (int64_t i = piece_begin(n, c, C_); i < piece_begin(n, c + 1, C_); ++i) {
+          const std::byte* p =
+              peer == me_
+                  ? results_ + static_cast<size_t>(
+                                   layout_.recv_offsets[static_cast<size_t>(r.source)] + i) *
+                                   row_bytes_
+                  : returned_in_[j].data() + at;
+          row_at[k][static_cast<size_t>(r.dest_offsets[j] + i)] = p;
+          at += row_bytes_;
+        }
+        // One message per (chunk, source), as the rank sends them straight from its results.
+        if (peer != me_ && at > piece_start) {
+          chunk_recvs_[static_cast<size_t>(c)].push_back(ex_.recv(
+              peer, returned_in_[j].data() + piece_start, at - piece_start, kCombineInsideTag));
+        }
+      }
+    }
+  }
+  for (size_t k = 0; k < sources_; ++k) {
+    const RelayedRows& r = plan_.relayed[k];
+    auto& first = first_of_[k];
+    first.assign(static_cast<size_t>(r.num_unique) + 1, 0);
+    for (int64_t u : r.unique_of_row) ++first[static_cast<size_t>(u) + 1];
+    for (size_t u = 0; u + 1 < first.size(); ++u) first[u + 1] += first[u];
+    std::vector<int64_t> fill(first.begin(), first.end() - 1);
+    rows_of_[k].resize(r.unique_of_row.size());
+    // Rows are in destination order, so each token's list is too.
+    for (size_t i = 0; i < r.unique_of_row.size(); ++i) {
+      rows_of_[k][static_cast<size_t>(fill[static_cast<size_t>(r.unique_of_row[i])]++)] =
+          row_at[k][i];
+    }
+  }
+}
+
+void CombineRun::return_results() {
+  std::vector<std::vector<int>> relayed_of(local_size_);
+  for (size_t j = 0; j < local_size_; ++j) {
+    if (node_ranks_[j] != me_) relayed_of[j] = nodes_.relayed_by(node_ranks_[j]);
+  }
+  for (int c = 0; c < C_; ++c) {
+    for (size_t j = 0; j < local_size_; ++j) {
+      for (int s : relayed_of[j]) {
+        const int64_t n = rows_from(layout_.recv_offsets, s);
+        const int64_t b = piece_begin(n, c, C_);
+        const int64_t count = piece_begin(n, c + 1, C_) - b;
+        if (count == 0) continue;
+        ex_.send(node_ranks_[j],
+                 results_ +
+                     static_cast<size_t>(layout_.recv_offsets[static_cast<size_t>(s)] + b) *
+                         row_bytes_,
+                 static_cast<size_t>(count) * row_bytes_, kCombineInsideTag, count);
+      }
+    }
+  }
+}
+
+void CombineRun::sum_token(std::byte* dst, size_t k, size_t u, float* row_acc) const {
+  const std::byte* const* list = rows_of_[k].data() + first_of_[k][u];
+  const auto count = static_cast<size_t>(first_of_[k][u + 1] - first_of_[k][u]);
+  if (dtype_ == DataType::bf16) {
+    sum_rows_bf16(reinterpret_cast<uint16_t*>(dst), list, count, elems_, row_acc);
+  } else if (dtype_ == DataType::fp32) {
+    sum_rows(reinterpret_cast<float*>(dst), list, count, elems_);
+  } else {
+    sum_rows(reinterpret_cast<double*>(dst), list, count, elems_);
+  }
+}
+
+void CombineRun::sum_and_send() {
+  std::vector<std::vector<std::vector<int64_t>>> finished(sources_);
+  std::vector<std::span<std::byte>> node_sums_out(sources_);
+  std::vector<size_t> out_at(sources_, 0);
+  for (size_t k = 0; k < sources_; ++k) {
+    finished[k] = finished_by_chunk(plan_.relayed[k], C_);
+    if (plan_.relayed[k].source != me_) {
+      node_sums_out[k] =
+          scratch_.take(static_cast<size_t>(plan_.relayed[k].num_unique) * row_bytes_);
+    }
+  }
+  auto* row_acc = reinterpret_cast<float*>(
+      scratch_.take(dtype_ == DataType::bf16 ? static_cast<size_t>(elems_) * sizeof(float) : 0)
+          .data());
+  for (int c = 0; c < C_; ++c) {
+    ex_.wait_for(chunk_recvs_[static_cast<size_t>(c)]);
+    for (size_t k = 0; k < sources_; ++k) {
+      const RelayedRows& r = plan_.relayed[k];
+      const auto& tokens = finished[k][static_cast<size_t>(c)];
+      if (tokens.empty()) continue;
+      const bool own = r.source == me_;
+      std::byte* const begin = own ? nullptr : node_sums_out[k].data() + out_at[k];
+      for (size_t o = 0; o < tokens.size(); ++o) {
+        const auto u = static_cast<size_t>(tokens[o]);
+        std::byte* dst = own ? node_sums_in_[static_cast<size_t>(my_node_)].data() + u * row_bytes_
+                             : begin + o * row_bytes_;
+        sum_token(dst, k, u, row_acc);
+      }
+      if (!own) {
+        ex_.send(r.source, begin, tokens.size() * row_bytes_, kCombineAcrossTag,
+                 static_cast<int64_t>(tokens.size()));
+        out_at[k] += tokens.size() * row_bytes_;
+      }
+    }
+  }
+  ex_.wait();
+}
+
+void CombineRun::add_node_sums(void* out) {
+  for (size_t n = 0; n < staged_.size(); ++n) {
+    size_t at = 0;
+    for (const auto& tokens : finished_in_[n]) {
+      for (int64_t u : tokens) {
+        std::memcpy(node_sums_in_[n].data() + static_cast<size_t>(u) * row_bytes_,
+                    staged_[n].data() + at, row_bytes_);
+        at += row_bytes_;
+      }
+    }
+  }
+  std::vector<const std::byte*> node_sums;
+  for (const auto& sums : node_sums_in_) node_sums.push_back(sums.data());
+  if (dtype_ == DataType::bf16) {
+    auto* acc = reinterpret_cast<float*>(
+        scratch_.take(static_cast<size_t>(layout_.num_tokens * elems_) * sizeof(float)).data());
+    sum_nodes_bf16(plan_, layout_.num_tokens, node_sums, elems_, static_cast<uint16_t*>(out),
+                   acc);
+  } else if (dtype_ == DataType::fp32) {
+    sum_nodes(plan_, layout_.num_tokens, node_sums, elems_, static_cast<float*>(out));
+  } else {
+    sum_nodes(plan_, layout_.num_tokens, node_sums, elems_, static_cast<double*>(out));
+  }
+}
+
+}  // namespace
+
 void HierarchicalAllToAll::combine(const RouteLayout& layout, DataType dtype, const void* rows,
                                    int64_t elems, void* out) {
   const char* what = "hierarchical combine";
   const size_t row_bytes = check_combine_args(layout, comm_.size(), dtype, rows, elems, out, what);
   const RelayPlan& plan = relay_plan_of(layout, comm_.topology(), what);
-  const NodeMap nodes(comm_.topology());
-  const int C = chunks_;
-  const int me = comm_.rank();
-  const int my_node = nodes.node_of(me);
-  const auto& node_ranks = nodes.ranks(my_node);
-  const size_t local_size = node_ranks.size();
-  const auto* results = static_cast<const std::byte*>(rows);
   stats_.combine = {};
-  Exchange ex(comm_, &stats_.combine, what);
-
-  // Second hop's receives first: each other node's per-token sums from this rank's relay there,
-  // chunk by chunk (the tokens each chunk finished, ascending), into a staging buffer.
   scratch_.reset();
-  std::vector<std::span<std::byte>> node_sums_in(static_cast<size_t>(nodes.num_nodes()));
-  std::vector<std::vector<std::vector<int64_t>>> finished_in(node_sums_in.size());
-  std::vector<std::span<std::byte>> staged(node_sums_in.size());
-  std::vector<int64_t> index_of(static_cast<size_t>(layout.num_tokens), -1);
-  for (int node = 0; node < nodes.num_nodes(); ++node) {
-    const auto n = static_cast<size_t>(node);
-    node_sums_in[n] = scratch_.take(plan.unique_tokens[n].size() * row_bytes);
-    if (node == my_node || node_sums_in[n].empty()) continue;
-    finished_in[n] =
-        finished_by_chunk(own_rows_for(layout, plan, nodes.ranks(node), n, index_of), C);
-    staged[n] = scratch_.take(node_sums_in[n].size());
-    size_t at = 0;
-    for (const auto& tokens : finished_in[n]) {
-      const size_t bytes = tokens.size() * row_bytes;
-      if (bytes > 0)
-        ex.recv(nodes.relay(me, node), staged[n].data() + at, bytes, kCombineAcrossTag);
-      at += bytes;
-    }
-  }
-
-  // As a relay: receives of the results each rank of this node returns, chunk by chunk (per
-  // chunk, each relayed source ascending, its piece), and for every source each distinct token's
-  // rows in destination order.
-  const size_t sources = plan.relayed.size();
-  std::vector<std::span<std::byte>> returned_in(local_size);
-  std::vector<std::vector<size_t>> chunk_recvs(static_cast<size_t>(C));
-  std::vector<std::vector<int64_t>> first_of(sources);          // [num_unique + 1], CSR
-  std::vector<std::vector<const std::byte*>> rows_of(sources);  // each token's rows
-  {
-    std::vector<std::vector<const std::byte*>> row_at(sources);  // every row of every source
-    for (size_t k = 0; k < sources; ++k) {
-      row_at[k].resize(static_cast<size_t>(plan.relayed[k].dest_offsets.back()));
-    }
-    for (size_t j = 0; j < local_size; ++j) {
-      const int peer = node_ranks[j];
-      size_t total = 0;
-      if (peer != me) {
-        for (int c = 0; c < C; ++c) {
-          for (const RelayedRows& r : plan.relayed) {
-            const int64_t n = r.dest_offsets[j + 1] - r.dest_offsets[j];
-            total += static_cast<size_t>(piece_begin(n, c + 1, C) - piece_begin(n, c, C));
-          }
-        }
-        returned_in[j] = scratch_.take(total * row_bytes);
-      }
-      size_t at = 0;
-      for (int c = 0; c < C; ++c) {
-        for (size_t k = 0; k < sources; ++k) {
-          const RelayedRows& r = plan.relayed[k];
-          const int64_t n = r.dest_offsets[j + 1] - r.dest_offsets[j];
-          const size_t piece_start = at;
-          for (int64_t i = piece_begin(n, c, C); i < piece_begin(n, c + 1, C); ++i) {
-            const std::byte* p =
-                peer == me ? results + static_cast<size_t>(
-                                           layout.recv_offsets[static_cast<size_t>(r.source)] + i) *
-                                           row_bytes
-                           : returned_in[j].data() + at;
-            row_at[k][static_cast<size_t>(r.dest_offsets[j] + i)] = p;
-            at += row_bytes;
-          }
-          // One message per (chunk, source), as the rank sends them straight from its results.
-          if (peer != me && at > piece_start) {
-            chunk_recvs[static_cast<size_t>(c)].push_back(ex.recv(
-                peer, returned_in[j].data() + piece_start, at - piece_start, kCombineInsideTag));
-          }
-        }
-      }
-    }
-    for (size_t k = 0; k < sources; ++k) {
-      const RelayedRows& r = plan.relayed[k];
-      auto& first = first_of[k];
-      first.assign(static_cast<size_t>(r.num_unique) + 1, 0);
-      for (int64_t u : r.unique_of_row) ++first[static_cast<size_t>(u) + 1];
-      for (size_t u = 0; u + 1 < first.size(); ++u) first[u + 1] += first[u];
-      std::vector<int64_t> fill(first.begin(), first.end() - 1);
-      rows_of[k].resize(r.unique_of_row.size());
-      // Rows are in destination order, so each token's list is too.
-      for (size_t i = 0; i < r.unique_of_row.size(); ++i) {
-        rows_of[k][static_cast<size_t>(fill[static_cast<size_t>(r.unique_of_row[i])]++)] =
-            row_at[k][i];
-      }
-    }
-  }
-
-  // First hop: each result back to the relay of its source in this node, chunk by chunk: chunk c
-  // to every relay before chunk c + 1 to any, so that every relay can start summing early, and one
-  // message per (chunk, relayed source) sent straight from `rows` (each is a contiguous range of
-  // them), with no packing copy.
-  std::vector<std::vector<int>> relayed_of(local_size);
-  for (size_t j = 0; j < local_size; ++j) {
-    if (node_ranks[j] != me) relayed_of[j] = nodes.relayed_by(node_ranks[j]);
-  }
-  for (int c = 0; c < C; ++c) {
-    for (size_t j = 0; j < local_size; ++j) {
-      for (int s : relayed_of[j]) {
-        const int64_t n = rows_from(layout.recv_offsets, s);
-        const int64_t b = piece_begin(n, c, C);
-        const int64_t count = piece_begin(n, c + 1, C) - b;
-        if (count == 0) continue;
-        ex.send(node_ranks[j],
-                results + static_cast<size_t>(layout.recv_offsets[static_cast<size_t>(s)] + b) *
-                              row_bytes,
-                static_cast<size_t>(count) * row_bytes, kCombineInsideTag, count);
-      }
-    }
-  }
-
-  // As chunks come in: sum the tokens each chunk finished (destination ranks ascending) and send
-  // those sums across while later chunks still arrive.
-  std::vector<std::vector<std::vector<int64_t>>> finished(sources);
-  std::vector<std::span<std::byte>> node_sums_out(sources);
-  std::vector<size_t> out_at(sources, 0);
-  for (size_t k = 0; k < sources; ++k) {
-    finished[k] = finished_by_chunk(plan.relayed[k], C);
-    if (plan.relayed[k].source != me) {
-      node_sums_out[k] = scratch_.take(static_cast<size_t>(plan.relayed[k].num_unique) * row_bytes);
-    }
-  }
-  auto* row_acc = reinterpret_cast<float*>(
-      scratch_.take(dtype == DataType::bf16 ? static_cast<size_t>(elems) * sizeof(float) : 0)
-          .data());
-  for (int c = 0; c < C; ++c) {
-    ex.wait_for(chunk_recvs[static_cast<size_t>(c)]);
-    for (size_t k = 0; k < sources; ++k) {
-      const RelayedRows& r = plan.relayed[k];
-      const auto& tokens = finished[k][static_cast<size_t>(c)];
-      if (tokens.empty()) continue;
-      const bool own = r.source == me;
-      std::byte* const begin = own ? nullptr : node_sums_out[k].data() + out_at[k];
-      for (size_t o = 0; o < tokens.size(); ++o) {
-        const auto u = static_cast<size_t>(tokens[o]);
-        std::byte* dst = own ? node_sums_in[static_cast<size_t>(my_node)].data() + u * row_bytes
-                             : begin + o * row_bytes;
-        const std::byte* const* list = rows_of[k].data() + first_of[k][u];
-        const auto count = static_cast<size_t>(first_of[k][u + 1] - first_of[k][u]);
-        if (dtype == DataType::bf16) {
-          sum_rows_bf16(reinterpret_cast<uint16_t*>(dst), list, count, elems, row_acc);
-        } else if (dtype == DataType::fp32) {
-          sum_rows(reinterpret_cast<float*>(dst), list, count, elems);
-        } else {
-          sum_rows(reinterpret_cast<double*>(dst), list, count, elems);
-        }
-      }
-      if (!own) {
-        ex.send(r.source, begin, tokens.size() * row_bytes, kCombineAcrossTag,
-                static_cast<int64_t>(tokens.size()));
-        out_at[k] += tokens.size() * row_bytes;
-      }
-    }
-  }
-  ex.wait();
-
-  for (size_t n = 0; n < staged.size(); ++n) {
-    size_t at = 0;
-    for (const auto& tokens : finished_in[n]) {
-      for (int64_t u : tokens) {
-        std::memcpy(node_sums_in[n].data() + static_cast<size_t>(u) * row_bytes,
-                    staged[n].data() + at, row_bytes);
-        at += row_bytes;
-      }
-    }
-  }
-  std::vector<const std::byte*> node_sums;
-  for (const auto& sums : node_sums_in) node_sums.push_back(sums.data());
-  if (dtype == DataType::bf16) {
-    auto* acc = reinterpret_cast<float*>(
-        scratch_.take(static_cast<size_t>(layout.num_tokens * elems) * sizeof(float)).data());
-    sum_nodes_bf16(plan, layout.num_tokens, node_sums, elems, static_cast<uint16_t*>(out), acc);
-  } else if (dtype == DataType::fp32) {
-    sum_nodes(plan, layout.num_tokens, node_sums, elems, static_cast<float*>(out));
-  } else {
-    sum_nodes(plan, layout.num_tokens, node_sums, elems, static_cast<double*>(out));
-  }
+  CombineRun run(comm_, scratch_, chunks_, &stats_.combine, layout, plan, dtype, rows, elems,
+                 row_bytes);
+  // Every receive is posted before any send, the second hop's first.
+  run.post_node_sum_receives();
+  run.post_returned_receives();
+  run.return_results();
+  run.sum_and_send();
+  run.add_node_sums(out);
 }
 
 }  // namespace switchyard::comm
