@@ -29,10 +29,8 @@ namespace {
 template <typename T>
 void allreduce_in_pieces(T* data, size_t count, MPI_Datatype type, MPI_Comm comm,
                          const auto& settle) {
-  if (count > 0 && data == nullptr) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("allreduce_sum: null data for {} elements", count));
-  }
+  SY_ENFORCE_ARG(!(count > 0 && data == nullptr), "allreduce_sum: null data for {} elements",
+                 count);
   size_t offset = 0;
   do {
     const int n = static_cast<int>(std::min<size_t>(INT_MAX, count - offset));
@@ -83,10 +81,8 @@ std::unique_ptr<Transport> make_inter_node_transport(const std::string& name, MP
 
 std::string hostname() {
   char name[256] = {};
-  if (gethostname(name, sizeof(name) - 1) != 0) {
-    throw CommError(ErrorCode::internal,
-                    "gethostname failed; cannot tell which ranks share a node");
-  }
+  SY_ENFORCE(gethostname(name, sizeof(name) - 1) == 0, ErrorCode::internal,
+             "gethostname failed; cannot tell which ranks share a node");
   return name;
 }
 
@@ -96,22 +92,17 @@ std::chrono::milliseconds default_timeout() { return environment::timeout(); }
 
 Communicator::Communicator(const StoreOptions& store, CommOptions options)
     : options_(std::move(options)) {
-  if (options_.timeout.count() <= 0) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("CommOptions::timeout is {} ms; it must be positive",
-                                options_.timeout.count()));
-  }
+  SY_ENFORCE_ARG(options_.timeout.count() > 0, "CommOptions::timeout is {} ms; it must be positive",
+                 options_.timeout.count());
   for (const auto& [option, link] :
        {std::pair{&options_.intra_transport, environment::LinkClass::intra},
         std::pair{&options_.inter_transport, environment::LinkClass::inter}}) {
     const char* env = environment::transport_variable(link);
     const std::string name = choose(*option, link, "ucx");
-    if (name != "ucx") {
-      throw CommError(ErrorCode::invalid_argument,
-                      fmt::format("transport '{}' (CommOptions or {}) needs MPI; a context made "
-                                  "without MPI moves data over ucx only",
-                                  name, env));
-    }
+    SY_ENFORCE_ARG(name == "ucx",
+                   "transport '{}' (CommOptions or {}) needs MPI; a context made without MPI moves "
+                   "data over ucx only",
+                   name, env);
   }
   store_ = std::make_unique<StoreGroup>(store);
   const std::string host = hostname();
@@ -121,22 +112,16 @@ Communicator::Communicator(const StoreOptions& store, CommOptions options)
   }
   topology_ = Topology::from_hostnames(store_->rank(), hosts);
   // A launcher's LOCAL_RANK must agree with the hostnames, or ranks would disagree on the nodes.
-  if (store.local_rank >= 0 && store.local_rank != topology_.local_rank) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("rank {}: LOCAL_RANK is {} but the hostnames make it local rank "
-                                "{} of host {} (ranks of a node must have consecutive RANKs, "
-                                "numbered as LOCAL_RANK)",
-                                topology_.rank, store.local_rank, topology_.local_rank, host));
-  }
+  SY_ENFORCE_ARG(!(store.local_rank >= 0 && store.local_rank != topology_.local_rank),
+                 "rank {}: LOCAL_RANK is {} but the hostnames make it local rank {} of host {} "
+                 "(ranks of a node must have consecutive RANKs, numbered as LOCAL_RANK)",
+                 topology_.rank, store.local_rank, topology_.local_rank, host);
   transport_ = std::make_unique<UcxTransport>(*store_);
 }
 
 Communicator::Communicator(MPI_Comm comm, CommOptions options) : options_(std::move(options)) {
-  if (options_.timeout.count() <= 0) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("CommOptions::timeout is {} ms; it must be positive",
-                                options_.timeout.count()));
-  }
+  SY_ENFORCE_ARG(options_.timeout.count() > 0, "CommOptions::timeout is {} ms; it must be positive",
+                 options_.timeout.count());
   comm_ = dup_with_error_return(comm);
   try {
     topology_ = Topology::from_mpi(comm_);
@@ -174,14 +159,11 @@ std::string Communicator::describe() const {
 }
 
 void Communicator::override_topology(const Topology& topology) {
-  if (topology.rank != rank() || topology.size != size() ||
-      topology.node_of_rank.size() != static_cast<size_t>(size())) {
-    throw CommError(
-        ErrorCode::invalid_argument,
-        fmt::format("override_topology: got rank {}/{} with {} node entries, but this "
-                    "communicator is rank {}/{}",
-                    topology.rank, topology.size, topology.node_of_rank.size(), rank(), size()));
-  }
+  SY_ENFORCE_ARG(
+      !(topology.rank != rank() || topology.size != size() ||
+        topology.node_of_rank.size() != static_cast<size_t>(size())),
+      "override_topology: got rank {}/{} with {} node entries, but this communicator is rank {}/{}",
+      topology.rank, topology.size, topology.node_of_rank.size(), rank(), size());
   topology_ = topology;
 }
 
@@ -252,10 +234,8 @@ std::string Communicator::timeout_message(std::string_view what) {
 
 template <typename T>
 void Communicator::allreduce_over_transport(T* data, size_t count) {
-  if (count > 0 && data == nullptr) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("allreduce_sum: null data for {} elements", count));
-  }
+  SY_ENFORCE_ARG(!(count > 0 && data == nullptr), "allreduce_sum: null data for {} elements",
+                 count);
   const size_t bytes = count * sizeof(T);
   std::vector<Request> requests;
   try {

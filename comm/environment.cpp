@@ -31,9 +31,7 @@ std::optional<long long> integer(const char* name, long long min, long long max,
   if (text == nullptr) return std::nullopt;
   char* end = nullptr;
   const long long v = std::strtoll(text, &end, 10);
-  if (*end != '\0' || v < min || v > max) {
-    throw CommError(ErrorCode::invalid_argument, fmt::format("{}='{}': {}", name, text, need));
-  }
+  SY_ENFORCE_ARG(!(*end != '\0' || v < min || v > max), "{}='{}': {}", name, text, need);
   return v;
 }
 
@@ -74,12 +72,10 @@ std::chrono::milliseconds timeout() {
   if (text == nullptr) return std::chrono::seconds(120);
   char* end = nullptr;
   const double seconds = std::strtod(text, &end);
-  if (*end != '\0' || !(seconds > 0) || seconds > 7 * 86400.0) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("{}='{}': give the timeout in seconds, more than 0 and at most 7 "
-                                "days (e.g. 30 or 0.5)",
-                                kEnv, text));
-  }
+  SY_ENFORCE_ARG(
+      !(*end != '\0' || !(seconds > 0) || seconds > 7 * 86400.0),
+      "{}='{}': give the timeout in seconds, more than 0 and at most 7 days (e.g. 30 or 0.5)", kEnv,
+      text);
   return std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(seconds * 1000)));
 }
 

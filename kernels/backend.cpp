@@ -37,12 +37,9 @@ std::unique_ptr<Backend<T>> make_backend(const BackendOptions& options) {
   }
   const bool bf16 = options.compute == ComputePrecision::bf16;
   if (name == "openblas") {
-    if (bf16) {
-      throw Error(
-          ErrorCode::invalid_argument,
-          "the openblas backend computes in the layer's own precision only; bf16 compute needs "
-          "the onednn backend (--backend onednn)");
-    }
+    SY_ENFORCE_ARG(!bf16,
+                   "the openblas backend computes in the layer's own precision only; bf16 compute "
+                   "needs the onednn backend (--backend onednn)");
     return std::make_unique<OpenBlasBackend<T>>();
   }
   if (name == "onednn") {

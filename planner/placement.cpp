@@ -23,7 +23,7 @@ ExpertPlacement::ExpertPlacement(std::vector<int> owner, int num_devices)
 
 ExpertPlacement::ExpertPlacement(std::vector<std::vector<int>> replicas, int num_devices)
     : replicas_(std::move(replicas)), num_devices_(num_devices) {
-  if (replicas_.empty()) throw Error(ErrorCode::invalid_argument, "placement: no experts to place");
+  SY_ENFORCE_ARG(!replicas_.empty(), "placement: no experts to place");
   if (num_devices_ <= 0) {
     throw Error(ErrorCode::invalid_argument,
                 "placement: num_devices must be positive, got " + std::to_string(num_devices_));

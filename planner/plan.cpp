@@ -81,10 +81,8 @@ Plan plan_from_json(const nlohmann::json& doc) {
       static_cast<int>(integer_in(doc.at("slots_per_gpu"), "plan: slots_per_gpu", 1, kMaxSlots));
   plan.topology.validate();  // the products: devices and slots
   const nlohmann::json& rows = doc.at("phy2log");
-  if (!rows.is_array() || rows.empty()) {
-    throw Error(ErrorCode::invalid_argument,
-                "plan: phy2log must be a list of layers, each a list of slots");
-  }
+  SY_ENFORCE_ARG(!(!rows.is_array() || rows.empty()),
+                 "plan: phy2log must be a list of layers, each a list of slots");
   const int slots = plan.topology.num_slots();
   for (std::size_t l = 0; l < rows.size(); ++l) {
     const nlohmann::json& row = rows[l];

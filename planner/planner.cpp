@@ -30,23 +30,18 @@ void check_inputs(const Workload& workload, const Topology& topo, const PlanOpti
                                                  std::to_string(workload.num_experts) +
                                                  " experts; add devices or slots per gpu");
   }
-  if (options.mode == PlanMode::node_aware && !workload.has_routes()) {
-    throw Error(ErrorCode::invalid_argument,
-                "plan: node-aware mode needs the workload's routes file (token "
-                "co-activation); use balance mode or provide routes");
-  }
-  if (options.epsilon < 0.0 || options.min_gain < 0.0 || options.min_traffic_gain < 0.0) {
-    throw Error(ErrorCode::invalid_argument,
-                "plan: epsilon and the re-planning thresholds must be >= 0");
-  }
+  SY_ENFORCE_ARG(!(options.mode == PlanMode::node_aware && !workload.has_routes()),
+                 "plan: node-aware mode needs the workload's routes file (token co-activation); "
+                 "use balance mode or provide routes");
+  SY_ENFORCE_ARG(
+      !(options.epsilon < 0.0 || options.min_gain < 0.0 || options.min_traffic_gain < 0.0),
+      "plan: epsilon and the re-planning thresholds must be >= 0");
   if (current == nullptr) return;
   const Topology& cur = current->topology;
-  if (cur.num_nodes != topo.num_nodes || cur.gpus_per_node != topo.gpus_per_node ||
-      cur.slots_per_gpu != topo.slots_per_gpu || current->num_layers() != workload.num_layers) {
-    throw Error(ErrorCode::invalid_argument,
-                "plan: the current plan is for another topology or layer count; "
-                "re-plan without --current");
-  }
+  SY_ENFORCE_ARG(
+      !(cur.num_nodes != topo.num_nodes || cur.gpus_per_node != topo.gpus_per_node ||
+        cur.slots_per_gpu != topo.slots_per_gpu || current->num_layers() != workload.num_layers),
+      "plan: the current plan is for another topology or layer count; re-plan without --current");
   current->validate(workload.num_experts);
 }
 

@@ -163,13 +163,11 @@ Workload workload_from_json(const nlohmann::json& doc, const std::string& folder
                 "workload: format is '" + format + "', expected '" + kFormat + "'");
   }
   Workload w;
-  if (doc.contains("name") && !doc.at("name").is_string()) {
-    throw Error(ErrorCode::invalid_argument, "workload: field 'name' must be a string");
-  }
+  SY_ENFORCE_ARG(!(doc.contains("name") && !doc.at("name").is_string()),
+                 "workload: field 'name' must be a string");
   w.name = doc.value("name", std::string("unnamed"));
   const nlohmann::json& model = doc.contains("model") ? doc.at("model") : nlohmann::json();
-  if (!model.is_object())
-    throw Error(ErrorCode::invalid_argument, "workload: missing field 'model' (an object)");
+  SY_ENFORCE_ARG(model.is_object(), "workload: missing field 'model' (an object)");
   w.num_layers = int_field(model, "num_layers", "model", 1, kMaxLayers);
   w.num_experts = int_field(model, "num_experts", "model", 1, kMaxExperts);
   w.top_k = int_field(model, "top_k", "model", 1, w.num_experts);
@@ -186,9 +184,7 @@ Workload workload_from_json(const nlohmann::json& doc, const std::string& folder
     w.topk_groups = int_field(model, "topk_groups", "model", 1, w.num_groups);
   }
   w.tokens_per_layer = int_field(doc, "tokens_per_layer", "the top level", 1, kMaxTokens);
-  if (!doc.contains("load")) {
-    throw Error(ErrorCode::invalid_argument, "workload: missing field 'load' in the top level");
-  }
+  SY_ENFORCE_ARG(doc.contains("load"), "workload: missing field 'load' in the top level");
   const nlohmann::json& load = doc.at("load");
   if (!load.is_array() || load.size() != static_cast<std::size_t>(w.num_layers)) {
     throw Error(
@@ -224,11 +220,8 @@ Workload workload_from_json(const nlohmann::json& doc, const std::string& folder
                   "workload: routes dtype '" + dtype + "' is not supported; expected 'uint16-le'");
     }
     const nlohmann::json& shape = r.contains("shape") ? r.at("shape") : nlohmann::json();
-    if (shape != nlohmann::json{w.num_layers, w.tokens_per_layer, w.top_k}) {
-      throw Error(ErrorCode::invalid_argument,
-                  "workload: routes shape must be [num_layers, "
-                  "tokens_per_layer, top_k]");
-    }
+    SY_ENFORCE_ARG((shape == nlohmann::json{w.num_layers, w.tokens_per_layer, w.top_k}),
+                   "workload: routes shape must be [num_layers, tokens_per_layer, top_k]");
     const std::filesystem::path file = std::filesystem::path(folder) /
                                        required<std::string>(r, "file", "routes");
     w.routes = read_routes(file.string(),

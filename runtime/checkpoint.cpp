@@ -165,9 +165,7 @@ uint64_t parse_hex(const nlohmann::json& v, const std::string& field) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != s.size() || s.empty()) {
-    throw Error(ErrorCode::invalid_argument, fmt::format("{} '{}' is not hexadecimal", field, s));
-  }
+  SY_ENFORCE_ARG(!(used != s.size() || s.empty()), "{} '{}' is not hexadecimal", field, s);
   return out;
 }
 

@@ -225,15 +225,13 @@ void detail::MetricsServerState::admit(tcp::socket socket) {
 MetricsServer::MetricsServer(const Metrics& metrics, MetricsServerOptions options)
     : impl_(std::make_unique<detail::MetricsServerState>(metrics, std::move(options))) {
   detail::MetricsServerState& s = *impl_;
-  if (s.options.max_connections < 1 || s.options.max_connections_per_address < 1 ||
-      s.options.read_timeout.count() <= 0 || s.options.max_request_bytes < 16) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("metrics endpoint: max_connections ({}) and "
-                            "max_connections_per_address ({}) must be positive, read_timeout "
-                            "({} ms) positive and max_request_bytes ({}) at least 16",
-                            s.options.max_connections, s.options.max_connections_per_address,
-                            s.options.read_timeout.count(), s.options.max_request_bytes));
-  }
+  SY_ENFORCE_ARG(
+      !(s.options.max_connections < 1 || s.options.max_connections_per_address < 1 ||
+        s.options.read_timeout.count() <= 0 || s.options.max_request_bytes < 16),
+      "metrics endpoint: max_connections ({}) and max_connections_per_address ({}) must be "
+      "positive, read_timeout ({} ms) positive and max_request_bytes ({}) at least 16",
+      s.options.max_connections, s.options.max_connections_per_address,
+      s.options.read_timeout.count(), s.options.max_request_bytes);
   error_code ec;
   const auto address = asio::ip::make_address(s.options.address, ec);
   if (!ec) {
@@ -243,12 +241,10 @@ MetricsServer::MetricsServer(const Metrics& metrics, MetricsServerOptions option
     if (!ec) s.acceptor.bind(endpoint, ec);
     if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
   }
-  if (ec) {
-    throw Error(ErrorCode::invalid_argument,
-                fmt::format("metrics endpoint: cannot listen on {} port {}: {}; pick another port "
-                            "(0 picks a free one) or address",
-                            s.options.address, s.options.port, ec.message()));
-  }
+  SY_ENFORCE_ARG(!ec,
+                 "metrics endpoint: cannot listen on {} port {}: {}; pick another port (0 picks a "
+                 "free one) or address",
+                 s.options.address, s.options.port, ec.message());
   port_ = s.acceptor.local_endpoint().port();
   s.accept_next();
   s.thread = std::thread([&s] { s.io.run(); });

@@ -24,12 +24,10 @@ void MoeLayer<T>::experts_forward(MoeChunk<T>& chunk, const std::vector<std::byt
   std::vector<int32_t> local_expert(num_pairs);
   for (int64_t p = 0; p < num_pairs; ++p) {
     local_expert[p] = params_.local_index(pairs[p].expert);
-    if (local_expert[p] < 0) {
-      throw Error(ErrorCode::internal,
-                  fmt::format("rank {} received a token for expert {}, which it does not hold: the "
-                              "ranks disagree on the expert placement",
-                              comm_.rank(), pairs[p].expert));
-    }
+    SY_ENFORCE(local_expert[p] >= 0, ErrorCode::internal,
+               "rank {} received a token for expert {}, which it does not hold: the ranks disagree "
+               "on the expert placement",
+               comm_.rank(), pairs[p].expert);
   }
   std::vector<int64_t> order(num_pairs);
   chunk.expert_offsets.assign(num_local + 1, 0);

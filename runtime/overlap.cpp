@@ -124,12 +124,10 @@ OverlapController::OverlapController(const OverlapOptions& options, bool thread_
       decision_ = fmt::format("off, {} chunk(s)", fixed);
       return;
     case OverlapMode::on:
-      if (!thread_allowed) {
-        throw Error(ErrorCode::unsupported,
-                    "overlap on needs a communication thread, but MPI was initialised below "
-                    "MPI_THREAD_SERIALIZED: initialise it with MPI_Init_thread(..., "
-                    "MPI_THREAD_SERIALIZED, ...), or use overlap off or auto");
-      }
+      SY_ENFORCE(thread_allowed, ErrorCode::unsupported,
+                 "overlap on needs a communication thread, but MPI was initialised below "
+                 "MPI_THREAD_SERIALIZED: initialise it with MPI_Init_thread(..., "
+                 "MPI_THREAD_SERIALIZED, ...), or use overlap off or auto");
       // With chunks to choose, the first step runs serially to measure.
       schedule_ = {options_.chunks > 0, fixed};
       settled_ = options_.chunks > 0;

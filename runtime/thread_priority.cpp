@@ -32,15 +32,11 @@ void set_thread_priority(std::thread& thread, ThreadPriority priority) {
   sched_param param{};
   param.sched_priority = sched_get_priority_min(SCHED_RR);
   const int rc = pthread_setschedparam(thread.native_handle(), SCHED_RR, &param);
-  if (rc != 0) {
-    throw Error(
-        ErrorCode::unsupported,
-        fmt::format("{}=realtime: the system refused real-time priority (SCHED_RR {}) to "
-                    "the communication thread: {}. It needs CAP_SYS_NICE (e.g. root) or "
-                    "an RLIMIT_RTPRIO of at least {} (`ulimit -r`, rtprio in "
-                    "/etc/security/limits.conf); or unset {}",
-                    kEnv, param.sched_priority, std::strerror(rc), param.sched_priority, kEnv));
-  }
+  SY_ENFORCE(rc == 0, ErrorCode::unsupported,
+             "{}=realtime: the system refused real-time priority (SCHED_RR {}) to the "
+             "communication thread: {}. It needs CAP_SYS_NICE (e.g. root) or an RLIMIT_RTPRIO of "
+             "at least {} (`ulimit -r`, rtprio in /etc/security/limits.conf); or unset {}",
+             kEnv, param.sched_priority, std::strerror(rc), param.sched_priority, kEnv);
 }
 
 void require_thread_priority(ThreadPriority priority) {

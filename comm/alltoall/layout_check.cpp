@@ -68,19 +68,14 @@ void check_layout(const RouteLayout& layout, int comm_size, bool need_recv, cons
 
 void require_buffer(const void* buffer, int64_t rows, size_t row_bytes, const char* name,
                     const char* what) {
-  if (buffer == nullptr && rows > 0 && row_bytes > 0) {
-    throw CommError(
-        ErrorCode::invalid_argument,
-        fmt::format("{}: {} is null but holds {} rows of {} bytes", what, name, rows, row_bytes));
-  }
+  SY_ENFORCE_ARG(!(buffer == nullptr && rows > 0 && row_bytes > 0),
+                 "{}: {} is null but holds {} rows of {} bytes", what, name, rows, row_bytes);
 }
 
 size_t check_combine_args(const RouteLayout& layout, int comm_size, DataType dtype,
                           const void* rows, int64_t elems, const void* out, const char* what) {
   check_layout(layout, comm_size, true, what);
-  if (elems < 0) {
-    throw CommError(ErrorCode::invalid_argument, fmt::format("{}: elems is {}", what, elems));
-  }
+  SY_ENFORCE_ARG(elems >= 0, "{}: elems is {}", what, elems);
   const size_t elem_bytes = dtype == DataType::fp32   ? sizeof(float)
                             : dtype == DataType::bf16 ? sizeof(uint16_t)
                                                       : sizeof(double);

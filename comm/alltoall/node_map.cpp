@@ -13,20 +13,14 @@ NodeMap::NodeMap(const Topology& topology)
   const int nodes = node_of_.empty() ? 0 : *std::max_element(node_of_.begin(), node_of_.end()) + 1;
   ranks_.resize(static_cast<size_t>(nodes));
   for (size_t r = 0; r < node_of_.size(); ++r) {
-    if (node_of_[r] < 0) {
-      throw CommError(ErrorCode::invalid_argument,
-                      fmt::format("topology: rank {} has node id {}", r, node_of_[r]));
-    }
+    SY_ENFORCE_ARG(node_of_[r] >= 0, "topology: rank {} has node id {}", r, node_of_[r]);
     auto& members = ranks_[static_cast<size_t>(node_of_[r])];
     local_[r] = static_cast<int>(members.size());
     members.push_back(static_cast<int>(r));
   }
   for (int n = 0; n < nodes; ++n) {
-    if (ranks_[static_cast<size_t>(n)].empty()) {
-      throw CommError(
-          ErrorCode::invalid_argument,
-          fmt::format("topology: node {} of {} has no ranks; node ids must be dense", n, nodes));
-    }
+    SY_ENFORCE_ARG(!(ranks_[static_cast<size_t>(n)].empty()),
+                   "topology: node {} of {} has no ranks; node ids must be dense", n, nodes);
   }
 }
 

@@ -21,11 +21,10 @@ Digest hmac(const std::string& secret, std::string_view label, std::span<const s
   std::memcpy(message.data() + label.size() + a.size(), b.data(), b.size());
   Digest out{};
   unsigned int length = 0;
-  if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-           reinterpret_cast<const unsigned char*>(message.data()), message.size(), out.data(),
-           &length) == nullptr) {
-    throw CommError(ErrorCode::internal, "tcp store: HMAC-SHA256 failed (OpenSSL)");
-  }
+  SY_ENFORCE(HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+                  reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+                  out.data(), &length) != nullptr,
+             ErrorCode::internal, "tcp store: HMAC-SHA256 failed (OpenSSL)");
   return out;
 }
 
@@ -35,9 +34,8 @@ bool same_digest(const Digest& want, std::span<const std::byte> got) {
 
 Bytes random_nonce() {
   Bytes nonce(kNonce);
-  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), kNonce) != 1) {
-    throw CommError(ErrorCode::internal, "tcp store: RAND_bytes failed (OpenSSL)");
-  }
+  SY_ENFORCE(RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), kNonce) == 1,
+             ErrorCode::internal, "tcp store: RAND_bytes failed (OpenSSL)");
   return nonce;
 }
 

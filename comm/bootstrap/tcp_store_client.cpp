@@ -62,11 +62,8 @@ struct TcpStoreClient::Impl {
   }
 
   [[noreturn]] void fail(boost::system::error_code ec, const std::string& what) {
-    if (ec == asio::error::timed_out) {
-      throw CommError(ErrorCode::timeout,
-                      fmt::format("tcp store {}: {} timed out after {} ms", where, what,
-                                  timeout.count()));
-    }
+    SY_ENFORCE(ec != asio::error::timed_out, ErrorCode::timeout,
+               "tcp store {}: {} timed out after {} ms", where, what, timeout.count());
     throw CommError(ErrorCode::peer_failure,
                     fmt::format("tcp store {}: {} failed: {}", where, what, ec.message()));
   }
@@ -88,28 +85,21 @@ struct TcpStoreClient::Impl {
     }
     const uint32_t length = get_u32(header.data());
     const uint32_t cap = StoreLimits{}.max_frame;
-    if (length == 0 || length > cap) {
-      throw CommError(ErrorCode::peer_failure,
-                      fmt::format("tcp store {}: {}: reply frame of {} bytes, outside [1, {}]; is "
-                                  "MASTER_ADDR/MASTER_PORT this job's store?",
-                                  where, what, length, cap));
-    }
+    SY_ENFORCE(!(length == 0 || length > cap), ErrorCode::peer_failure,
+               "tcp store {}: {}: reply frame of {} bytes, outside [1, {}]; is "
+               "MASTER_ADDR/MASTER_PORT this job's store?",
+               where, what, length, cap);
     Bytes body(length);
     if (auto ec = run([&](auto h) { asio::async_read(socket, asio::buffer(body), h); },
                       deadline)) {
       fail(ec, what);
     }
     const Reply parsed = parse_reply(body);
-    if (!parsed.error.empty()) {
-      throw CommError(ErrorCode::peer_failure,
-                      fmt::format("tcp store {}: {}: {}", where, what, parsed.error));
-    }
-    if (parsed.status == kRefused) {
-      throw CommError(ErrorCode::peer_failure,
-                      fmt::format("tcp store {}: {}: the server {}", where, what,
-                                  std::string(reinterpret_cast<const char*>(parsed.body.data()),
-                                              parsed.body.size())));
-    }
+    SY_ENFORCE(parsed.error.empty(), ErrorCode::peer_failure, "tcp store {}: {}: {}", where, what,
+               parsed.error);
+    SY_ENFORCE(parsed.status != kRefused, ErrorCode::peer_failure,
+               "tcp store {}: {}: the server {}", where, what,
+               std::string(reinterpret_cast<const char*>(parsed.body.data()), parsed.body.size()));
     return body;
   }
 
@@ -117,19 +107,14 @@ struct TcpStoreClient::Impl {
                 Clock::time_point deadline, const char* what) {
     // Refused here, with the sizes, rather than by the server after the bytes crossed the wire.
     const StoreLimits limits;
-    if (key.size() > limits.max_key) {
-      throw CommError(ErrorCode::invalid_argument,
-                      fmt::format("tcp store {}: {}: key of {} bytes; keys hold at most {} bytes",
-                                  where, what, key.size(), limits.max_key));
-    }
-    if (kRequestHeader + key.size() + arg.size() > limits.max_frame) {
-      throw CommError(
-          ErrorCode::invalid_argument,
-          fmt::format("tcp store {}: {} '{}': a value of {} bytes does not fit a "
-                      "frame of at most {} bytes (StoreLimits::max_frame, with {} "
-                      "bytes of header and key); split it over several keys",
-                      where, what, key, arg.size(), limits.max_frame, kRequestHeader + key.size()));
-    }
+    SY_ENFORCE_ARG(key.size() <= limits.max_key,
+                   "tcp store {}: {}: key of {} bytes; keys hold at most {} bytes", where, what,
+                   key.size(), limits.max_key);
+    SY_ENFORCE_ARG(
+        kRequestHeader + key.size() + arg.size() <= limits.max_frame,
+        "tcp store {}: {} '{}': a value of {} bytes does not fit a frame of at most {} bytes "
+        "(StoreLimits::max_frame, with {} bytes of header and key); split it over several keys",
+        where, what, key, arg.size(), limits.max_frame, kRequestHeader + key.size());
     Bytes payload{static_cast<std::byte>(op)};
     put_u32(payload, static_cast<uint32_t>(key.size()));
     append(payload, as_bytes(key));
@@ -150,11 +135,9 @@ TcpStoreClient::TcpStoreClient(const std::string& host, uint16_t port, std::stri
     : impl_(std::make_unique<Impl>(std::move(secret), timeout)) {
   Impl& c = *impl_;
   c.where = fmt::format("at {}:{}", host, port);
-  if (c.secret.empty()) {
-    throw CommError(ErrorCode::invalid_argument,
-                    "tcp store: empty job secret; give every rank the same secret "
-                    "(SWITCHYARD_JOB_SECRET)");
-  }
+  SY_ENFORCE_ARG(
+      !c.secret.empty(),
+      "tcp store: empty job secret; give every rank the same secret (SWITCHYARD_JOB_SECRET)");
   const auto deadline = Impl::Clock::now() + timeout;
   tcp::resolver resolver(c.io);
   boost::system::error_code ec;
@@ -183,13 +166,12 @@ TcpStoreClient::TcpStoreClient(const std::string& host, uint16_t port, std::stri
   append(answer, std::as_bytes(std::span(mine)));
   c.send(answer, deadline, "handshake");
   const Bytes proof = c.receive(deadline, "authentication");
-  if (!same_digest(hmac(c.secret, "sy-server", client_nonce, server_nonce),
-                   std::span(proof).subspan(1))) {
-    throw CommError(ErrorCode::peer_failure,
-                    fmt::format("tcp store {}: the server could not prove it holds this job's "
-                                "secret; is MASTER_ADDR/MASTER_PORT this job's store?",
-                                c.where));
-  }
+  SY_ENFORCE(same_digest(hmac(c.secret, "sy-server", client_nonce, server_nonce),
+                         std::span(proof).subspan(1)),
+             ErrorCode::peer_failure,
+             "tcp store {}: the server could not prove it holds this job's secret; is "
+             "MASTER_ADDR/MASTER_PORT this job's store?",
+             c.where);
 }
 
 TcpStoreClient::~TcpStoreClient() = default;
@@ -213,12 +195,10 @@ std::vector<std::byte> TcpStoreClient::get(std::string_view key,
     Bytes body = impl_->request(kGet, key, wait_arg,
                                 Impl::Clock::now() + wait + impl_->timeout, "get");
     if (static_cast<uint8_t>(body[0]) == kOk) return Bytes(body.begin() + 1, body.end());
-    if (Impl::Clock::now() >= deadline) {
-      throw CommError(ErrorCode::timeout,
-                      fmt::format("tcp store {}: key '{}' did not appear within {} ms; the rank "
-                                  "that sets it may have failed or not started",
-                                  impl_->where, key, timeout.count()));
-    }
+    SY_ENFORCE(Impl::Clock::now() < deadline, ErrorCode::timeout,
+               "tcp store {}: key '{}' did not appear within {} ms; the rank that sets it may have "
+               "failed or not started",
+               impl_->where, key, timeout.count());
     if (idle) idle();
   }
 }

@@ -425,11 +425,9 @@ TcpStoreServer::TcpStoreServer(const std::string& host, uint16_t port, std::stri
                                StoreLimits limits)
     : impl_(std::make_shared<Impl>(std::move(secret), limits)) {
   check_limits(limits);
-  if (impl_->secret.empty()) {
-    throw CommError(ErrorCode::invalid_argument,
-                    "tcp store: empty job secret; give every rank the same secret "
-                    "(SWITCHYARD_JOB_SECRET)");
-  }
+  SY_ENFORCE_ARG(
+      !impl_->secret.empty(),
+      "tcp store: empty job secret; give every rank the same secret (SWITCHYARD_JOB_SECRET)");
   try {
     tcp::resolver resolver(impl_->io);
     const auto endpoint = resolver.resolve(host, std::to_string(port))->endpoint();

@@ -44,10 +44,8 @@ Topology Topology::from_mpi(MPI_Comm comm) {
 
 Topology Topology::from_hostnames(int rank, const std::vector<std::string>& hostnames) {
   const int size = static_cast<int>(hostnames.size());
-  if (rank < 0 || rank >= size) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("Topology::from_hostnames: rank {} outside [0, {})", rank, size));
-  }
+  SY_ENFORCE_ARG(!(rank < 0 || rank >= size), "Topology::from_hostnames: rank {} outside [0, {})",
+                 rank, size);
   Topology t;
   t.rank = rank;
   t.size = size;
@@ -68,12 +66,10 @@ Topology Topology::from_hostnames(int rank, const std::vector<std::string>& host
 }
 
 Topology Topology::blocked(int rank, int size, int ranks_per_node) {
-  if (size < 1 || rank < 0 || rank >= size || ranks_per_node < 1) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("Topology::blocked(rank {}, size {}, ranks_per_node {}): need "
-                                "size >= 1, 0 <= rank < size and ranks_per_node >= 1",
-                                rank, size, ranks_per_node));
-  }
+  SY_ENFORCE_ARG(!(size < 1 || rank < 0 || rank >= size || ranks_per_node < 1),
+                 "Topology::blocked(rank {}, size {}, ranks_per_node {}): need size >= 1, 0 <= "
+                 "rank < size and ranks_per_node >= 1",
+                 rank, size, ranks_per_node);
   Topology t;
   t.rank = rank;
   t.size = size;

@@ -62,12 +62,11 @@ void wait_all(Transport& transport, std::span<Request> requests, std::chrono::mi
     // The caller's buffers go away as the exception unwinds: nothing may write them later.
     transport.cancel(requests[i]);
   }
-  if (interrupt != nullptr && interrupt->load(std::memory_order_relaxed)) {
-    throw CommError(ErrorCode::aborted,
-                    fmt::format("{}: interrupted with {} transfer(s) pending (the caller is "
-                                "shutting the operation down; an earlier error says why)",
-                                what, pending.size()));
-  }
+  SY_ENFORCE(!(interrupt != nullptr && interrupt->load(std::memory_order_relaxed)),
+             ErrorCode::aborted,
+             "{}: interrupted with {} transfer(s) pending (the caller is shutting the operation "
+             "down; an earlier error says why)",
+             what, pending.size());
   transport.note_failed_peer();
   throw CommError(ErrorCode::timeout, timeout_message(pending, timeout, what));
 }

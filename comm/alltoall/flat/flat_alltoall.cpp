@@ -34,12 +34,10 @@ void exchange_blocks(Communicator& comm, const std::byte* send,
   };
   const auto [send_at, send_bytes] = block(send_offsets, me);
   const auto [recv_at, recv_bytes] = block(recv_offsets, me);
-  if (send_bytes != recv_bytes) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("{}: this rank sends itself {} bytes but expects {}; the layout "
-                                "changed after exchange_counts",
-                                what, send_bytes, recv_bytes));
-  }
+  SY_ENFORCE_ARG(send_bytes == recv_bytes,
+                 "{}: this rank sends itself {} bytes but expects {}; the layout changed after "
+                 "exchange_counts",
+                 what, send_bytes, recv_bytes);
   Exchange exchange(comm, stats, what);
   for (int peer = 0; peer < comm.size(); ++peer) {
     if (peer == me) continue;
@@ -98,10 +96,8 @@ void FlatAllToAll::exchange_counts(RouteLayout& layout) {
                   kCountsTag, nullptr, what);
   layout.recv_offsets.assign(world + 1, 0);
   for (size_t s = 0; s < world; ++s) {
-    if (recv_counts[s] < 0) {
-      throw CommError(ErrorCode::internal,
-                      fmt::format("{}: rank {} announced {} rows", what, s, recv_counts[s]));
-    }
+    SY_ENFORCE(recv_counts[s] >= 0, ErrorCode::internal, "{}: rank {} announced {} rows", what, s,
+               recv_counts[s]);
     layout.recv_offsets[s + 1] = layout.recv_offsets[s] + recv_counts[s];
   }
 }

@@ -126,10 +126,8 @@ int chunks_from(const HierarchicalOptions& options) {
   if (chunks == 0) {
     chunks = environment::relay_chunks().value_or(HierarchicalOptions::kDefaultChunks);
   }
-  if (chunks < 1 || chunks > 4096) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("hierarchical all-to-all: {} chunks; need 1 to 4096", chunks));
-  }
+  SY_ENFORCE_ARG(!(chunks < 1 || chunks > 4096),
+                 "hierarchical all-to-all: {} chunks; need 1 to 4096", chunks);
   return chunks;
 }
 

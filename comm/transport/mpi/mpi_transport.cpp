@@ -36,13 +36,10 @@ Request MpiTransport::irecv(int peer, void* data, size_t bytes, int tag) {
 }
 
 Request MpiTransport::post(bool is_send, int peer, void* data, size_t bytes, int tag) {
-  if (peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("mpi transport {}: peer {} (world {}), tag {}, {} bytes at {}: "
-                                "need 0 <= peer < world, tag >= 0 and a buffer for non-empty "
-                                "messages",
-                                is_send ? "isend" : "irecv", peer, size_, tag, bytes, data));
-  }
+  SY_ENFORCE_ARG(!(peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)),
+                 "mpi transport {}: peer {} (world {}), tag {}, {} bytes at {}: need 0 <= peer < "
+                 "world, tag >= 0 and a buffer for non-empty messages",
+                 is_send ? "isend" : "irecv", peer, size_, tag, bytes, data);
   int handle = 0;
   if (free_slots_.empty()) {
     handle = static_cast<int>(slots_.size());
@@ -77,13 +74,11 @@ Request MpiTransport::post(bool is_send, int peer, void* data, size_t bytes, int
 
 std::vector<MPI_Request>& MpiTransport::slot(const Request& req) {
   // A posted message always holds at least one piece; an empty slot is free.
-  if (req.handle < 0 || static_cast<size_t>(req.handle) >= slots_.size() ||
-      slots_[static_cast<size_t>(req.handle)].empty()) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("mpi transport: request handle {} is not outstanding here (a "
-                                "stale copy of a completed request?)",
-                                req.handle));
-  }
+  SY_ENFORCE_ARG(!(req.handle < 0 || static_cast<size_t>(req.handle) >= slots_.size() ||
+                   slots_[static_cast<size_t>(req.handle)].empty()),
+                 "mpi transport: request handle {} is not outstanding here (a stale copy of a "
+                 "completed request?)",
+                 req.handle);
   return slots_[static_cast<size_t>(req.handle)];
 }
 

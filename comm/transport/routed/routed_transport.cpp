@@ -18,12 +18,9 @@ std::string RoutedTransport::describe() const {
 }
 
 Transport& RoutedTransport::backend_for(int peer) {
-  if (peer < 0 || static_cast<size_t>(peer) >= topology_.node_of_rank.size()) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("{} transport: peer {} is not a rank of this communicator (world "
-                                "{})",
-                                name_, peer, topology_.node_of_rank.size()));
-  }
+  SY_ENFORCE_ARG(!(peer < 0 || static_cast<size_t>(peer) >= topology_.node_of_rank.size()),
+                 "{} transport: peer {} is not a rank of this communicator (world {})", name_, peer,
+                 topology_.node_of_rank.size());
   return topology_.node_of_rank[static_cast<size_t>(peer)] == topology_.node ? *intra_ : *inter_;
 }
 

@@ -82,13 +82,10 @@ void init_controls(void* base, const void* context) {
 }  // namespace
 
 ShmTransport::ShmTransport(MPI_Comm comm, ShmOptions options) : options_(options) {
-  if (options_.slot_bytes < sizeof(Descriptor) || options_.slot_bytes >= UINT32_MAX ||
-      options_.slots == 0) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("shm transport: {} slots of {} bytes; need at least one slot of "
-                                "16 bytes to 4 GiB",
-                                options_.slots, options_.slot_bytes));
-  }
+  SY_ENFORCE_ARG(!(options_.slot_bytes < sizeof(Descriptor) || options_.slot_bytes >= UINT32_MAX ||
+                   options_.slots == 0),
+                 "shm transport: {} slots of {} bytes; need at least one slot of 16 bytes to 4 GiB",
+                 options_.slots, options_.slot_bytes);
   int rank = 0;
   check_mpi(MPI_Comm_size(comm, &world_), "MPI_Comm_size");
   check_mpi(MPI_Comm_rank(comm, &rank), "MPI_Comm_rank");
@@ -178,18 +175,13 @@ std::string ShmTransport::describe() const {
 }
 
 int ShmTransport::local_of(int peer, const char* what) const {
-  if (peer < 0 || peer >= world_) {
-    throw CommError(
-        ErrorCode::invalid_argument,
-        fmt::format("shm transport {}: peer {} is not a rank (world {})", what, peer, world_));
-  }
+  SY_ENFORCE_ARG(!(peer < 0 || peer >= world_),
+                 "shm transport {}: peer {} is not a rank (world {})", what, peer, world_);
   const int local = local_of_rank_[static_cast<size_t>(peer)];
-  if (local < 0) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("shm transport {}: rank {} is on another node; shm reaches only "
-                                "ranks {} (use mpi for other nodes: SWITCHYARD_INTER=mpi)",
-                                what, peer, fmt::join(rank_of_local_, ", ")));
-  }
+  SY_ENFORCE_ARG(local >= 0,
+                 "shm transport {}: rank {} is on another node; shm reaches only ranks {} (use mpi "
+                 "for other nodes: SWITCHYARD_INTER=mpi)",
+                 what, peer, fmt::join(rank_of_local_, ", "));
   return local;
 }
 
@@ -210,25 +202,21 @@ void ShmTransport::free_op(int handle) {
 }
 
 ShmTransport::Op& ShmTransport::op_of(const Request& req) {
-  if (req.handle < 0 || static_cast<size_t>(req.handle) >= ops_.size() ||
-      !ops_[static_cast<size_t>(req.handle)].in_use ||
-      ops_[static_cast<size_t>(req.handle)].is_send != req.is_send) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("shm transport: request handle {} is not outstanding here (a "
-                                "stale copy of a completed request?)",
-                                req.handle));
-  }
+  SY_ENFORCE_ARG(!(req.handle < 0 || static_cast<size_t>(req.handle) >= ops_.size() ||
+                   !ops_[static_cast<size_t>(req.handle)].in_use ||
+                   ops_[static_cast<size_t>(req.handle)].is_send != req.is_send),
+                 "shm transport: request handle {} is not outstanding here (a stale copy of a "
+                 "completed request?)",
+                 req.handle);
   return ops_[static_cast<size_t>(req.handle)];
 }
 
 Request ShmTransport::isend(int peer, const void* data, size_t bytes, int tag) {
   const int local = local_of(peer, "isend");
-  if (tag < 0 || (bytes > 0 && data == nullptr)) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("shm transport isend: tag {}, {} bytes at {}: need tag >= 0 and a "
-                                "buffer for non-empty messages",
-                                tag, bytes, data));
-  }
+  SY_ENFORCE_ARG(!(tag < 0 || (bytes > 0 && data == nullptr)),
+                 "shm transport isend: tag {}, {} bytes at {}: need tag >= 0 and a buffer for "
+                 "non-empty messages",
+                 tag, bytes, data);
   const int handle = new_op();
   Op& op = ops_[static_cast<size_t>(handle)];
   op.is_send = true;
@@ -245,12 +233,10 @@ Request ShmTransport::isend(int peer, const void* data, size_t bytes, int tag) {
 
 Request ShmTransport::irecv(int peer, void* data, size_t bytes, int tag) {
   const int local = local_of(peer, "irecv");
-  if (tag < 0 || (bytes > 0 && data == nullptr)) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("shm transport irecv: tag {}, {} bytes at {}: need tag >= 0 and a "
-                                "buffer for non-empty messages",
-                                tag, bytes, data));
-  }
+  SY_ENFORCE_ARG(!(tag < 0 || (bytes > 0 && data == nullptr)),
+                 "shm transport irecv: tag {}, {} bytes at {}: need tag >= 0 and a buffer for "
+                 "non-empty messages",
+                 tag, bytes, data);
   const int handle = new_op();
   Op& op = ops_[static_cast<size_t>(handle)];
   op.peer = local;
@@ -438,11 +424,9 @@ void ShmTransport::drain(int peer) {
     if (header.piece_bytes == kDescriptor) {
       Descriptor descriptor;
       std::memcpy(&descriptor, slot + sizeof header, sizeof descriptor);
-      if (from.incoming.active) {
-        throw CommError(ErrorCode::internal,
-                        "shm transport: a single-copy descriptor inside a streamed message; the "
-                        "segment is corrupt");
-      }
+      SY_ENFORCE(!from.incoming.active, ErrorCode::internal,
+                 "shm transport: a single-copy descriptor inside a streamed message; the segment "
+                 "is corrupt");
       start_incoming(peer, header.tag, header.message_bytes);
       read_single_copy(peer, descriptor.address, descriptor.seq);
       continue;
@@ -515,12 +499,9 @@ void ShmTransport::read_single_copy(int peer, uint64_t address, uint64_t seq) {
 }
 
 void ShmTransport::deliver(Incoming& in, const std::byte* piece, size_t bytes) {
-  if (in.done + bytes > in.bytes) {
-    throw CommError(ErrorCode::internal,
-                    fmt::format("shm transport: a piece overruns its {}-byte message; the "
-                                "segment is corrupt",
-                                in.bytes));
-  }
+  SY_ENFORCE(in.done + bytes <= in.bytes, ErrorCode::internal,
+             "shm transport: a piece overruns its {}-byte message; the segment is corrupt",
+             in.bytes);
   if (bytes > 0 && in.to_parked) {
     std::memcpy(in.parked->data.data() + in.done, piece, bytes);
     in.parked->done += bytes;

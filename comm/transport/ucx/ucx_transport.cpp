@@ -21,17 +21,13 @@ ucp_tag_t ucx_tag(int tag, int source) {
 }
 
 void check_ucs(ucs_status_t status, const char* what) {
-  if (status != UCS_OK) {
-    throw CommError(ErrorCode::internal,
-                    fmt::format("ucx transport: {} failed: {}", what, ucs_status_string(status)));
-  }
+  SY_ENFORCE(status == UCS_OK, ErrorCode::internal, "ucx transport: {} failed: {}", what,
+             ucs_status_string(status));
 }
 
 void check_mpi_rc(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) {
-    throw CommError(ErrorCode::internal,
-                    fmt::format("ucx transport: {} failed (MPI error {})", what, rc));
-  }
+  SY_ENFORCE(rc == MPI_SUCCESS, ErrorCode::internal, "ucx transport: {} failed (MPI error {})",
+             what, rc);
 }
 
 }  // namespace
@@ -92,12 +88,10 @@ void UcxTransport::connect(const AddressGather& gather) {
     ucp_worker_attr_t attr{};
     attr.field_mask = UCP_WORKER_ATTR_FIELD_THREAD_MODE;
     check_ucs(ucp_worker_query(worker_, &attr), "ucp_worker_query");
-    if (attr.thread_mode != UCS_THREAD_MODE_MULTI) {
-      throw CommError(ErrorCode::invalid_argument,
-                      "ucx transport: this UCX build has no thread-safe workers "
-                      "(UCS_THREAD_MODE_MULTI), which the progress thread needs; use "
-                      "SWITCHYARD_INTER=mpi, or a UCX built with --enable-mt");
-    }
+    SY_ENFORCE_ARG(
+        attr.thread_mode == UCS_THREAD_MODE_MULTI,
+        "ucx transport: this UCX build has no thread-safe workers (UCS_THREAD_MODE_MULTI), which "
+        "the progress thread needs; use SWITCHYARD_INTER=mpi, or a UCX built with --enable-mt");
 
     ucp_address_t* address = nullptr;
     size_t address_length = 0;
@@ -229,23 +223,19 @@ std::string UcxTransport::describe() const {
 }
 
 Request UcxTransport::isend(int peer, const void* data, size_t bytes, int tag) {
-  if (peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("ucx transport isend: peer {} (world {}), tag {}, {} bytes: need "
-                                "0 <= peer < world, tag >= 0 and a buffer",
-                                peer, size_, tag, bytes));
-  }
+  SY_ENFORCE_ARG(!(peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)),
+                 "ucx transport isend: peer {} (world {}), tag {}, {} bytes: need 0 <= peer < "
+                 "world, tag >= 0 and a buffer",
+                 peer, size_, tag, bytes);
   // Only read: the const is restored by never writing through it.
   return post(peer, static_cast<std::byte*>(const_cast<void*>(data)), bytes, tag, true);
 }
 
 Request UcxTransport::irecv(int peer, void* data, size_t bytes, int tag) {
-  if (peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)) {
-    throw CommError(ErrorCode::invalid_argument,
-                    fmt::format("ucx transport irecv: peer {} (world {}), tag {}, {} bytes: need "
-                                "0 <= peer < world, tag >= 0 and a buffer",
-                                peer, size_, tag, bytes));
-  }
+  SY_ENFORCE_ARG(!(peer < 0 || peer >= size_ || tag < 0 || (bytes > 0 && data == nullptr)),
+                 "ucx transport irecv: peer {} (world {}), tag {}, {} bytes: need 0 <= peer < "
+                 "world, tag >= 0 and a buffer",
+                 peer, size_, tag, bytes);
   return post(peer, static_cast<std::byte*>(data), bytes, tag, false);
 }
 
@@ -301,11 +291,8 @@ void UcxTransport::release(Request& req) {
 
 bool UcxTransport::test(Request& req) {
   if (req.handle < 0) return true;
-  if (static_cast<size_t>(req.handle) >= slots_.size() || !in_use_[req.handle]) {
-    throw CommError(
-        ErrorCode::invalid_argument,
-        fmt::format("ucx transport: request handle {} is not outstanding here", req.handle));
-  }
+  SY_ENFORCE_ARG(!(static_cast<size_t>(req.handle) >= slots_.size() || !in_use_[req.handle]),
+                 "ucx transport: request handle {} is not outstanding here", req.handle);
   poll();
   for (void* request : slots_[req.handle]) {
     if (request == nullptr) continue;
