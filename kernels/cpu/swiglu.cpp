@@ -2,7 +2,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/check.h"
-#include "kernels/cpu/math.h"
+#include "kernels/cpu/sigmoid.h"
 
 namespace switchyard::kernels {
 namespace {
@@ -14,12 +14,12 @@ void check_shape(const char* fn, const SwigluWeights<T>& w, int64_t n) {
   if (w.inter < 1) detail::invalid_argument(fn, ": weights.inter = ", w.inter, " must be >= 1");
 }
 
-// act = silu(gate_pre) * up_pre, the input of the down projection.
+// act = silu(gate_pre) * up_pre, the input of the down projection. The logistic function first,
+// over the whole array (vectorized, kernels/cpu/sigmoid.h), then the products.
 template <typename T>
 void swiglu_activation(const T* gate_pre, const T* up_pre, int64_t count, T* act) {
-  for (int64_t i = 0; i < count; ++i) {
-    act[i] = gate_pre[i] * detail::sigmoid(gate_pre[i]) * up_pre[i];
-  }
+  detail::sigmoid(gate_pre, count, act);
+  for (int64_t i = 0; i < count; ++i) act[i] = gate_pre[i] * act[i] * up_pre[i];
 }
 
 }  // namespace
@@ -48,13 +48,15 @@ void swiglu_backward_data(Backend<T>& backend, const SwigluWeights<T>& w, int64_
   const int64_t h = w.hidden;
   const int64_t in = w.inter;
   const auto param_b = ParamOperand::b;
-  // grad_gate_pre first holds the activation's gradient, then is overwritten in place.
+  // grad_gate_pre first holds the activation's gradient and grad_up_pre sigma(gate_pre); both are
+  // then overwritten in place.
   T* grad_act = grad_gate_pre;
   backend.gemm(false, false, n, in, h, T(1), grad_y, h, w.down_proj, in, T(0), grad_act, in,
                param_b);
+  detail::sigmoid(gate_pre, n * in, grad_up_pre);
   for (int64_t i = 0; i < n * in; ++i) {
     const T g = gate_pre[i];
-    const T sig = detail::sigmoid(g);
+    const T sig = grad_up_pre[i];
     const T ga = grad_act[i];
     grad_up_pre[i] = ga * g * sig;
     // silu'(g) = sigma(g) (1 + g (1 - sigma(g)))
