@@ -2,7 +2,9 @@
 
 #include "kernels/backend.h"
 
+#include <algorithm>
 #include <climits>
+#include <cmath>
 #include <limits>
 
 #include "tests/kernels/testing.h"
@@ -66,6 +68,48 @@ TYPED_TEST(Gemm, MatchesNaiveForAllTransposes) {
                         c.data(), ldc);
           // Compare the whole buffer: padding must come back untouched (it is in both).
           EXPECT_LE(rel_err(c, expected), bc.tol);
+        }
+      }
+    }
+  }
+}
+
+// A few rows times a parameter B, the expert FFNs' shape (onednn runs it as the transposed
+// product, then adds C^T^T into C): every transpose, padded leading dimensions, beta -1.25, and
+// beta 0 over a C of NaN.
+TYPED_TEST(Gemm, FewRowsTimesAParameterMatchNaive) {
+  using T = TypeParam;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (const auto& bc : testing::backend_cases<T>()) {
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    for (const int64_t m : {1, 3, 24}) {
+      const int64_t n = 130, k = 40;
+      for (const bool ta : {false, true}) {
+        for (const bool tb : {false, true}) {
+          for (const double beta : {-1.25, 0.0}) {
+            SCOPED_TRACE(::testing::Message() << testing::case_name(bc) << " m=" << m
+                                              << " ta=" << ta << " tb=" << tb << " beta=" << beta);
+            const int64_t lda = (ta ? m : k) + 3;
+            const int64_t ldb = (tb ? k : n) + 2;
+            const int64_t ldc = n + 1;
+            const auto a = cast<T>(uniform((ta ? k : m) * lda, 11));
+            const auto b = cast<T>(uniform((tb ? n : k) * ldb, 12));
+            auto c = cast<T>(uniform(m * ldc, 13));
+            if (beta == 0) {
+              for (int64_t i = 0; i < m; ++i) std::fill_n(c.begin() + i * ldc, n, nan);
+            }
+            // The reference's C holds 0 where C holds NaN: beta 0 must not read C at all.
+            std::vector<double> c_ref = testing::to_double(c);
+            for (double& v : c_ref) v = std::isnan(v) ? 0 : v;
+            const auto expected = naive_gemm(ta, tb, m, n, k, 0.75, testing::to_double(a), lda,
+                                             testing::to_double(b), ldb, beta, c_ref, ldc);
+            // A new parameter, perhaps where the last one was: a backend may hold a converted
+            // copy of that one (ParamOperand's contract).
+            backend->parameters_changed();
+            backend->gemm(ta, tb, m, n, k, T(0.75), a.data(), lda, b.data(), ldb, T(beta), c.data(),
+                          ldc, ParamOperand::b);
+            EXPECT_LE(rel_err(c, expected), bc.tol);
+          }
         }
       }
     }

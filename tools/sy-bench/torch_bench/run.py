@@ -143,6 +143,11 @@ def report(medians, tokens, flops, gemm_rate, cores):
     sy, base = medians[SWITCHYARD], medians[BASELINE]
     rows.append(f"switchyard / baseline: tokens/s {base[2] / sy[2]:.2f}; baseline time / "
                 f"switchyard time: forward {base[0] / sy[0]:.2f}, backward {base[1] / sy[1]:.2f}")
+    # The most any fp32 layer can gain on the baseline here: its step's GEMMs at the measured rate
+    # on every core, nothing else (no routing, all-to-all, activations or memory traffic beyond).
+    base_share = flops / base[2] / cores / 1e9 / gemm_rate
+    rows.append(f"ceiling: a layer running this step's GEMMs at {gemm_rate:.1f} GFLOP/s per core "
+                f"and nothing else would reach {1 / base_share:.2f}x the baseline (fp32)")
     say("", *rows)
 
 
