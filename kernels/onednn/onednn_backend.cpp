@@ -233,7 +233,7 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
   // oneDNN's matmul streams a large A better than a large B when M is small (measured on one
   // Zen 4 core, 48 cold 1408 x 2048 weights: 24 rows 61-65 -> 66-75 GFLOP/s, 48 rows 76 -> 104,
   // 96 rows 95 -> 103; even at 160 and behind from 256). Not in bf16, whose kernels run the other
-  // way round better (DeepSeekMoE-16B's routed forward on one rank: 345 ms transposed, 231 not).
+  // way round better (DeepSeekMoE-16B's routed forward on one rank: 345 ms transposed, 212 not).
   if (!bf16 && param == ParamOperand::b && trans_b && m <= kTransposedProductRows && n >= 4 * m) {
     if (s.product_t.size() < static_cast<size_t>(n * m)) s.product_t.resize(n * m);
     gemm(false, !trans_a, n, m, k, alpha, b, ldb, a, lda, 0.f, s.product_t.data(), m,
