@@ -69,6 +69,9 @@ struct KeyHash {
   }
 };
 
+// With bf16 compute, weight gradients (transposed A) shallower than this go to OpenBLAS in fp32.
+constexpr int64_t kBf16WeightGradDepthForBlas = 48;
+
 // The most rows a GEMM with a transposed parameter B may have to run as its transpose.
 constexpr int64_t kTransposedProductRows = 128;
 
@@ -197,7 +200,10 @@ std::string OneDnnBackend::describe() const {
       << (compute_ == ComputePrecision::bf16 ? "bf16 compute, fp32 accumulation" : "fp32") << ", "
       << isa_name << ", " << omp_get_max_threads() << " thread"
       << (omp_get_max_threads() == 1 ? "" : "s");
-  if (weight_grads_by_blas_) out << "; fp32 weight gradients through OpenBLAS " << blas_core_;
+  if (weight_grads_by_blas_) {
+    out << "; weight gradients through OpenBLAS " << blas_core_
+        << (compute_ == ComputePrecision::bf16 ? " in fp32 below depth 48" : "");
+  }
   out << ")";
   return out.str();
 }
@@ -223,8 +229,11 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
   // fp32 GEMMs of a transposed A are the weight gradients (x^T grad, accumulated into a
   // parameter-sized C over a depth of a few dozen tokens): OpenBLAS's AVX-512 kernels run them
   // faster than oneDNN's matmul on a compact copy (measured on one Zen 4 core, C cold, 1408 x 2048:
-  // depth 24: 62 against 45 GFLOP/s; 96: 85 against 75; 384: 89 against 86).
-  if (!bf16 && trans_a && weight_grads_by_blas_) {
+  // depth 24: 62 against 45 GFLOP/s; 96: 85 against 75; 384: 89 against 86). With bf16 compute
+  // too while the depth is short: C's memory traffic bounds these, not the multiplications
+  // (DeepSeekMoE-16B's routed backward on 1 / 2 / 4 ranks, depth 24 / 48 / 96: OpenBLAS fp32
+  // 626 / 502 / 882 ms, oneDNN bf16 710 / 495 / 694); they are then fp32 products, not bf16.
+  if (trans_a && weight_grads_by_blas_ && (!bf16 || k < kBf16WeightGradDepthForBlas)) {
     kernels::gemm<float>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }

@@ -2,6 +2,7 @@
 // parameters once per update, and results that follow a parameter change once it is announced.
 #include "kernels/onednn/onednn_backend.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/cpu/openblas_core.h"
@@ -96,6 +97,38 @@ TEST(OneDnnBackend, WeightGradientsThroughOpenBlasOnlyWithAvx512Kernels) {
       EXPECT_NEAR(c[i * n + j], want, 1e-5 * (1 + std::abs(want))) << i << "," << j;
     }
   }
+}
+
+// With bf16 compute, shallow weight gradients (depth < 48: one rank's few dozen tokens per expert)
+// are fp32 products through OpenBLAS where it runs AVX-512 kernels, so they match the fp64
+// product to fp32 precision; deeper ones are bf16 products, within the bf16 bound.
+TEST(OneDnnBackend, Bf16WeightGradientsOfShortDepthAreFp32WithAvx512Blas) {
+  OneDnnBackend backend(ComputePrecision::bf16);
+  const bool by_blas = check_openblas_core().core_level >= 3;
+  const int64_t m = 37, n = 29;
+  for (const int64_t k : {24, 96}) {
+    const auto a = cast<float>(uniform(k * m, 51));
+    const auto b = cast<float>(uniform(k * n, 52));
+    std::vector<float> c(m * n, 0.f);
+    backend.gemm(true, false, m, n, k, 1.f, a.data(), m, b.data(), n, 0.f, c.data(), n,
+                 ParamOperand::none, GemmPrecision::compute);
+    std::vector<double> want(m * n, 0.0);
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t p = 0; p < k; ++p)
+          want[i * n + j] += double(a[p * m + i]) * double(b[p * n + j]);
+      }
+    }
+    const double worst = testing::rel_err(c, want);
+    const bool fp32 = by_blas && k < 48;
+    EXPECT_LE(worst, fp32 ? 1e-5 : testing::kBf16Tol) << "depth " << k;
+    // The bf16 products do round: an error above fp32's shows which path ran.
+    if (!fp32) {
+      EXPECT_GT(worst, 1e-5) << "depth " << k;
+    }
+  }
+  EXPECT_EQ(backend.describe().find("in fp32 below depth 48") != std::string::npos, by_blas)
+      << backend.describe();
 }
 
 TEST(BackendFactory, RefusesWhatItCannotDo) {
