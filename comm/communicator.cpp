@@ -20,12 +20,22 @@
 #include "comm/transport/routed/routed_transport.h"
 #include "comm/transport/ucx/ucx_transport.h"
 
+// Persistent collectives: MPI 4's MPI_Allreduce_init, or Open MPI 4's MPIX_ extension of it.
+#if MPI_VERSION >= 4
+#define SWITCHYARD_ALLREDUCE_INIT MPI_Allreduce_init
+#elif __has_include(<mpi-ext.h>)
+#include <mpi-ext.h>
+#if defined(OMPI_HAVE_MPI_EXT_PCOLLREQ) && OMPI_HAVE_MPI_EXT_PCOLLREQ
+#define SWITCHYARD_ALLREDUCE_INIT MPIX_Allreduce_init
+#endif
+#endif
+
 namespace switchyard::comm {
 
 namespace {
 
-// MPI counts are int: longer reductions run as several. Each piece's request goes to `settle`, which
-// waits for it (allreduce_sum) or keeps it (start_allreduce_sum).
+// MPI counts are int: longer reductions run as several. Each piece's request goes to `settle`,
+// which waits for it (allreduce_sum) or keeps it (start_allreduce_sum).
 template <typename T>
 void allreduce_in_pieces(T* data, size_t count, MPI_Datatype type, MPI_Comm comm,
                          const auto& settle) {
@@ -222,14 +232,16 @@ std::string Communicator::timeout_message(std::string_view what) {
       silent.empty()
           ? "every rank answered a roll call afterwards, so all are alive but at least one was in "
             "another call (every rank must make the same sequence of calls)"
-          : fmt::format("rank(s) {} did not answer a roll call afterwards: dead, stuck in an "
-                        "earlier call, or slower than the timeout",
-                        fmt::join(silent, ", "));
-  return fmt::format("{}: timed out after {} ms; {}. The collective cannot be resumed: this "
-                     "communicator is no longer usable, abort the job (or restart from a "
-                     "checkpoint). If the ranks are only slow, raise the timeout "
-                     "(SWITCHYARD_TIMEOUT seconds, --timeout, CommOptions::timeout)",
-                     what, options_.timeout.count(), who);
+          : fmt::format(
+                "rank(s) {} did not answer a roll call afterwards: dead, stuck in an "
+                "earlier call, or slower than the timeout",
+                fmt::join(silent, ", "));
+  return fmt::format(
+      "{}: timed out after {} ms; {}. The collective cannot be resumed: this "
+      "communicator is no longer usable, abort the job (or restart from a "
+      "checkpoint). If the ranks are only slow, raise the timeout "
+      "(SWITCHYARD_TIMEOUT seconds, --timeout, CommOptions::timeout)",
+      what, options_.timeout.count(), who);
 }
 
 template <typename T>
@@ -314,6 +326,47 @@ PendingSum Communicator::start_allreduce_sum(double* data, size_t count) {
   return start_sum(data, count, MPI_DOUBLE);
 }
 
+std::unique_ptr<PersistentSum> Communicator::persistent_sum(float* data, size_t count) {
+  SY_ENFORCE_ARG(!(count > 0 && data == nullptr), "persistent_sum: null data for {} elements",
+                 count);
+  return std::unique_ptr<PersistentSum>(new PersistentSum(*this, data, count, MPI_FLOAT));
+}
+
+std::unique_ptr<PersistentSum> Communicator::persistent_sum(double* data, size_t count) {
+  SY_ENFORCE_ARG(!(count > 0 && data == nullptr), "persistent_sum: null data for {} elements",
+                 count);
+  return std::unique_ptr<PersistentSum>(new PersistentSum(*this, data, count, MPI_DOUBLE));
+}
+
+PersistentSum::PersistentSum(Communicator& comm, void* data, size_t count, MPI_Datatype type)
+    : comm_(comm), data_(data), count_(count), type_(type) {
+#ifdef SWITCHYARD_ALLREDUCE_INIT
+  if (!comm.store_ && count <= static_cast<size_t>(INT_MAX)) {
+    check_mpi(SWITCHYARD_ALLREDUCE_INIT(MPI_IN_PLACE, data, static_cast<int>(count), type, MPI_SUM,
+                                        comm.comm_, MPI_INFO_NULL, &request_),
+              "MPI_Allreduce_init");
+  }
+#endif
+}
+
+PersistentSum::~PersistentSum() {
+  // A start abandoned by an error may still be active: it is left, as its communicator is.
+  if (request_ != MPI_REQUEST_NULL && !comm_.collective_abandoned_) MPI_Request_free(&request_);
+}
+
+PendingSum PersistentSum::start() {
+  if (request_ == MPI_REQUEST_NULL) {
+    return type_ == MPI_FLOAT ? comm_.start_allreduce_sum(static_cast<float*>(data_), count_)
+                              : comm_.start_allreduce_sum(static_cast<double*>(data_), count_);
+  }
+  check_mpi(MPI_Start(&request_), "MPI_Start (allreduce_sum)");
+  PendingSum pending;
+  pending.comm_ = &comm_;
+  // The pending sum polls a copy of the handle: completed, the request stays for the next start.
+  pending.requests_.push_back(request_);
+  return pending;
+}
+
 PendingSum& PendingSum::operator=(PendingSum&& other) noexcept {
   if (this != &other) {
     abandon();
@@ -342,6 +395,8 @@ void PendingSum::progress() {
     if (r == MPI_REQUEST_NULL) continue;
     int done = 0;
     check_mpi(MPI_Test(&r, &done, MPI_STATUS_IGNORE), "allreduce_sum (started)");
+    // A persistent request stays allocated when complete: only this copy is let go.
+    if (done) r = MPI_REQUEST_NULL;
   }
 }
 

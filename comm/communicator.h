@@ -57,11 +57,43 @@ class PendingSum {
 
  private:
   friend class Communicator;
+  friend class PersistentSum;
   void abandon();
 
   Communicator* comm_ = nullptr;
   std::vector<MPI_Request> requests_;
   std::function<void()> deferred_;  // without MPI: the sum runs in finish()
+};
+
+// The sum of one buffer, set up once and started again whenever it is needed: MPI keeps the
+// collective's schedule and temporary buffer between starts (MPI 4's MPI_Allreduce_init, Open MPI
+// 4's MPIX_ extension of it). A fresh MPI_Iallreduce allocates that buffer (as large as the data)
+// each time, and maps and faults it in anew whenever the heap has moved on: 16896 minor faults in
+// the second step of DeepSeekMoE-16B on 4 ranks, from the shared experts' 69 MB gradient sum.
+// Made by Communicator::persistent_sum, collectively: every rank makes its persistent sums at the
+// same point of the same sequence of collectives (MPI numbers them). Without persistent
+// collectives (another MPI, a count above INT_MAX, a store-mode communicator) start() is
+// start_allreduce_sum. data must stay where it is while the object lives.
+class PersistentSum {
+ public:
+  PersistentSum(const PersistentSum&) = delete;
+  PersistentSum& operator=(const PersistentSum&) = delete;
+  ~PersistentSum();
+
+  // As start_allreduce_sum(data, count); one at a time (finish the last before starting again).
+  PendingSum start();
+  // Whether this is the sum of exactly that buffer.
+  bool covers(const void* data, size_t count) const { return data == data_ && count == count_; }
+
+ private:
+  friend class Communicator;
+  PersistentSum(Communicator& comm, void* data, size_t count, MPI_Datatype type);
+
+  Communicator& comm_;
+  void* data_;
+  size_t count_;
+  MPI_Datatype type_;
+  MPI_Request request_ = MPI_REQUEST_NULL;  // null: start() falls back to start_allreduce_sum
 };
 
 class Communicator {
@@ -99,19 +131,23 @@ class Communicator {
   // experts' run). data must stay untouched until finish(). Without MPI the sum runs in finish().
   PendingSum start_allreduce_sum(float* data, size_t count);
   PendingSum start_allreduce_sum(double* data, size_t count);
+  // The same sum of data, set up once to be started at every call (PersistentSum). Collective.
+  std::unique_ptr<PersistentSum> persistent_sum(float* data, size_t count);
+  std::unique_ptr<PersistentSum> persistent_sum(double* data, size_t count);
   void barrier();
 
   // Makes every wait in progress or started later (all-to-all, all-reduce, barrier) give up at
-  // once with CommError(aborted), cancelling its transfers, until clear_interrupt(). Safe from any thread: a
-  // pipelined layer calls it to stop its communication thread when the step fails. The peers of an
-  // interrupted exchange are left waiting for it and time out; the communicator should not carry
-  // further collective traffic.
+  // once with CommError(aborted), cancelling its transfers, until clear_interrupt(). Safe from any
+  // thread: a pipelined layer calls it to stop its communication thread when the step fails. The
+  // peers of an interrupted exchange are left waiting for it and time out; the communicator should
+  // not carry further collective traffic.
   void interrupt() { interrupted_.store(true, std::memory_order_relaxed); }
   void clear_interrupt() { interrupted_.store(false, std::memory_order_relaxed); }
   const std::atomic<bool>& interrupted() const { return interrupted_; }
 
  private:
   friend class PendingSum;
+  friend class PersistentSum;
   void wait(MPI_Request& request, const char* what);
   template <typename T>
   PendingSum start_sum(T* data, size_t count, MPI_Datatype type);
@@ -123,8 +159,8 @@ class Communicator {
   template <typename T>
   void allreduce_over_transport(T* data, size_t count);
 
-  MPI_Comm comm_ = MPI_COMM_NULL;        // MPI mode
-  std::unique_ptr<StoreGroup> store_;    // store mode; outlives transport_
+  MPI_Comm comm_ = MPI_COMM_NULL;      // MPI mode
+  std::unique_ptr<StoreGroup> store_;  // store mode; outlives transport_
   CommOptions options_;
   Topology topology_;
   std::unique_ptr<Transport> transport_;

@@ -151,9 +151,9 @@ MoeForward<T> MoeLayer<T>::forward_call(const T* x, int64_t tokens, int64_t hidd
     require(hidden == config_.hidden,
             fmt::format("forward: the input's hidden size {} does not match MoeConfig.hidden = {}",
                         hidden, config_.hidden));
-    require(tokens >= 0 && tokens <= kMaxTokensPerCall,
-            fmt::format("forward: token count must be in [0, {}], got {}", kMaxTokensPerCall,
-                        tokens));
+    require(
+        tokens >= 0 && tokens <= kMaxTokensPerCall,
+        fmt::format("forward: token count must be in [0, {}], got {}", kMaxTokensPerCall, tokens));
     require(tokens == 0 || (x != nullptr && y != nullptr),
             "forward: x and y must be non-null when tokens > 0");
     s.tokens = tokens;
@@ -371,7 +371,15 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
       } else {
         // The trace shows where it starts (its bytes); its wait is in the last grad_reduce span.
         TraceSpan trace(tracer_, TracePhase::grad_reduce);
-        shared_reduce = comm_.start_allreduce_sum(shared_grad_sum_.data(), shared_grad_sum_.size());
+        // Made at the first start, which every rank reaches in the same call (past the call's
+        // agreement: persistent sums are made collectively). The buffer's size is the config's,
+        // so it never moves afterwards.
+        if (shared_sum_ == nullptr) {
+          shared_sum_ = comm_.persistent_sum(shared_grad_sum_.data(), shared_grad_sum_.size());
+        }
+        SY_ENFORCE(shared_sum_->covers(shared_grad_sum_.data(), shared_grad_sum_.size()),
+                   ErrorCode::internal, "backward: the shared experts' gradient buffer moved");
+        shared_reduce = shared_sum_->start();
         trace.payload(static_cast<int64_t>(shared_grad_sum_.size() * sizeof(T)));
       }
     }
@@ -470,7 +478,8 @@ void MoeLayer<T>::reset_replicated_grad_buffers() {
     } else if (g.hidden != H || g.inter != config_.intermediate) {
       g = SwigluParams<T>(H, config_.intermediate);
     } else {
-      for (auto* t : {&g.gate_proj, &g.up_proj, &g.down_proj}) std::fill(t->begin(), t->end(), T(0));
+      for (auto* t : {&g.gate_proj, &g.up_proj, &g.down_proj})
+        std::fill(t->begin(), t->end(), T(0));
     }
   }
 }

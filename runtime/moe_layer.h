@@ -16,9 +16,9 @@
 #include "kernels/backend.h"
 #include "planner/placement.h"
 #include "runtime/agreement.h"
+#include "runtime/comm_queue.h"
 #include "runtime/metrics.h"
 #include "runtime/moe_config.h"
-#include "runtime/comm_queue.h"
 #include "runtime/moe_params.h"
 #include "runtime/overlap.h"
 #include "runtime/phase_times.h"
@@ -50,13 +50,13 @@ struct MoeChunk {
 template <typename T>
 struct MoeSaved {
   int64_t tokens = 0;
-  std::vector<T> x;        // [tokens, H] input
-  std::vector<T> logits;   // [tokens, E]
-  std::vector<T> scores;   // [tokens, E] unbiased
+  std::vector<T> x;          // [tokens, H] input
+  std::vector<T> logits;     // [tokens, E]
+  std::vector<T> scores;     // [tokens, E] unbiased
   std::vector<int32_t> idx;  // [tokens, K]
   std::vector<MoeChunk<T>> chunks;
-  std::vector<T> shared_gate_pre;       // [tokens, S*I]
-  std::vector<T> shared_up_pre;         // [tokens, S*I]
+  std::vector<T> shared_gate_pre;  // [tokens, S*I]
+  std::vector<T> shared_up_pre;    // [tokens, S*I]
   kernels::RouterStats global_stats{0};
 };
 
@@ -250,17 +250,19 @@ class MoeLayer {
   TrafficCounters traffic_;
   Tracer* tracer_ = nullptr;
   Metrics* metrics_ = nullptr;
-  bool thread_allowed_ = false;  // comm_thread_allowed() at construction
+  bool thread_allowed_ = false;          // comm_thread_allowed() at construction
   ThreadPriority comm_thread_priority_;  // SWITCHYARD_COMM_THREAD_PRIORITY at construction
   OverlapController overlap_;
   std::unique_ptr<CommQueue> comm_thread_;  // started by the first pipelined call
-  StepTiming step_;                          // of the step in progress, for overlap_
+  StepTiming step_;                         // of the step in progress, for overlap_
   // One backward's contributions to the replicated gradients, kept until they are summed over
   // ranks and added to grads_ (so that a gradient accumulated over several backwards is never
   // summed twice). Kept between calls: a step allocates nothing once its shapes have been seen.
   std::vector<T> shared_grad_sum_;              // the shared experts' [gate | up | down]
   std::vector<T> gate_grad_sum_;                // [E, H]
   std::vector<SwigluParams<T>> replica_grads_;  // per local expert; empty unless replicated
+  // shared_grad_sum_'s sum when the backward is not pipelined, set up once (comm/communicator.h).
+  std::unique_ptr<comm::PersistentSum> shared_sum_;
   std::string broken_;  // why every call is refused ("" while the layer is usable)
 };
 
