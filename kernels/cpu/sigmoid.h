@@ -1,7 +1,8 @@
 // The logistic function over an array, the SwiGLU kernels' one transcendental: computed 16 lanes
 // at a time through glibc's vector math library (libmvec's AVX-512 expf) where the CPU has
 // AVX-512, one element at a time with detail::sigmoid elsewhere and for double. A step of
-// DeepSeekMoE-16B takes ~9 million of them; one at a time they cost ~80 ms of a 1.5 s step.
+// DeepSeekMoE-16B takes ~9 million of them; one at a time they cost ~115 ms of a 1.6 s step (one
+// rank, sy-bench step: 1604.6 -> 1488.8 ms).
 #pragma once
 
 #include <cstdint>
