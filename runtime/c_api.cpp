@@ -37,6 +37,8 @@ struct sy_layer {
   sy_context* context = nullptr;
   std::unique_ptr<sy::MoeLayer<float>> layer;
   std::string last_error;
+  // sy_layer_report_param_changes: the caller reports writes to bound parameters itself.
+  bool param_changes_reported = false;
 };
 
 struct sy_saved {
@@ -518,6 +520,20 @@ sy_status_t sy_layer_bind_grad(sy_layer_t layer, const char* name, float* data, 
   });
 }
 
+sy_status_t sy_layer_report_param_changes(sy_layer_t layer, int reported) {
+  return on_layer(layer, [&](sy_layer& l) {
+    require_arg(reported == 0 || reported == 1,
+                fmt::format("sy_layer_report_param_changes: reported is {}, not 0 or 1", reported));
+    // Whatever was written before the caller took over reporting is not reported: count it.
+    if (reported == 1 && !l.param_changes_reported) l.layer->parameters_changed();
+    l.param_changes_reported = reported == 1;
+  });
+}
+
+sy_status_t sy_layer_params_changed(sy_layer_t layer) {
+  return on_layer(layer, [&](sy_layer& l) { l.layer->parameters_changed(); });
+}
+
 sy_status_t sy_layer_param_data(sy_layer_t layer, const char* name, float** data, size_t* count) {
   return on_layer(layer, [&](sy_layer& l) {
     tensor_data(l, l.layer->params(), name, data, count, false);
@@ -545,8 +561,11 @@ sy_status_t sy_layer_forward(sy_layer_t layer, const float* x, int64_t tokens, i
       *saved = nullptr;
     });
     // Bound parameters change in the caller's memory (an optimizer step) with no call to say
-    // so: the backend drops what it derived from them (a bf16 copy), as sy_layer_set_param does.
-    if (std::as_const(*l.layer).params().any_bound()) l.layer->parameters_changed();
+    // so, unless the caller reports changes: the backend drops what it derived from them (a bf16
+    // copy), as sy_layer_set_param does.
+    if (!l.param_changes_reported && std::as_const(*l.layer).params().any_bound()) {
+      l.layer->parameters_changed();
+    }
     auto result = l.layer->forward(x, tokens, hidden, y, status);
     auto handle = std::make_unique<sy_saved>();
     handle->layer = &l;

@@ -24,7 +24,9 @@
  *   sy_layer_bind_grad, sy_layer_param_data, sy_layer_grad_data)
  *   and the kernel backend fields of sy_layer_config_t; a caller that needs them checks
  *   sy_version() >= 300. Version 0.4 added checkpoints (sy_layer_save, sy_layer_load), collective
- *   errors (above) and the refusal of a second sy_layer_backward of one forward.
+ *   errors (above) and the refusal of a second sy_layer_backward of one forward. Version 0.5
+ *   added reported changes of bound parameters (sy_layer_report_param_changes,
+ *   sy_layer_params_changed).
  * - No C++ exception crosses this boundary.
  * - Thread safety: calls on one context and its layers must not run concurrently (they
  *   communicate, and every rank must issue the same collective calls in the same order).
@@ -48,7 +50,7 @@ extern "C" {
 #endif
 
 #define SY_VERSION_MAJOR 0
-#define SY_VERSION_MINOR 4
+#define SY_VERSION_MINOR 5
 #define SY_VERSION_PATCH 0
 #define SY_VERSION_CODE (SY_VERSION_MAJOR * 10000 + SY_VERSION_MINOR * 100 + SY_VERSION_PATCH)
 
@@ -142,7 +144,7 @@ typedef enum { SY_BACKEND_DEFAULT = 0, SY_BACKEND_OPENBLAS = 1, SY_BACKEND_ONEDN
  * and accumulates in fp32 (ONEDNN only; the router stays fp32; within 1e-2 of fp32, tested).
  * BF16 converts each parameter once and keeps the copy until a call changes parameters; bound
  * parameters (sy_layer_bind_param) can change with no call, so they are converted again at every
- * forward (once per training step). */
+ * forward, unless the caller reports their changes (sy_layer_report_param_changes). */
 typedef enum { SY_COMPUTE_NATIVE = 0, SY_COMPUTE_BF16 = 1 } sy_compute_precision_t;
 
 typedef struct {
@@ -226,6 +228,18 @@ SY_API sy_status_t sy_layer_bind_param(sy_layer_t layer, const char* name, float
                                        size_t count);
 SY_API sy_status_t sy_layer_bind_grad(sy_layer_t layer, const char* name, float* data,
                                       size_t count);
+/* Reported changes of bound parameters (since 0.5). The layer cannot see a write to bound
+ * parameter memory, so by default every sy_layer_forward treats the bound parameters as changed
+ * and the backend derives again what it keeps from them (bf16 compute's converted weights: a
+ * read of every weight and a write of half as many bytes, each forward). After
+ * sy_layer_report_param_changes(layer, 1) the caller promises to call sy_layer_params_changed
+ * after each write to bound parameter memory (an optimizer step, a load) and before the next
+ * forward; the copies are then made once per update, however many forwards run between updates
+ * (gradient accumulation). A write left unreported is not seen by the layer's bf16 GEMMs until the
+ * next report. Binding, sy_layer_set_param, sy_layer_load and sy_layer_apply_placement count as
+ * reports. reported 0 returns to the default. Local (not collective). */
+SY_API sy_status_t sy_layer_report_param_changes(sy_layer_t layer, int reported);
+SY_API sy_status_t sy_layer_params_changed(sy_layer_t layer);
 /* Where the layer reads a parameter (the bias included) or accumulates its gradient now: the bound
  * memory, or else its own storage, valid until the next bind, sy_layer_apply_placement or
  * sy_layer_destroy. *data and *count are set. Local. */

@@ -280,6 +280,16 @@ class Layer:
         alias = self._bound.pop(("grad", name))
         self._check(lib.sy_layer_bind_grad(self.handle, name.encode(), None, alias.numel()))
 
+    def report_param_changes(self, reported=True):
+        """Whether the caller reports writes to bound parameters (params_changed) instead of the
+        layer treating them as changed at every forward (bf16 compute then converts the weights
+        once per update, not per forward). Local."""
+        self._check(lib.sy_layer_report_param_changes(self.handle, int(reported)))
+
+    def params_changed(self):
+        """Reports that bound parameter memory was written since the last forward. Local."""
+        self._check(lib.sy_layer_params_changed(self.handle))
+
     def bound(self, kind, name):
         """The tensor bound as parameter or gradient (kind "param" or "grad") `name`, or None."""
         return self._bound.get((kind, name))

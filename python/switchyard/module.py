@@ -5,7 +5,9 @@ under Hugging Face's DeepSeek names, and the C layer works on that memory in pla
 parameter from the tensor's storage and its backward adds straight into `.grad`, so no step copies
 a parameter or a gradient. The storage is bound once (sy_layer_bind_param / sy_layer_bind_grad)
 and bound again only when torch replaced it (`p.data = ...`, `module.to(...)`, `p.grad = ...`,
-`zero_grad(set_to_none=True)`).
+`zero_grad(set_to_none=True)`). Writes to the parameters are reported to the C layer from torch's
+version counters (sy_layer_params_changed), so that bf16 compute converts the weights once per
+update (an optimizer step), not at every forward.
 """
 
 import math
@@ -92,9 +94,7 @@ class _MoEFunction(torch.autograd.Function):
     def forward(ctx, module, names, x, *params):
         module._bind_params()
         layer = module._layer
-        if module.config.selection_bias:
-            # The C layer keeps its own E floats of selection bias (it cannot be bound): copied.
-            layer.set_param(_BIAS, module.gate.e_score_correction_bias)
+        module._push_selection_bias()
         x = x.contiguous()
         y = torch.empty_like(x)
         ctx.saved_state, module.last_aux = layer.forward(x, y)
@@ -140,7 +140,10 @@ class MoELayer(nn.Module):
     hold every rank's tokens too. So the gradients are those of the sum of every rank's loss.
 
     The C layer reads the parameters' and writes the gradients' own memory (see the module
-    docstring). Backward adds into `.grad` as autograd would (creating it, zero, when None), but
+    docstring). It learns of writes to the parameters from torch's version counters, which every
+    in-place torch operation on them bumps (optimizer steps, `load_state_dict`, `p.mul_()` under
+    no_grad); a write through `p.data` bumps none (as autograd, which does not see it either): call
+    `parameters_changed()` after one, or bf16 compute goes on with the weights it converted before. Backward adds into `.grad` as autograd would (creating it, zero, when None), but
     does so itself, so tensor hooks on the parameters (`register_hook`) do not see these
     gradients. A parameter with requires_grad False gets none. Parameters must stay float32 on
     the CPU; a non-contiguous one is made contiguous (`p.data = p.data.contiguous()`).
@@ -157,6 +160,10 @@ class MoELayer(nn.Module):
         self.config = config
         self.context = context if context is not None else Context()
         self._layer = Layer(self.context, config)
+        # Writes to the parameters are reported from their version counters (_bind_params).
+        self._layer.report_param_changes()
+        self._param_versions = None
+        self._bias_version = None
         self.expert_ids = self._layer.local_experts()
         h, i = config.hidden, config.intermediate
         self.gate = _Gate(config.num_experts, h, config.selection_bias)
@@ -185,13 +192,41 @@ class MoELayer(nn.Module):
 
     def _bind_params(self):
         """Points the C layer at every parameter's storage, binding again the ones whose storage
-        torch replaced since they were bound."""
+        torch replaced since they were bound, and reports writes made since the last call."""
         for name, param in self.named_parameters():
             if not param.is_contiguous():
                 param.data = param.data.contiguous()  # the C layer reads a dense row-major array
             bound = self._layer.bound("param", name)
             if bound is None or bound.data_ptr() != param.data_ptr():
                 self._layer.bind_param(name, param)
+        versions = [param._version for param in self.parameters()]
+        if versions != self._param_versions:
+            self._layer.params_changed()
+            self._param_versions = versions
+
+    def parameters_changed(self):
+        """Says that parameters (or the selection bias) were written where torch's version
+        counters do not see it (through `p.data`, or by another library on their memory): the
+        next forward reads them anew (bf16 compute converts the weights again). Local; in-place
+        torch operations need no such call."""
+        self._layer.params_changed()
+        self._bias_version = None
+
+    def _push_selection_bias(self):
+        """The C layer keeps its own E floats of selection bias (they cannot be bound): copied in
+        when torch's buffer changed since (a copy counts as a parameter change in the C layer)."""
+        bias = getattr(self.gate, "e_score_correction_bias", None)
+        if bias is not None and bias._version != self._bias_version:
+            self._layer.set_param(_BIAS, bias)
+            self._bias_version = bias._version
+
+    def _pull_selection_bias(self):
+        """The C layer changed its selection bias (a balancing step, a load): copied out."""
+        if self.config.selection_bias:
+            bias = self.gate.e_score_correction_bias
+            with torch.no_grad():
+                bias.copy_(self._layer.get_param(_BIAS, bias.shape))
+            self._bias_version = bias._version
 
     def _bind_grads(self, names, needs):
         """Before a backward: the gradient of each parameter that needs one goes into its .grad
@@ -238,8 +273,7 @@ class MoELayer(nn.Module):
         that is the first holder of some routed experts, keyed by global expert id, atomically
         (docs/checkpoints.md); the optimizer's state is torch's to save. Collective."""
         self._bind_params()
-        if self.config.selection_bias:
-            self._layer.set_param(_BIAS, self.gate.e_score_correction_bias)
+        self._push_selection_bias()
         self._layer.save(directory, step)
 
     def load_checkpoint(self, path):
@@ -249,10 +283,7 @@ class MoELayer(nn.Module):
         every rank and changes nothing."""
         self._bind_params()
         step = self._layer.load(path, keep_placement=True)
-        if self.config.selection_bias:
-            with torch.no_grad():
-                self.gate.e_score_correction_bias.copy_(
-                    self._layer.get_param(_BIAS, self.gate.e_score_correction_bias.shape))
+        self._pull_selection_bias()
         return step
 
     def expert_load(self):
@@ -262,6 +293,4 @@ class MoELayer(nn.Module):
     def update_selection_bias(self):
         """Aux-loss-free balancing step from the last forward's global loads (selection_bias)."""
         self._layer.update_selection_bias()
-        if self.config.selection_bias:
-            self.gate.e_score_correction_bias.copy_(
-                self._layer.get_param(_BIAS, self.gate.e_score_correction_bias.shape))
+        self._pull_selection_bias()

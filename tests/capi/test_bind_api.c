@@ -1,8 +1,9 @@
 /* Caller-owned memory (sy_layer_bind_param / sy_layer_bind_grad): the layer reads bound parameters
  * and accumulates bound gradients in the caller's arrays, in place; wrong names and counts are
  * refused without changing anything; unbinding keeps the values; a placement change keeps the
- * parameter bindings of what stays and releases the gradient bindings. Checked against a second
- * layer that gets the same values by copy. Runs under mpirun on 1 and 2 ranks. */
+ * parameter bindings of what stays and releases the gradient bindings; with bf16 compute, writes
+ * are seen at every forward or, when the caller reports them, from the report on. Checked against
+ * a second layer that gets the same values by copy. Runs under mpirun on 1 and 2 ranks. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -55,13 +56,18 @@ static int present(sy_layer_t layer, int t) {
 
 static float weight(int t, int i) { return 0.3f * sinf(0.7f * (float)i + 1.3f * (float)t); }
 
-static sy_layer_t make_layer(sy_context_t ctx) {
+static sy_layer_config_t layer_config(void) {
   sy_layer_config_t c = SY_LAYER_CONFIG_INIT;
   c.hidden = H;
   c.num_experts = E;
   c.num_shared = 1;
   c.top_k = 2;
   c.intermediate = I;
+  return c;
+}
+
+static sy_layer_t make_layer(sy_context_t ctx) {
+  const sy_layer_config_t c = layer_config();
   sy_layer_t layer = NULL;
   CHECK(sy_layer_create(ctx, &c, &layer) == SY_OK, "%s", sy_context_last_error(ctx));
   return layer;
@@ -217,6 +223,62 @@ static void test_in_place(sy_layer_t bound, sy_layer_t copied, caller_t* m) {
   CHECK(sy_layer_bind_param(bound, "gate.weight", m->param[kGate], E * H) == SY_OK, "rebind");
 }
 
+/* Every expert weight (the shared experts' too) of the caller's arrays times 0.5: what an optimizer
+ * step does to the GEMM operands, the gate left as it was (the router reads it in fp32). */
+static void halve_expert_weights(caller_t* m) {
+  for (int t = kShared; t < kTensors; ++t) {
+    for (size_t i = 0; i < tensor_count(t); ++i) m->param[t][i] *= 0.5f;
+  }
+}
+
+/* bf16 compute keeps a converted copy of each parameter. Unreported (the default), every forward
+ * converts the bound ones again and follows a write to the caller's memory. Reported
+ * (sy_layer_report_param_changes), a write counts from sy_layer_params_changed on: until then the
+ * expert GEMMs keep the copy converted at the last report, made once for any number of forwards. */
+static void test_reported_changes(sy_context_t ctx, caller_t* m) {
+  sy_layer_config_t c = layer_config();
+  c.backend = SY_BACKEND_ONEDNN;
+  c.compute = SY_COMPUTE_BF16;
+  sy_layer_t bound = NULL, copied = NULL;
+  if (sy_layer_create(ctx, &c, &bound) != SY_OK) {
+    /* Every rank fails together: a build without oneDNN refuses the backend by name. */
+    CHECK(strstr(sy_context_last_error(ctx), "onednn") != NULL, "%s", sy_context_last_error(ctx));
+    if (rank == 0) printf("reported changes: skipped, %s\n", sy_context_last_error(ctx));
+    return;
+  }
+  CHECK(sy_layer_create(ctx, &c, &copied) == SY_OK, "%s", sy_context_last_error(ctx));
+  float x[TOKENS * H], y[TOKENS * H], y_before[TOKENS * H], y_want[TOKENS * H];
+  for (int i = 0; i < TOKENS * H; ++i) x[i] = cosf(1.1f * (float)i + (float)rank);
+
+  CHECK(sy_layer_report_param_changes(bound, 2) == SY_INVALID_ARGUMENT &&
+            strstr(sy_layer_last_error(bound), "not 0 or 1") != NULL,
+        "reported 2 accepted: %s", sy_layer_last_error(bound));
+  give_params(bound, m, 1);
+  CHECK(sy_layer_report_param_changes(bound, 1) == SY_OK, "%s", sy_layer_last_error(bound));
+  step(bound, x, y_before);
+  halve_expert_weights(m);
+  step(bound, x, y);
+  CHECK(memcmp(y, y_before, sizeof y) == 0,
+        "reported: an unreported write reached the bf16 GEMMs (the weights were converted again)");
+
+  CHECK(sy_layer_params_changed(bound) == SY_OK, "%s", sy_layer_last_error(bound));
+  step(bound, x, y);
+  give_params(copied, m, 0);
+  step(copied, x, y_want);
+  CHECK(memcmp(y, y_before, sizeof y) != 0 && rel_diff(y, y_want, TOKENS * H) < 1e-6,
+        "reported: the output after sy_layer_params_changed is not that of the new weights");
+
+  CHECK(sy_layer_report_param_changes(bound, 0) == SY_OK, "%s", sy_layer_last_error(bound));
+  halve_expert_weights(m);
+  step(bound, x, y);
+  give_params(copied, m, 0);
+  step(copied, x, y_want);
+  CHECK(rel_diff(y, y_want, TOKENS * H) < 1e-6,
+        "unreported: a write to the caller's memory is not seen by the next forward");
+  sy_layer_destroy(copied);
+  sy_layer_destroy(bound);
+}
+
 /* Every expert on every rank: the experts a rank keeps keep their bindings, the others arrive in
  * the layer's own storage, and every gradient binding is released. */
 static void test_placement(sy_context_t ctx, sy_layer_t layer, caller_t* m) {
@@ -263,6 +325,7 @@ int main(int argc, char** argv) {
   test_placement(ctx, bound, &m);
   sy_layer_destroy(copied);
   sy_layer_destroy(bound);
+  test_reported_changes(ctx, &m);
   sy_context_destroy(ctx);
 
   int counts[2] = {passed, failed};

@@ -146,6 +146,29 @@ def test_bf16_compute_follows_an_optimizer_step(context):
     assert 0 < error <= 1e-2, f"bf16 output off the fp32 one by {error:.2e} after the step"
 
 
+def test_bf16_weights_are_converted_once_per_update(context):
+    """The bf16 copies are made when torch's version counters say the parameters changed, not at
+    every forward: a write through `.data` (which bumps no counter) is not seen until
+    parameters_changed() says so; then the output is that of a fresh layer with the new weights,
+    to the bit. Gradient-accumulation forwards between updates thus convert nothing."""
+    config = switchyard.MoEConfig(**CONFIG, backend="onednn", compute="bf16")
+    layer = switchyard.MoELayer(config, context, seed=5)
+    x = batch(12)
+    before = layer(x)
+    layer(x).sum().backward()  # a backward between forwards changes no parameter either
+    experts = [p for name, p in layer.named_parameters() if name != "gate.weight"]
+    for p in experts:
+        p.data.mul_(0.5)  # unseen by torch's version counters
+    assert torch.equal(layer(x), before)
+
+    layer.parameters_changed()
+    fresh = switchyard.MoELayer(config, context)
+    fresh.load_state_dict(layer.state_dict())
+    after = layer(x)
+    assert not torch.equal(after, before)
+    assert torch.equal(after, fresh(x))
+
+
 def test_backend_and_compute_refused_when_unknown(context):
     for field, value in (("backend", "cublas"), ("compute", "fp8")):
         with pytest.raises(ValueError, match=field):
