@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 TOOL = os.path.join(HERE, "..", "..", "tools", "sy-scale", "sy-scale")
-sys.path.insert(0, os.path.dirname(TOOL))
+sys.path[:0] = [os.path.dirname(TOOL), os.path.join(HERE, "..", "..", "tools", "common")]
 
 from syscale import results as res  # noqa: E402
 from syscale.runner import command_for  # noqa: E402

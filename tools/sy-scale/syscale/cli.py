@@ -5,7 +5,7 @@ import os
 import sys
 import time
 
-from syscale import jsonfile
+from sytools import jsonfile
 from syscale import results as res
 from syscale import svg
 from syscale.runner import run_point

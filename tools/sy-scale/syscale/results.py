@@ -5,7 +5,7 @@ import os
 import platform
 import subprocess
 
-from syscale import jsonfile
+from sytools import jsonfile
 
 FORMAT = "switchyard-scale/v1"
 # The figures of an ok point that the table, CSV, comparison and plots read.

@@ -22,7 +22,7 @@ simulated node for "nodes") and torn down after it. Default "mpirun".
 """
 import itertools
 
-from syscale import jsonfile
+from sytools import jsonfile
 
 # Axes and fixed arguments that map onto train_moe options; "ranks" is mpirun's -np.
 TRAIN_MOE_OPTIONS = {

@@ -3,7 +3,7 @@ bandwidth against bytes per rank, one curve per algorithm and phase, as a table 
 import math
 from xml.sax.saxutils import escape
 
-from sytrace import jsonfile
+from sytools import jsonfile
 
 FORMAT = "switchyard-bench-alltoall/v1"
 ALGO_COLORS = {"mpi": "#7f7f7f", "flat": "#1f77b4", "hierarchical": "#d62728"}

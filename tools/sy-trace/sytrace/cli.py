@@ -7,7 +7,7 @@ import os
 import sys
 
 from sytrace import bandwidth as bw_curves
-from sytrace import jsonfile
+from sytools import jsonfile
 from sytrace import plots
 from sytrace import trace as tr
 

@@ -2,7 +2,7 @@
 events, one process per rank, timestamps in microseconds aligned to rank 0's clock)."""
 from collections import defaultdict
 
-from sytrace import jsonfile
+from sytools import jsonfile
 
 FORMAT = "switchyard-trace/v1"
 TRACKS = {1: "compute", 2: "dispatch", 3: "combine", 4: "collectives"}

@@ -1,0 +1,1 @@
+"""What the project's Python tools (sy-scale, sy-trace) share."""
