@@ -3,7 +3,7 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels/cpu/check.h"
+#include "kernels/argument_checks.h"
 #include "kernels/cpu/math.h"
 
 namespace switchyard::kernels {

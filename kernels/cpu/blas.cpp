@@ -4,6 +4,7 @@
 
 #include <climits>
 
+#include "kernels/argument_checks.h"
 #include "kernels/cpu/gemm_args.h"
 
 namespace switchyard::kernels {

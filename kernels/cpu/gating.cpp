@@ -6,39 +6,14 @@
 #include <numeric>
 #include <vector>
 
-#include "kernels/cpu/check.h"
+#include "kernels/argument_checks.h"
 #include "kernels/cpu/math.h"
 
 namespace switchyard::kernels {
 namespace {
 
-void check_shape(const char* fn, int64_t tokens, int experts) {
-  if (tokens < 0) detail::invalid_argument(fn, ": tokens = ", tokens, " must be >= 0");
-  if (experts < 1) detail::invalid_argument(fn, ": experts = ", experts, " must be >= 1");
-}
-
-void check_top_k(const char* fn, int experts, const RouterOptions& opts) {
-  if (opts.top_k < 1 || opts.top_k > experts) {
-    detail::invalid_argument(fn, ": opts.top_k = ", opts.top_k,
-                             " must be in [1, experts = ", experts, "]");
-  }
-}
-
-void check_groups(int experts, const RouterOptions& opts) {
-  if (opts.n_group < 1 || experts % opts.n_group != 0) {
-    detail::invalid_argument("select_experts: opts.n_group = ", opts.n_group,
-                             " must be >= 1 and divide experts = ", experts);
-  }
-  if (opts.topk_group < 1 || opts.topk_group > opts.n_group) {
-    detail::invalid_argument("select_experts: opts.topk_group = ", opts.topk_group,
-                             " must be in [1, opts.n_group = ", opts.n_group, "]");
-  }
-  const int kept = opts.topk_group * (experts / opts.n_group);
-  if (opts.top_k > kept) {
-    detail::invalid_argument("select_experts: opts.top_k = ", opts.top_k, " exceeds the ", kept,
-                             " experts in the opts.topk_group = ", opts.topk_group, " kept groups");
-  }
-}
+using detail::check_groups;
+using detail::check_top_k;
 
 // Out-of-range ids would read outside the score rows, so they are rejected before any access.
 void check_idx(const char* fn, const int32_t* idx, int64_t tokens, int experts, int top_k) {
@@ -78,7 +53,7 @@ T group_score(const T* sel, int size, GroupScore kind) {
 
 template <typename T>
 void compute_scores(const T* logits, int64_t tokens, int experts, ScoreFunc func, T* scores) {
-  check_shape("compute_scores", tokens, experts);
+  detail::check_router_shape("compute_scores", tokens, experts);
   for (int64_t t = 0; t < tokens; ++t) {
     const T* l = logits + t * experts;
     T* s = scores + t * experts;
@@ -96,7 +71,7 @@ void compute_scores(const T* logits, int64_t tokens, int experts, ScoreFunc func
 template <typename T>
 void select_experts(const T* scores, const T* bias, int64_t tokens, int experts,
                     const RouterOptions& opts, int32_t* idx) {
-  check_shape("select_experts", tokens, experts);
+  detail::check_router_shape("select_experts", tokens, experts);
   check_top_k("select_experts", experts, opts);
   check_groups(experts, opts);
   const int group_size = experts / opts.n_group;
@@ -135,7 +110,7 @@ void select_experts(const T* scores, const T* bias, int64_t tokens, int experts,
 template <typename T>
 void routing_weights(const T* scores, const int32_t* idx, int64_t tokens, int experts,
                      const RouterOptions& opts, T* weights) {
-  check_shape("routing_weights", tokens, experts);
+  detail::check_router_shape("routing_weights", tokens, experts);
   check_top_k("routing_weights", experts, opts);
   check_idx("routing_weights", idx, tokens, experts, opts.top_k);
   const int k = opts.top_k;
@@ -156,7 +131,7 @@ template <typename T>
 void routing_weights_backward(const T* scores, const int32_t* idx, const T* grad_weights,
                               int64_t tokens, int experts, const RouterOptions& opts,
                               T* grad_scores) {
-  check_shape("routing_weights_backward", tokens, experts);
+  detail::check_router_shape("routing_weights_backward", tokens, experts);
   check_top_k("routing_weights_backward", experts, opts);
   check_idx("routing_weights_backward", idx, tokens, experts, opts.top_k);
   const int k = opts.top_k;
@@ -184,7 +159,7 @@ void routing_weights_backward(const T* scores, const int32_t* idx, const T* grad
 template <typename T>
 void scores_backward(const T* scores, const T* grad_scores, int64_t tokens, int experts,
                      ScoreFunc func, T* grad_logits) {
-  check_shape("scores_backward", tokens, experts);
+  detail::check_router_shape("scores_backward", tokens, experts);
   for (int64_t t = 0; t < tokens; ++t) {
     const T* s = scores + t * experts;
     const T* gs = grad_scores + t * experts;

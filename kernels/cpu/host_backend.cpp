@@ -1,6 +1,6 @@
 #include "kernels/cpu/host_backend.h"
 
-#include "kernels/cpu/check.h"
+#include "kernels/argument_checks.h"
 #include "kernels/permute.h"
 #include "kernels/rows.h"
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "kernels/cpu/check.h"
+#include "kernels/argument_checks.h"
 
 namespace switchyard::kernels {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "kernels/cpu/check.h"
+#include "kernels/argument_checks.h"
 
 namespace switchyard::kernels {
 

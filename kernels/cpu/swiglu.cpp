@@ -1,18 +1,13 @@
 #include "kernels/swiglu.h"
 
+#include "kernels/argument_checks.h"
 #include "kernels/backend.h"
-#include "kernels/cpu/check.h"
 #include "kernels/cpu/sigmoid.h"
 
 namespace switchyard::kernels {
 namespace {
 
-template <typename T>
-void check_shape(const char* fn, const SwigluWeights<T>& w, int64_t n) {
-  if (n < 0) detail::invalid_argument(fn, ": n = ", n, " must be >= 0");
-  if (w.hidden < 1) detail::invalid_argument(fn, ": weights.hidden = ", w.hidden, " must be >= 1");
-  if (w.inter < 1) detail::invalid_argument(fn, ": weights.inter = ", w.inter, " must be >= 1");
-}
+using detail::check_swiglu_shape;
 
 // act = silu(gate_pre) * up_pre, the input of the down projection. The logistic function first,
 // over the whole array (vectorized, kernels/cpu/sigmoid.h), then the products.
@@ -27,7 +22,7 @@ void swiglu_activation(const T* gate_pre, const T* up_pre, int64_t count, T* act
 template <typename T>
 void swiglu_forward(Backend<T>& backend, const SwigluWeights<T>& w, const T* x, int64_t n,
                     T* gate_pre, T* up_pre, T* y) {
-  check_shape("swiglu_forward", w, n);
+  check_swiglu_shape("swiglu_forward", w, n);
   if (n == 0) return;
   const int64_t h = w.hidden;
   const int64_t in = w.inter;
@@ -43,7 +38,7 @@ template <typename T>
 void swiglu_backward_data(Backend<T>& backend, const SwigluWeights<T>& w, int64_t n,
                           const T* gate_pre, const T* up_pre, const T* grad_y, T* grad_x,
                           T* grad_gate_pre, T* grad_up_pre) {
-  check_shape("swiglu_backward_data", w, n);
+  check_swiglu_shape("swiglu_backward_data", w, n);
   if (n == 0) return;
   const int64_t h = w.hidden;
   const int64_t in = w.inter;
@@ -73,7 +68,7 @@ void swiglu_backward_weights(Backend<T>& backend, const SwigluWeights<T>& w, con
                              const T* gate_pre, const T* up_pre, const T* grad_y,
                              const T* grad_gate_pre, const T* grad_up_pre,
                              const SwigluGrads<T>& grads) {
-  check_shape("swiglu_backward_weights", w, n);
+  check_swiglu_shape("swiglu_backward_weights", w, n);
   if (n == 0) return;  // no tokens: the weight gradients gain nothing
   const int64_t h = w.hidden;
   const int64_t in = w.inter;
@@ -88,7 +83,7 @@ template <typename T>
 void swiglu_backward(Backend<T>& backend, const SwigluWeights<T>& w, const T* x, int64_t n,
                      const T* gate_pre, const T* up_pre, const T* grad_y, T* grad_x,
                      const SwigluGrads<T>& grads) {
-  check_shape("swiglu_backward", w, n);
+  check_swiglu_shape("swiglu_backward", w, n);
   if (n == 0) return;  // no tokens: grad_x is empty and the weight gradients gain nothing
   T* grad_gate_pre = backend.scratch(1, n * w.inter);
   T* grad_up_pre = backend.scratch(2, n * w.inter);

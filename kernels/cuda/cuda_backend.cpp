@@ -15,17 +15,16 @@
 #include <vector>
 
 #include "base/error.h"
+#include "kernels/argument_checks.h"
 #include "kernels/cuda/launch.h"
 
 namespace switchyard::kernels {
 namespace {
 
-template <typename... Parts>
-[[noreturn]] void invalid_argument(const Parts&... parts) {
-  std::ostringstream msg;
-  (msg << ... << parts);
-  throw Error(ErrorCode::invalid_argument, msg.str());
-}
+using detail::check_groups;
+using detail::check_router_shape;
+using detail::check_swiglu_shape;
+using detail::invalid_argument;
 
 void check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
@@ -94,64 +93,6 @@ class DeviceBuffer {
   size_t bytes_ = 0;
   cudaStream_t stream_ = nullptr;
 };
-
-// The GEMM argument checks of kernels/cpu/gemm_args.cpp, with cuBLAS's 32-bit bound.
-void check_gemm_args(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, int64_t lda,
-                     int64_t ldb, int64_t ldc) {
-  const struct {
-    const char* name;
-    int64_t value;
-    int64_t min;
-  } args[] = {
-      {"m", m, 0},
-      {"n", n, 0},
-      {"k", k, 0},
-      {"lda", lda, std::max<int64_t>(1, trans_a ? m : k)},
-      {"ldb", ldb, std::max<int64_t>(1, trans_b ? k : n)},
-      {"ldc", ldc, std::max<int64_t>(1, n)},
-  };
-  for (const auto& a : args) {
-    if (a.value < a.min || a.value > INT_MAX) {
-      invalid_argument("gemm (cuda): ", a.name, " = ", a.value, " must be in [", a.min, ", ",
-                       INT_MAX, "]");
-    }
-  }
-}
-
-// The router checks of kernels/cpu/gating.cpp, with their messages.
-void check_shape(const char* fn, int64_t tokens, int experts) {
-  if (tokens < 0) invalid_argument(fn, ": tokens = ", tokens, " must be >= 0");
-  if (experts < 1) invalid_argument(fn, ": experts = ", experts, " must be >= 1");
-}
-
-void check_top_k(const char* fn, int experts, int top_k) {
-  if (top_k < 1 || top_k > experts) {
-    invalid_argument(fn, ": opts.top_k = ", top_k, " must be in [1, experts = ", experts, "]");
-  }
-}
-
-void check_groups(int experts, const RouterOptions& opts) {
-  if (opts.n_group < 1 || experts % opts.n_group != 0) {
-    invalid_argument("select_experts: opts.n_group = ", opts.n_group,
-                     " must be >= 1 and divide experts = ", experts);
-  }
-  if (opts.topk_group < 1 || opts.topk_group > opts.n_group) {
-    invalid_argument("select_experts: opts.topk_group = ", opts.topk_group,
-                     " must be in [1, opts.n_group = ", opts.n_group, "]");
-  }
-  const int kept = opts.topk_group * (experts / opts.n_group);
-  if (opts.top_k > kept) {
-    invalid_argument("select_experts: opts.top_k = ", opts.top_k, " exceeds the ", kept,
-                     " experts in the opts.topk_group = ", opts.topk_group, " kept groups");
-  }
-}
-
-template <typename T>
-void check_swiglu_shape(const char* fn, const SwigluWeights<T>& w, int64_t n) {
-  if (n < 0) invalid_argument(fn, ": n = ", n, " must be >= 0");
-  if (w.hidden < 1) invalid_argument(fn, ": weights.hidden = ", w.hidden, " must be >= 1");
-  if (w.inter < 1) invalid_argument(fn, ": weights.inter = ", w.inter, " must be >= 1");
-}
 
 // The backend takes memory the device can reach: device, managed, or pinned host memory. Pageable
 // host memory (what the MoE layer passes today) is refused before any kernel touches it.
@@ -343,7 +284,7 @@ float* CudaBackend::scratch(int slot, int64_t count) {
 void CudaBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                        const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                        float* c, int64_t ldc, ParamOperand param, GemmPrecision precision) {
-  check_gemm_args(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+  detail::check_gemm_args("gemm (cuda)", trans_a, trans_b, m, n, k, lda, ldb, ldc, INT_MAX);
   if (m == 0 || n == 0) return;
   State& s = *state_;
   require_device(c, "gemm", "c");
@@ -453,7 +394,7 @@ void CudaBackend::swiglu_backward(const SwigluWeights<float>& w, const float* x,
 
 void CudaBackend::compute_scores(const float* logits, int64_t tokens, int experts, ScoreFunc func,
                                  float* scores) {
-  check_shape("compute_scores", tokens, experts);
+  check_router_shape("compute_scores", tokens, experts);
   if (tokens == 0) return;
   require_device(logits, "compute_scores", "logits");
   require_device(scores, "compute_scores", "scores");
@@ -464,8 +405,8 @@ void CudaBackend::compute_scores(const float* logits, int64_t tokens, int expert
 
 void CudaBackend::select_experts(const float* scores, const float* bias, int64_t tokens,
                                  int experts, const RouterOptions& opts, int32_t* idx) {
-  check_shape("select_experts", tokens, experts);
-  check_top_k("select_experts", experts, opts.top_k);
+  check_router_shape("select_experts", tokens, experts);
+  detail::check_top_k("select_experts", experts, opts);
   check_groups(experts, opts);
   const int max_experts = cuda::select_experts_max_experts(opts.n_group);
   if (experts > max_experts) {
@@ -484,8 +425,8 @@ void CudaBackend::select_experts(const float* scores, const float* bias, int64_t
 
 void CudaBackend::routing_weights(const float* scores, const int32_t* idx, int64_t tokens,
                                   int experts, const RouterOptions& opts, float* weights) {
-  check_shape("routing_weights", tokens, experts);
-  check_top_k("routing_weights", experts, opts.top_k);
+  check_router_shape("routing_weights", tokens, experts);
+  detail::check_top_k("routing_weights", experts, opts);
   if (tokens == 0) return;
   require_device(scores, "routing_weights", "scores");
   require_device(idx, "routing_weights", "idx");
@@ -543,8 +484,8 @@ void CudaBackend::routing_weights_backward(const float* scores, const int32_t* i
                                            const float* grad_weights, int64_t tokens, int experts,
                                            const RouterOptions& opts, float* grad_scores) {
   const char* fn = "routing_weights_backward";
-  check_shape(fn, tokens, experts);
-  check_top_k(fn, experts, opts.top_k);
+  check_router_shape(fn, tokens, experts);
+  detail::check_top_k(fn, experts, opts);
   if (tokens == 0) return;
   require_device(scores, fn, "scores");
   require_device(idx, fn, "idx");
@@ -569,7 +510,7 @@ void CudaBackend::add_balance_grad(const double* coef, int64_t tokens, int exper
 
 void CudaBackend::scores_backward(const float* scores, const float* grad_scores, int64_t tokens,
                                   int experts, ScoreFunc func, float* grad_logits) {
-  check_shape("scores_backward", tokens, experts);
+  check_router_shape("scores_backward", tokens, experts);
   if (tokens == 0) return;
   require_device(scores, "scores_backward", "scores");
   require_device(grad_scores, "scores_backward", "grad_scores");

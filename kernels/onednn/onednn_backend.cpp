@@ -14,6 +14,7 @@
 #include <dnnl.hpp>
 
 #include "kernels/blas.h"
+#include "kernels/argument_checks.h"
 #include "kernels/cpu/gemm_args.h"
 #include "kernels/cpu/openblas_core.h"
 #include "kernels/environment.h"
