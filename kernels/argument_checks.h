@@ -53,8 +53,7 @@ inline void check_router_shape(const char* fn, int64_t tokens, int experts) {
 
 inline void check_top_k(const char* fn, int experts, const RouterOptions& opts) {
   if (opts.top_k < 1 || opts.top_k > experts) {
-    invalid_argument(fn, ": opts.top_k = ", opts.top_k, " must be in [1, experts = ", experts,
-                     "]");
+    invalid_argument(fn, ": opts.top_k = ", opts.top_k, " must be in [1, experts = ", experts, "]");
   }
 }
 
