@@ -326,16 +326,20 @@ PendingSum Communicator::start_allreduce_sum(double* data, size_t count) {
   return start_sum(data, count, MPI_DOUBLE);
 }
 
-std::unique_ptr<PersistentSum> Communicator::persistent_sum(float* data, size_t count) {
+template <typename T>
+std::unique_ptr<PersistentSum> Communicator::make_persistent_sum(T* data, size_t count,
+                                                                 MPI_Datatype type) {
   SY_ENFORCE_ARG(!(count > 0 && data == nullptr), "persistent_sum: null data for {} elements",
                  count);
-  return std::unique_ptr<PersistentSum>(new PersistentSum(*this, data, count, MPI_FLOAT));
+  return std::unique_ptr<PersistentSum>(new PersistentSum(*this, data, count, type));
+}
+
+std::unique_ptr<PersistentSum> Communicator::persistent_sum(float* data, size_t count) {
+  return make_persistent_sum(data, count, MPI_FLOAT);
 }
 
 std::unique_ptr<PersistentSum> Communicator::persistent_sum(double* data, size_t count) {
-  SY_ENFORCE_ARG(!(count > 0 && data == nullptr), "persistent_sum: null data for {} elements",
-                 count);
-  return std::unique_ptr<PersistentSum>(new PersistentSum(*this, data, count, MPI_DOUBLE));
+  return make_persistent_sum(data, count, MPI_DOUBLE);
 }
 
 PersistentSum::PersistentSum(Communicator& comm, void* data, size_t count, MPI_Datatype type)

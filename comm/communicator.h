@@ -151,6 +151,8 @@ class Communicator {
   void wait(MPI_Request& request, const char* what);
   template <typename T>
   PendingSum start_sum(T* data, size_t count, MPI_Datatype type);
+  template <typename T>
+  std::unique_ptr<PersistentSum> make_persistent_sum(T* data, size_t count, MPI_Datatype type);
   // After a collective timed out: every rank that also timed out answers a roll call over the
   // transport; the ranks not heard from within a short window (a few seconds) are returned.
   std::vector<int> silent_ranks();

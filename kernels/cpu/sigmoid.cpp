@@ -40,11 +40,15 @@ bool cpu_has_avx512f() {
   return has;
 }
 
-}  // namespace
-
-void sigmoid_scalar(const float* x, int64_t n, float* out) {
+// One element at a time, with math.h's scalar sigmoid.
+template <typename T>
+void sigmoid_each(const T* x, int64_t n, T* out) {
   for (int64_t i = 0; i < n; ++i) out[i] = sigmoid(x[i]);
 }
+
+}  // namespace
+
+void sigmoid_scalar(const float* x, int64_t n, float* out) { sigmoid_each(x, n, out); }
 
 void sigmoid(const float* x, int64_t n, float* out) {
   if (cpu_has_avx512f()) {
@@ -54,9 +58,7 @@ void sigmoid(const float* x, int64_t n, float* out) {
   }
 }
 
-void sigmoid(const double* x, int64_t n, double* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = sigmoid(x[i]);
-}
+void sigmoid(const double* x, int64_t n, double* out) { sigmoid_each(x, n, out); }
 
 bool sigmoid_is_vectorized() { return cpu_has_avx512f(); }
 
