@@ -136,18 +136,19 @@ def report(medians, tokens, flops, gemm_rate, cores):
     """The table: throughput, time split and GEMM-equivalent rate of each layer; the ratios."""
     rows = [f"{'layer':<26}{'tokens/s':>10}{'step ms':>10}{'fwd ms':>10}{'bwd ms':>10}"
             f"{'GFLOP/s/core':>14}{'of GEMM':>9}"]
+    share = {}  # of the measured GEMM rate, per layer
     for name, (fwd, bwd, total) in medians.items():
         per_core = flops / total / cores / 1e9
+        share[name] = per_core / gemm_rate
         rows.append(f"{name:<26}{tokens / total:>10.1f}{total * 1e3:>10.1f}{fwd * 1e3:>10.1f}"
-                    f"{bwd * 1e3:>10.1f}{per_core:>14.1f}{per_core / gemm_rate:>9.0%}")
+                    f"{bwd * 1e3:>10.1f}{per_core:>14.1f}{share[name]:>9.0%}")
     sy, base = medians[SWITCHYARD], medians[BASELINE]
     rows.append(f"switchyard / baseline: tokens/s {base[2] / sy[2]:.2f}; baseline time / "
                 f"switchyard time: forward {base[0] / sy[0]:.2f}, backward {base[1] / sy[1]:.2f}")
     # The most any fp32 layer can gain on the baseline here: its step's GEMMs at the measured rate
     # on every core, nothing else (no routing, all-to-all, activations or memory traffic beyond).
-    base_share = flops / base[2] / cores / 1e9 / gemm_rate
     rows.append(f"ceiling: a layer running this step's GEMMs at {gemm_rate:.1f} GFLOP/s per core "
-                f"and nothing else would reach {1 / base_share:.2f}x the baseline (fp32)")
+                f"and nothing else would reach {1 / share[BASELINE]:.2f}x the baseline (fp32)")
     say("", *rows)
 
 
