@@ -75,6 +75,21 @@ TEST(OneDnnBackend, DescribesItsPrecisionAndIsa) {
   EXPECT_NE(OneDnnBackend(ComputePrecision::native).describe().find("fp32"), std::string::npos);
 }
 
+// C0 + A^T B in fp64, A stored [k, m], B [k, n], C0 [m, n] (empty: zero): the weight-gradient
+// products of the tests below.
+std::vector<double> naive_at_b(int64_t m, int64_t n, int64_t k, const std::vector<float>& a,
+                               const std::vector<float>& b, const std::vector<float>& c0 = {}) {
+  std::vector<double> want(m * n, 0.0);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double sum = c0.empty() ? 0.0 : c0[i * n + j];
+      for (int64_t p = 0; p < k; ++p) sum += double(a[p * m + i]) * double(b[p * n + j]);
+      want[i * n + j] = sum;
+    }
+  }
+  return want;
+}
+
 // The weight gradients (fp32, transposed A) go to OpenBLAS only where it runs AVX-512 kernels
 // (CTest runs this once more with OPENBLAS_CORETYPE=Prescott, the oneDNN path); either way they
 // match the fp64 product, accumulating into C.
@@ -90,12 +105,9 @@ TEST(OneDnnBackend, WeightGradientsThroughOpenBlasOnlyWithAvx512Kernels) {
   const auto c0 = c;
   backend.gemm(true, false, m, n, k, 1.f, a.data(), m, b.data(), n, 1.f, c.data(), n,
                ParamOperand::none, GemmPrecision::native);
-  for (int64_t i = 0; i < m; ++i) {
-    for (int64_t j = 0; j < n; ++j) {
-      double want = c0[i * n + j];
-      for (int64_t p = 0; p < k; ++p) want += double(a[p * m + i]) * double(b[p * n + j]);
-      EXPECT_NEAR(c[i * n + j], want, 1e-5 * (1 + std::abs(want))) << i << "," << j;
-    }
+  const std::vector<double> want = naive_at_b(m, n, k, a, b, c0);
+  for (int64_t i = 0; i < m * n; ++i) {
+    EXPECT_NEAR(c[i], want[i], 1e-5 * (1 + std::abs(want[i]))) << i / n << "," << i % n;
   }
 }
 
@@ -112,14 +124,7 @@ TEST(OneDnnBackend, Bf16WeightGradientsOfShortDepthAreFp32WithAvx512Blas) {
     std::vector<float> c(m * n, 0.f);
     backend.gemm(true, false, m, n, k, 1.f, a.data(), m, b.data(), n, 0.f, c.data(), n,
                  ParamOperand::none, GemmPrecision::compute);
-    std::vector<double> want(m * n, 0.0);
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) {
-        for (int64_t p = 0; p < k; ++p)
-          want[i * n + j] += double(a[p * m + i]) * double(b[p * n + j]);
-      }
-    }
-    const double worst = testing::rel_err(c, want);
+    const double worst = testing::rel_err(c, naive_at_b(m, n, k, a, b));
     const bool fp32 = by_blas && k < 48;
     EXPECT_LE(worst, fp32 ? 1e-5 : testing::kBf16Tol) << "depth " << k;
     // The bf16 products do round: an error above fp32's shows which path ran.
