@@ -1,6 +1,7 @@
 #include "tools/sy-bench/step_bench.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <random>
 #include <stdexcept>
@@ -71,7 +72,7 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
   }
 
   std::vector<double> forward, step;
-  int64_t faults = 0;
+  std::vector<double> faults;  // per timed step, this rank's (the most on any rank after the loop)
   double experts_fwd = 0, experts_bwd = 0, reduce = 0, shared = 0;
   Progress progress("sy-bench step", o.warmup + o.iters, rank == 0);
   for (int i = 0; i < o.warmup + o.iters; ++i) {
@@ -94,7 +95,7 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
     if (timed) {
       forward.push_back(figures[0]);
       step.push_back(figures[1]);
-      faults += step_faults;
+      faults.push_back(static_cast<double>(step_faults));
       experts_fwd += t.experts - e0;
       experts_bwd += t.experts_backward - eb0;
       reduce += t.grad_reduce - r0;
@@ -104,10 +105,11 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
   }
 
   const std::vector<double> pairs = layer.measure_device_load();
-  double work[4] = {pairs[rank] * 6.0 * H * config.intermediate * o.iters, experts_fwd, experts_bwd,
-                    double(faults) / o.iters};
+  double work[3] = {pairs[rank] * 6.0 * H * config.intermediate * o.iters, experts_fwd,
+                    experts_bwd};
   MPI_Allreduce(MPI_IN_PLACE, work, 3, MPI_DOUBLE, MPI_SUM, mpi_comm);
-  MPI_Allreduce(MPI_IN_PLACE, work + 3, 1, MPI_DOUBLE, MPI_MAX, mpi_comm);
+  MPI_Allreduce(MPI_IN_PLACE, faults.data(), static_cast<int>(faults.size()), MPI_DOUBLE, MPI_MAX,
+                mpi_comm);
   // Rank 0's phases per step, ms: where the step's time goes.
   const double phases[4] = {1e3 * experts_fwd / o.iters, 1e3 * shared / o.iters,
                             1e3 * experts_bwd / o.iters, 1e3 * reduce / o.iters};
@@ -130,7 +132,12 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
         "ranks at once)\n",
         fwd_rate, bwd_rate, 100 * fwd_rate / peak.gflops, 100 * bwd_rate / peak.gflops,
         kernels::compute_precision_name(backend.compute), peak.gflops, peak.backend);
-    fmt::print("minor page faults per step (most on any rank): {:.0f}\n", work[3]);
+    // Step by step too: the heap can take a few steps to settle (glibc keeps freed buffers, but
+    // a new one may first have to grow the heap), which the mean alone would not show.
+    double total = 0;
+    for (double f : faults) total += f;
+    fmt::print("minor page faults per step (most on any rank): {:.0f}; step by step: {}\n",
+               total / o.iters, fmt::join(faults, " "));
   }
   return 0;
 }
