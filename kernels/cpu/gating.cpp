@@ -13,6 +13,7 @@ namespace switchyard::kernels {
 namespace {
 
 using detail::check_groups;
+using detail::check_router_shape;
 using detail::check_top_k;
 
 // Out-of-range ids would read outside the score rows, so they are rejected before any access.
@@ -53,7 +54,7 @@ T group_score(const T* sel, int size, GroupScore kind) {
 
 template <typename T>
 void compute_scores(const T* logits, int64_t tokens, int experts, ScoreFunc func, T* scores) {
-  detail::check_router_shape("compute_scores", tokens, experts);
+  check_router_shape("compute_scores", tokens, experts);
   for (int64_t t = 0; t < tokens; ++t) {
     const T* l = logits + t * experts;
     T* s = scores + t * experts;
@@ -71,7 +72,7 @@ void compute_scores(const T* logits, int64_t tokens, int experts, ScoreFunc func
 template <typename T>
 void select_experts(const T* scores, const T* bias, int64_t tokens, int experts,
                     const RouterOptions& opts, int32_t* idx) {
-  detail::check_router_shape("select_experts", tokens, experts);
+  check_router_shape("select_experts", tokens, experts);
   check_top_k("select_experts", experts, opts);
   check_groups(experts, opts);
   const int group_size = experts / opts.n_group;
@@ -110,7 +111,7 @@ void select_experts(const T* scores, const T* bias, int64_t tokens, int experts,
 template <typename T>
 void routing_weights(const T* scores, const int32_t* idx, int64_t tokens, int experts,
                      const RouterOptions& opts, T* weights) {
-  detail::check_router_shape("routing_weights", tokens, experts);
+  check_router_shape("routing_weights", tokens, experts);
   check_top_k("routing_weights", experts, opts);
   check_idx("routing_weights", idx, tokens, experts, opts.top_k);
   const int k = opts.top_k;
@@ -131,7 +132,7 @@ template <typename T>
 void routing_weights_backward(const T* scores, const int32_t* idx, const T* grad_weights,
                               int64_t tokens, int experts, const RouterOptions& opts,
                               T* grad_scores) {
-  detail::check_router_shape("routing_weights_backward", tokens, experts);
+  check_router_shape("routing_weights_backward", tokens, experts);
   check_top_k("routing_weights_backward", experts, opts);
   check_idx("routing_weights_backward", idx, tokens, experts, opts.top_k);
   const int k = opts.top_k;
@@ -159,7 +160,7 @@ void routing_weights_backward(const T* scores, const int32_t* idx, const T* grad
 template <typename T>
 void scores_backward(const T* scores, const T* grad_scores, int64_t tokens, int experts,
                      ScoreFunc func, T* grad_logits) {
-  detail::check_router_shape("scores_backward", tokens, experts);
+  check_router_shape("scores_backward", tokens, experts);
   for (int64_t t = 0; t < tokens; ++t) {
     const T* s = scores + t * experts;
     const T* gs = grad_scores + t * experts;

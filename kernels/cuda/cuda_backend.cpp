@@ -23,6 +23,7 @@ namespace {
 
 using detail::check_groups;
 using detail::check_router_shape;
+using detail::check_top_k;
 using detail::check_swiglu_shape;
 using detail::invalid_argument;
 
@@ -406,7 +407,7 @@ void CudaBackend::compute_scores(const float* logits, int64_t tokens, int expert
 void CudaBackend::select_experts(const float* scores, const float* bias, int64_t tokens,
                                  int experts, const RouterOptions& opts, int32_t* idx) {
   check_router_shape("select_experts", tokens, experts);
-  detail::check_top_k("select_experts", experts, opts);
+  check_top_k("select_experts", experts, opts);
   check_groups(experts, opts);
   const int max_experts = cuda::select_experts_max_experts(opts.n_group);
   if (experts > max_experts) {
@@ -426,7 +427,7 @@ void CudaBackend::select_experts(const float* scores, const float* bias, int64_t
 void CudaBackend::routing_weights(const float* scores, const int32_t* idx, int64_t tokens,
                                   int experts, const RouterOptions& opts, float* weights) {
   check_router_shape("routing_weights", tokens, experts);
-  detail::check_top_k("routing_weights", experts, opts);
+  check_top_k("routing_weights", experts, opts);
   if (tokens == 0) return;
   require_device(scores, "routing_weights", "scores");
   require_device(idx, "routing_weights", "idx");
@@ -485,7 +486,7 @@ void CudaBackend::routing_weights_backward(const float* scores, const int32_t* i
                                            const RouterOptions& opts, float* grad_scores) {
   const char* fn = "routing_weights_backward";
   check_router_shape(fn, tokens, experts);
-  detail::check_top_k(fn, experts, opts);
+  check_top_k(fn, experts, opts);
   if (tokens == 0) return;
   require_device(scores, fn, "scores");
   require_device(idx, fn, "idx");

@@ -143,7 +143,8 @@ class MoELayer(nn.Module):
     docstring). It learns of writes to the parameters from torch's version counters, which every
     in-place torch operation on them bumps (optimizer steps, `load_state_dict`, `p.mul_()` under
     no_grad); a write through `p.data` bumps none (as autograd, which does not see it either): call
-    `parameters_changed()` after one, or bf16 compute goes on with the weights it converted before. Backward adds into `.grad` as autograd would (creating it, zero, when None), but
+    `parameters_changed()` after one, or bf16 compute goes on with the weights it converted
+    before. Backward adds into `.grad` as autograd would (creating it, zero, when None), but
     does so itself, so tensor hooks on the parameters (`register_hook`) do not see these
     gradients. A parameter with requires_grad False gets none. Parameters must stay float32 on
     the CPU; a non-contiguous one is made contiguous (`p.data = p.data.contiguous()`).
@@ -193,13 +194,14 @@ class MoELayer(nn.Module):
     def _bind_params(self):
         """Points the C layer at every parameter's storage, binding again the ones whose storage
         torch replaced since they were bound, and reports writes made since the last call."""
+        versions = []
         for name, param in self.named_parameters():
             if not param.is_contiguous():
                 param.data = param.data.contiguous()  # the C layer reads a dense row-major array
             bound = self._layer.bound("param", name)
             if bound is None or bound.data_ptr() != param.data_ptr():
                 self._layer.bind_param(name, param)
-        versions = [param._version for param in self.parameters()]
+            versions.append(param._version)
         if versions != self._param_versions:
             self._layer.params_changed()
             self._param_versions = versions
@@ -215,8 +217,10 @@ class MoELayer(nn.Module):
     def _push_selection_bias(self):
         """The C layer keeps its own E floats of selection bias (they cannot be bound): copied in
         when torch's buffer changed since (a copy counts as a parameter change in the C layer)."""
-        bias = getattr(self.gate, "e_score_correction_bias", None)
-        if bias is not None and bias._version != self._bias_version:
+        if not self.config.selection_bias:
+            return
+        bias = self.gate.e_score_correction_bias
+        if bias._version != self._bias_version:
             self._layer.set_param(_BIAS, bias)
             self._bias_version = bias._version
 

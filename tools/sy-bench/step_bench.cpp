@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <numeric>
 #include <random>
 #include <stdexcept>
 #include <vector>
@@ -134,10 +135,9 @@ int run_step_bench(const StepBenchOptions& o, MPI_Comm mpi_comm) {
         kernels::compute_precision_name(backend.compute), peak.gflops, peak.backend);
     // Step by step too: the heap can take a few steps to settle (glibc keeps freed buffers, but
     // a new one may first have to grow the heap), which the mean alone would not show.
-    double total = 0;
-    for (double f : faults) total += f;
     fmt::print("minor page faults per step (most on any rank): {:.0f}; step by step: {}\n",
-               total / o.iters, fmt::join(faults, " "));
+               std::accumulate(faults.begin(), faults.end(), 0.0) / o.iters,
+               fmt::join(faults, " "));
   }
   return 0;
 }
