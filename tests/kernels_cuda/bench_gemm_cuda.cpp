@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -25,8 +26,13 @@ void check(cudaError_t err, const char* what) {
   }
 }
 
-float* device_floats(size_t count, float value) {
-  std::vector<float> host(count, value);
+// count floats uniform in [-scale, scale) (outputs: scale 0). Random, not constant: GEMMs on
+// constant or zero inputs can run faster than on real data.
+float* device_floats(size_t count, float scale) {
+  static std::mt19937 rng(20261204);
+  std::uniform_real_distribution<float> uniform(-scale, scale);
+  std::vector<float> host(count);
+  for (auto& v : host) v = scale == 0.f ? 0.f : uniform(rng);
   float* p = nullptr;
   check(cudaMalloc(reinterpret_cast<void**>(&p), count * sizeof(float)), "cudaMalloc");
   check(cudaMemcpy(p, host.data(), count * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
