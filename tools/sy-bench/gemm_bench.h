@@ -28,6 +28,15 @@ struct GemmBenchOptions {
 double gemm_rate(kernels::Backend<float>& backend, int64_t m, int64_t n, int64_t k, double seconds,
                  MPI_Comm comm);
 
+// GFLOP/s per rank of backend on weight gradients as the layer's backward makes them:
+// C[m,n] = A[k,m]^T B[k,n] + beta C (A and B the activations of k tokens), into one of
+// kColdGradients distinct C in turn, so that every C comes from memory as a parameter-sized
+// gradient does. beta 1 adds to a gradient; beta 0 writes fresh gradient memory
+// (sy_layer_bind_fresh_grad), which some backends do without reading C.
+double weight_grad_rate(kernels::Backend<float>& backend, int64_t m, int64_t n, int64_t k,
+                        float beta, double seconds, MPI_Comm comm);
+inline constexpr int kColdGradients = 8;
+
 struct MachinePeak {
   double gflops = 0;    // per rank, all ranks at once
   std::string backend;  // the backend that reached it
