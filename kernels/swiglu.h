@@ -22,6 +22,9 @@ struct SwigluGrads {
   T* gate_proj;  // [inter, hidden], accumulated into
   T* up_proj;    // [inter, hidden], accumulated into
   T* down_proj;  // [hidden, inter], accumulated into
+  // The three hold no gradient yet (memory fresh from an allocator, NaN even): the weight
+  // gradients are written instead of added (zeros when n == 0), as autograd writes a new .grad.
+  bool overwrite = false;
 };
 
 // These run their GEMMs through `backend` (so a backend's GEMM precision applies) and keep their
@@ -33,7 +36,8 @@ template <typename T>
 void swiglu_forward(Backend<T>& backend, const SwigluWeights<T>& w, const T* x, int64_t n,
                     T* gate_pre, T* up_pre, T* y);
 
-// grad_x: [n, hidden] (overwritten); weight gradients accumulated into grads. The same as
+// grad_x: [n, hidden] (overwritten); weight gradients accumulated into grads (or written, with
+// grads.overwrite). The same as
 // swiglu_backward_data followed by swiglu_backward_weights.
 template <typename T>
 void swiglu_backward(Backend<T>& backend, const SwigluWeights<T>& w, const T* x, int64_t n,

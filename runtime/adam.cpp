@@ -34,6 +34,7 @@ void MoeAdam<T>::step(MoeParams<T>& params, MoeParams<T>& grads) {
   require(params.expert_ids == m_.expert_ids && grads.expert_ids == m_.expert_ids,
           "MoeAdam.step: the parameters, gradients and optimizer state hold different experts; "
           "migrate the optimizer state with MoeLayer::apply_placement(placement, adam.state())");
+  grads.zero_fresh();  // a gradient bound fresh and never written is zero
   auto p = params.tensors(), g = grads.tensors(), m = m_.tensors(), v = v_.tensors();
   require(p.size() == g.size() && p.size() == m.size(),
           fmt::format("MoeAdam.step: {} parameter tensors, {} gradients, {} in the state",

@@ -459,7 +459,7 @@ std::span<float> counted_memory(sy_layer& l, sy::MoeParams<float>& params, const
 }
 
 void bind_tensor(sy_layer& l, sy::MoeParams<float>& params, const char* name, float* data,
-                 size_t count, bool gradient) {
+                 size_t count, bool gradient, bool fresh = false) {
   require_arg(name != nullptr, "parameter name is NULL");
   require_arg(name != kBiasName,
               gradient ? "gate.e_score_correction_bias has no gradient: it is a selection bias "
@@ -470,7 +470,10 @@ void bind_tensor(sy_layer& l, sy::MoeParams<float>& params, const char* name, fl
   sy::ParamTensor<float>& t = find_tensor(*l.layer, params, name);
   require_count(name, t.size(), count);
   if (data == nullptr) {
+    require_arg(!fresh, fmt::format("sy_layer_bind_fresh_grad: '{}': data is NULL", name));
     t.unbind();
+  } else if (fresh) {
+    t.bind_fresh(data, count);
   } else {
     t.bind(data, count);
   }
@@ -504,6 +507,7 @@ sy_status_t sy_layer_get_param(sy_layer_t layer, const char* name, float* data, 
 sy_status_t sy_layer_get_grad(sy_layer_t layer, const char* name, float* data, size_t count) {
   return on_layer(layer, [&](sy_layer& l) {
     std::span<const float> t = counted_memory(l, l.layer->grads(), name, data, count, true);
+    find_tensor(*l.layer, l.layer->grads(), name).zero_if_fresh();  // none yet: zeros
     std::copy(t.begin(), t.end(), data);
   });
 }
@@ -517,6 +521,13 @@ sy_status_t sy_layer_bind_param(sy_layer_t layer, const char* name, float* data,
 sy_status_t sy_layer_bind_grad(sy_layer_t layer, const char* name, float* data, size_t count) {
   return on_layer(layer, [&](sy_layer& l) {
     bind_tensor(l, l.layer->grads(), name, data, count, true);
+  });
+}
+
+sy_status_t sy_layer_bind_fresh_grad(sy_layer_t layer, const char* name, float* data,
+                                     size_t count) {
+  return on_layer(layer, [&](sy_layer& l) {
+    bind_tensor(l, l.layer->grads(), name, data, count, true, true);
   });
 }
 

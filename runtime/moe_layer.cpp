@@ -443,6 +443,9 @@ void MoeLayer<T>::backward_call(const MoeSaved<T>& s, const T* grad_y, T* grad_x
     shared_reduce.finish();
     trace.payload(static_cast<int64_t>(gate.size() * sizeof(T)));
     sum_replica_grads(replica_grads_);
+    // Gradients bound fresh that the routed experts' GEMMs did not write (the gate, the shared and
+    // replicated experts, experts without tokens in this batch) start from zeros.
+    grads_.zero_fresh();
     backend_->add(grads_.gate_weight.data(), gate.data(), static_cast<int64_t>(gate.size()));
     if (config_.num_shared > 0) add_packed_swiglu(*backend_, shared_grad_sum_, grads_.shared);
     for (size_t e = 0; e < replica_grads_.size(); ++e) {

@@ -116,13 +116,22 @@ void MoeLayer<T>::experts_backward_weights(const MoeChunk<T>& chunk, const std::
     const int64_t begin = chunk.expert_offsets[e];
     const int64_t n = chunk.expert_offsets[e + 1] - begin;
     if (n == 0) continue;
-    auto target =
-        replicated(static_cast<int>(e)) ? replica_grads[e].grads() : grads_.experts[e].grads();
+    SwigluParams<T>& grad = replicated(static_cast<int>(e)) ? replica_grads[e] : grads_.experts[e];
+    // A gradient bound fresh (the caller's .grad was None) is written by the GEMMs instead of
+    // added to: no zeroing pass over it, no read of it. Some of the three fresh: those start
+    // from zeros.
+    if (!grad.all_fresh()) {
+      for (auto* t : {&grad.gate_proj, &grad.up_proj, &grad.down_proj}) t->zero_if_fresh();
+    }
+    const kernels::SwigluGrads<T> target = grad.grads();
     backend_->swiglu_backward_weights(
         params_.experts[e].weights(), chunk.expert_x.data() + begin * H, n,
         chunk.expert_gate_pre.data() + begin * I, chunk.expert_up_pre.data() + begin * I,
         grad_out.data() + begin * H, grad_gate_pre.data() + begin * I,
         grad_up_pre.data() + begin * I, target);
+    if (target.overwrite) {
+      for (auto* t : {&grad.gate_proj, &grad.up_proj, &grad.down_proj}) t->mark_written();
+    }
     between_experts();
   }
 }

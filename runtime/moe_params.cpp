@@ -20,7 +20,12 @@ kernels::SwigluWeights<T> SwigluParams<T>::weights() const {
 
 template <typename T>
 kernels::SwigluGrads<T> SwigluParams<T>::grads() {
-  return {gate_proj.data(), up_proj.data(), down_proj.data()};
+  return {gate_proj.data(), up_proj.data(), down_proj.data(), all_fresh()};
+}
+
+template <typename T>
+bool SwigluParams<T>::all_fresh() const {
+  return gate_proj.fresh() && up_proj.fresh() && down_proj.fresh();
 }
 
 template <typename T>
@@ -64,8 +69,27 @@ std::vector<std::span<T>> MoeParams<T>::tensors() {
 }
 
 template <typename T>
+std::vector<ParamTensor<T>*> MoeParams<T>::param_tensors() {
+  std::vector<ParamTensor<T>*> out{&gate_weight};
+  auto add = [&out](SwigluParams<T>& p) {
+    out.insert(out.end(), {&p.gate_proj, &p.up_proj, &p.down_proj});
+  };
+  if (!shared.gate_proj.empty()) add(shared);
+  for (auto& e : experts) add(e);
+  return out;
+}
+
+template <typename T>
 void MoeParams<T>::zero() {
-  for (auto t : tensors()) std::fill(t.begin(), t.end(), T(0));
+  for (ParamTensor<T>* t : param_tensors()) {
+    std::fill(t->begin(), t->end(), T(0));
+    t->mark_written();
+  }
+}
+
+template <typename T>
+void MoeParams<T>::zero_fresh() {
+  for (ParamTensor<T>* t : param_tensors()) t->zero_if_fresh();
 }
 
 template <typename T>

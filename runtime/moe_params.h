@@ -26,7 +26,9 @@ struct SwigluParams {
   SwigluParams(int64_t hidden_size, int64_t inter_size);  // zero-filled
 
   kernels::SwigluWeights<T> weights() const;
+  // As gradients to write into: overwrite set when all three are fresh (ParamTensor::bind_fresh).
   kernels::SwigluGrads<T> grads();
+  bool all_fresh() const;
 };
 
 template <typename T>
@@ -47,7 +49,12 @@ struct MoeParams {
   // Every tensor, replicated first then experts in expert_ids order (a stable order for
   // optimizers).
   std::vector<std::span<T>> tensors();
+  // The same tensors as ParamTensors.
+  std::vector<ParamTensor<T>*> param_tensors();
   void zero();
+  // Fresh tensors (gradients bound by ParamTensor::bind_fresh, not yet written) become zeros:
+  // before they are read or added to by anything but the backward that writes them.
+  void zero_fresh();
   // Whether any tensor views a caller's memory (ParamTensor::bind).
   bool any_bound() const;
 };

@@ -25,13 +25,10 @@ class ParamTensor {
   explicit ParamTensor(size_t count) : owned_(count) { point_at_owned(); }  // zero-filled
 
   // A copy owns its values, also of a bound tensor: a copy (an optimizer moment, an expected
-  // value in a test) must never write into the caller's memory.
-  ParamTensor(const ParamTensor& other) : owned_(other.begin(), other.end()) { point_at_owned(); }
+  // value in a test) must never write into the caller's memory. A fresh tensor's values are zeros.
+  ParamTensor(const ParamTensor& other) { copy_values(other); }
   ParamTensor& operator=(const ParamTensor& other) {
-    if (this != &other) {
-      owned_.assign(other.begin(), other.end());
-      point_at_owned();
-    }
+    if (this != &other) copy_values(other);
     return *this;
   }
   // A move carries a binding along: expert migration moves the experts a rank keeps, and their
@@ -71,12 +68,37 @@ class ParamTensor {
     std::vector<T>().swap(owned_);
     data_ = external;
     bound_ = true;
+    fresh_ = false;
   }
-  // Back to owned storage holding a copy of the current values; nothing when not bound.
+  // Back to owned storage holding a copy of the current values (zeros when fresh); nothing when
+  // not bound.
   void unbind() {
     if (!bound_) return;
-    owned_.assign(data_, data_ + size_);
+    if (fresh_) {
+      owned_.assign(size_, T(0));
+    } else {
+      owned_.assign(data_, data_ + size_);
+    }
     point_at_owned();
+  }
+
+  // A gradient bound as memory that holds none yet (the C API's sy_layer_bind_fresh_grad: a new
+  // tensor from an allocator, as autograd makes for a .grad that is None). Its values are never
+  // read: the next backward writes the gradient instead of adding it, and whatever reads it
+  // before that (a copy, unbind, zero_if_fresh) sees zeros. Saves the caller zeroing gigabytes
+  // only for the layer to add onto them.
+  void bind_fresh(T* external, size_t count) {
+    bind(external, count);
+    fresh_ = true;
+  }
+  bool fresh() const { return fresh_; }
+  // The layer wrote every element (a fresh tensor now holds a gradient).
+  void mark_written() { fresh_ = false; }
+  // A fresh tensor becomes zeros (before anything adds to it or reads it).
+  void zero_if_fresh() {
+    if (!fresh_) return;
+    std::fill(begin(), end(), T(0));
+    fresh_ = false;
   }
 
   friend bool operator==(const ParamTensor& a, const ParamTensor& b) {
@@ -88,12 +110,22 @@ class ParamTensor {
     data_ = owned_.data();
     size_ = owned_.size();
     bound_ = false;
+    fresh_ = false;
+  }
+  void copy_values(const ParamTensor& other) {
+    if (other.fresh_) {
+      owned_.assign(other.size_, T(0));
+    } else {
+      owned_.assign(other.begin(), other.end());
+    }
+    point_at_owned();
   }
   void take(ParamTensor& other) {
     owned_ = std::move(other.owned_);
     data_ = std::exchange(other.data_, nullptr);
     size_ = std::exchange(other.size_, 0);
     bound_ = std::exchange(other.bound_, false);
+    fresh_ = std::exchange(other.fresh_, false);
     other.owned_.clear();
   }
 
@@ -101,6 +133,7 @@ class ParamTensor {
   T* data_ = nullptr;     // owned_.data() or the bound memory
   size_t size_ = 0;
   bool bound_ = false;
+  bool fresh_ = false;    // bound memory holding no values yet (bind_fresh)
 };
 
 }  // namespace switchyard

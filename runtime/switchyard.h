@@ -26,7 +26,7 @@
  *   sy_version() >= 300. Version 0.4 added checkpoints (sy_layer_save, sy_layer_load), collective
  *   errors (above) and the refusal of a second sy_layer_backward of one forward. Version 0.5
  *   added reported changes of bound parameters (sy_layer_report_param_changes,
- *   sy_layer_params_changed).
+ *   sy_layer_params_changed), 0.6 fresh gradient memory (sy_layer_bind_fresh_grad).
  * - No C++ exception crosses this boundary.
  * - Thread safety: calls on one context and its layers must not run concurrently (they
  *   communicate, and every rank must issue the same collective calls in the same order).
@@ -50,7 +50,7 @@ extern "C" {
 #endif
 
 #define SY_VERSION_MAJOR 0
-#define SY_VERSION_MINOR 5
+#define SY_VERSION_MINOR 6
 #define SY_VERSION_PATCH 0
 #define SY_VERSION_CODE (SY_VERSION_MAJOR * 10000 + SY_VERSION_MINOR * 100 + SY_VERSION_PATCH)
 
@@ -228,6 +228,18 @@ SY_API sy_status_t sy_layer_bind_param(sy_layer_t layer, const char* name, float
                                        size_t count);
 SY_API sy_status_t sy_layer_bind_grad(sy_layer_t layer, const char* name, float* data,
                                       size_t count);
+/* Fresh gradient memory (since 0.6): binds data as the gradient of name, as sy_layer_bind_grad
+ * does, but as holding no gradient yet — memory just allocated and never cleared, as autograd
+ * makes a new .grad when it is None (torch's zero_grad(set_to_none=True), the default since torch
+ * 2.0). Its values are never read: the next sy_layer_backward writes the gradient there instead
+ * of adding to it (the routed experts' weight-gradient GEMMs write it directly: no zeroing pass,
+ * no read of the old values), and the backwards after it add, as with sy_layer_bind_grad. Before
+ * that backward, sy_layer_get_grad reads zeros, sy_layer_zero_grads writes zeros, and unbinding
+ * keeps zeros. If that backward fails, the memory holds unspecified values (the caller drops it,
+ * as torch drops a .grad it could not make). data must not be NULL. Local; on failure nothing
+ * changes. */
+SY_API sy_status_t sy_layer_bind_fresh_grad(sy_layer_t layer, const char* name, float* data,
+                                            size_t count);
 /* Reported changes of bound parameters (since 0.5). The layer cannot see a write to bound
  * parameter memory, so by default every sy_layer_forward treats the bound parameters as changed
  * and the backend derives again what it keeps from them (bf16 compute's converted weights: a

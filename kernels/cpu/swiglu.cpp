@@ -1,5 +1,7 @@
 #include "kernels/swiglu.h"
 
+#include <algorithm>
+
 #include "kernels/argument_checks.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/sigmoid.h"
@@ -69,14 +71,20 @@ void swiglu_backward_weights(Backend<T>& backend, const SwigluWeights<T>& w, con
                              const T* grad_gate_pre, const T* grad_up_pre,
                              const SwigluGrads<T>& grads) {
   check_swiglu_shape("swiglu_backward_weights", w, n);
-  if (n == 0) return;  // no tokens: the weight gradients gain nothing
   const int64_t h = w.hidden;
   const int64_t in = w.inter;
+  if (n == 0) {  // no tokens: the weight gradients gain nothing (are nothing, when written)
+    if (grads.overwrite) {
+      for (T* g : {grads.gate_proj, grads.up_proj, grads.down_proj}) std::fill_n(g, in * h, T(0));
+    }
+    return;
+  }
   T* act = backend.scratch(0, n * in);
   swiglu_activation(gate_pre, up_pre, n * in, act);
-  backend.gemm(true, false, h, in, n, T(1), grad_y, h, act, in, T(1), grads.down_proj, in);
-  backend.gemm(true, false, in, h, n, T(1), grad_gate_pre, in, x, h, T(1), grads.gate_proj, h);
-  backend.gemm(true, false, in, h, n, T(1), grad_up_pre, in, x, h, T(1), grads.up_proj, h);
+  const T beta = grads.overwrite ? T(0) : T(1);
+  backend.gemm(true, false, h, in, n, T(1), grad_y, h, act, in, beta, grads.down_proj, in);
+  backend.gemm(true, false, in, h, n, T(1), grad_gate_pre, in, x, h, beta, grads.gate_proj, h);
+  backend.gemm(true, false, in, h, n, T(1), grad_up_pre, in, x, h, beta, grads.up_proj, h);
 }
 
 template <typename T>
@@ -84,7 +92,10 @@ void swiglu_backward(Backend<T>& backend, const SwigluWeights<T>& w, const T* x,
                      const T* gate_pre, const T* up_pre, const T* grad_y, T* grad_x,
                      const SwigluGrads<T>& grads) {
   check_swiglu_shape("swiglu_backward", w, n);
-  if (n == 0) return;  // no tokens: grad_x is empty and the weight gradients gain nothing
+  if (n == 0) {  // no tokens: grad_x is empty and the weight gradients gain nothing
+    swiglu_backward_weights<T>(backend, w, x, n, gate_pre, up_pre, grad_y, nullptr, nullptr, grads);
+    return;
+  }
   T* grad_gate_pre = backend.scratch(1, n * w.inter);
   T* grad_up_pre = backend.scratch(2, n * w.inter);
   swiglu_backward_data(backend, w, n, gate_pre, up_pre, grad_y, grad_x, grad_gate_pre, grad_up_pre);

@@ -367,24 +367,37 @@ void CudaBackend::swiglu_backward_weights(const SwigluWeights<float>& w, const f
                                           const float* grad_up_pre,
                                           const SwigluGrads<float>& grads) {
   check_swiglu_shape("swiglu_backward_weights", w, n);
-  if (n == 0) return;  // no tokens: the weight gradients gain nothing
   const int64_t h = w.hidden;
   const int64_t in = w.inter;
+  if (n == 0) {  // no tokens: the weight gradients gain nothing (are nothing, when written)
+    if (grads.overwrite) {
+      for (float* g : {grads.gate_proj, grads.up_proj, grads.down_proj}) {
+        require_device(g, "swiglu_backward_weights", "grads");
+        check(cudaMemsetAsync(g, 0, static_cast<size_t>(in * h) * sizeof(float), state_->stream),
+              "cudaMemsetAsync");
+      }
+    }
+    return;
+  }
   require_device(gate_pre, "swiglu_backward_weights", "gate_pre");
   require_device(up_pre, "swiglu_backward_weights", "up_pre");
   float* act = scratch(0, n * in);
   check(cuda::swiglu_activation(gate_pre, up_pre, n * in, act, state_->stream),
         "swiglu_activation");
-  gemm(true, false, h, in, n, 1.f, grad_y, h, act, in, 1.f, grads.down_proj, in);
-  gemm(true, false, in, h, n, 1.f, grad_gate_pre, in, x, h, 1.f, grads.gate_proj, h);
-  gemm(true, false, in, h, n, 1.f, grad_up_pre, in, x, h, 1.f, grads.up_proj, h);
+  const float beta = grads.overwrite ? 0.f : 1.f;
+  gemm(true, false, h, in, n, 1.f, grad_y, h, act, in, beta, grads.down_proj, in);
+  gemm(true, false, in, h, n, 1.f, grad_gate_pre, in, x, h, beta, grads.gate_proj, h);
+  gemm(true, false, in, h, n, 1.f, grad_up_pre, in, x, h, beta, grads.up_proj, h);
 }
 
 void CudaBackend::swiglu_backward(const SwigluWeights<float>& w, const float* x, int64_t n,
                                   const float* gate_pre, const float* up_pre, const float* grad_y,
                                   float* grad_x, const SwigluGrads<float>& grads) {
   check_swiglu_shape("swiglu_backward", w, n);
-  if (n == 0) return;  // no tokens: grad_x is empty and the weight gradients gain nothing
+  if (n == 0) {  // no tokens: grad_x is empty and the weight gradients gain nothing
+    swiglu_backward_weights(w, x, n, gate_pre, up_pre, grad_y, nullptr, nullptr, grads);
+    return;
+  }
   float* grad_gate_pre = scratch(1, n * w.inter);
   float* grad_up_pre = scratch(2, n * w.inter);
   swiglu_backward_data(w, n, gate_pre, up_pre, grad_y, grad_x, grad_gate_pre, grad_up_pre);

@@ -202,7 +202,7 @@ std::string OneDnnBackend::describe() const {
       << isa_name << ", " << omp_get_max_threads() << " thread"
       << (omp_get_max_threads() == 1 ? "" : "s");
   if (weight_grads_by_blas_) {
-    out << "; weight gradients through OpenBLAS " << blas_core_
+    out << "; weight gradients added through OpenBLAS " << blas_core_
         << (compute_ == ComputePrecision::bf16 ? " in fp32 below depth 48" : "");
   }
   out << ")";
@@ -234,7 +234,13 @@ void OneDnnBackend::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64
   // too while the depth is short: C's memory traffic bounds these, not the multiplications
   // (DeepSeekMoE-16B's routed backward on 1 / 2 / 4 ranks, depth 24 / 48 / 96: OpenBLAS fp32
   // 626 / 502 / 882 ms, oneDNN bf16 710 / 495 / 694); they are then fp32 products, not bf16.
-  if (trans_a && weight_grads_by_blas_ && (!bf16 || k < kBf16WeightGradDepthForBlas)) {
+  // A weight gradient written rather than added (beta 0: fresh gradient memory, C API 0.6) stays
+  // with oneDNN: its matmul writes C without reading it, where OpenBLAS clears C in a pass of its
+  // own first (`sy-bench gemm`, cold 1408 x 2048 gradients at depth 24: fp32 oneDNN 70-72,
+  // OpenBLAS 52-53 GFLOP/s, against 63-68 for OpenBLAS adding; bf16 compute: oneDNN 104, against
+  // 50 through OpenBLAS).
+  const bool blas_weight_grad = beta != 0.f && (!bf16 || k < kBf16WeightGradDepthForBlas);
+  if (trans_a && weight_grads_by_blas_ && blas_weight_grad) {
     kernels::gemm<float>(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }

@@ -1,4 +1,4 @@
-"""ctypes binding of libswitchyard.so (runtime/switchyard.h), version 0.5.
+"""ctypes binding of libswitchyard.so (runtime/switchyard.h), version 0.6.
 
 Every function of the header is declared here with its argument and result types, so that a
 wrong call fails in Python instead of corrupting memory. `check` turns a non-OK status into a
@@ -145,6 +145,7 @@ _PROTOTYPES = {
     "sy_layer_zero_grads": (_status, [_handle]),
     "sy_layer_bind_param": (_status, [_handle, ctypes.c_char_p, _float_p, ctypes.c_size_t]),
     "sy_layer_bind_grad": (_status, [_handle, ctypes.c_char_p, _float_p, ctypes.c_size_t]),
+    "sy_layer_bind_fresh_grad": (_status, [_handle, ctypes.c_char_p, _float_p, ctypes.c_size_t]),
     "sy_layer_report_param_changes": (_status, [_handle, ctypes.c_int]),
     "sy_layer_params_changed": (_status, [_handle]),
     "sy_layer_param_data": (_status, [_handle, ctypes.c_char_p, ctypes.POINTER(_float_p),
@@ -188,15 +189,15 @@ def _load():
     )
 
 
-# The oldest library with every function below (0.5 added reported parameter changes).
-REQUIRED_VERSION = 500
+# The oldest library with every function below (0.6 added fresh gradient memory).
+REQUIRED_VERSION = 600
 
 lib = _load()
 lib.sy_version.restype = ctypes.c_int
 if lib.sy_version() < REQUIRED_VERSION:
     raise ImportError(
         f"switchyard: {lib._name} is version code {lib.sy_version()}, but this package needs "
-        f"{REQUIRED_VERSION} (0.5) or later; rebuild the 'switchyard' target or point "
+        f"{REQUIRED_VERSION} (0.6) or later; rebuild the 'switchyard' target or point "
         "SWITCHYARD_LIB at a newer build")
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():
     _fn = getattr(lib, _name)

@@ -270,10 +270,13 @@ class Layer:
         elsewhere or closed; nothing is copied. Local."""
         self._bind(lib.sy_layer_bind_param, "param", name, tensor)
 
-    def bind_grad(self, name, tensor):
+    def bind_grad(self, name, tensor, fresh=False):
         """Makes the layer accumulate the gradient of `name` into tensor's memory, in place (each
-        backward adds to what it holds), until unbound, bound elsewhere or closed. Local."""
-        self._bind(lib.sy_layer_bind_grad, "grad", name, tensor)
+        backward adds to what it holds), until unbound, bound elsewhere or closed. fresh: the
+        tensor holds no gradient yet (torch.empty): the next backward writes it instead of adding,
+        so it needs no zeroing (sy_layer_bind_fresh_grad). Local."""
+        fn = lib.sy_layer_bind_fresh_grad if fresh else lib.sy_layer_bind_grad
+        self._bind(fn, "grad", name, tensor)
 
     def unbind_grad(self, name):
         """The gradient of `name` returns to the layer's own storage (a copy of its values)."""

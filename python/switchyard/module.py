@@ -5,7 +5,9 @@ under Hugging Face's DeepSeek names, and the C layer works on that memory in pla
 parameter from the tensor's storage and its backward adds straight into `.grad`, so no step copies
 a parameter or a gradient. The storage is bound once (sy_layer_bind_param / sy_layer_bind_grad)
 and bound again only when torch replaced it (`p.data = ...`, `module.to(...)`, `p.grad = ...`,
-`zero_grad(set_to_none=True)`). Writes to the parameters are reported to the C layer from torch's
+`zero_grad(set_to_none=True)`); a `.grad` that is None is created uninitialised and bound fresh
+(sy_layer_bind_fresh_grad), so that the backward writes it instead of adding onto zeros, as
+autograd does. Writes to the parameters are reported to the C layer from torch's
 version counters (sy_layer_params_changed), so that bf16 compute converts the weights once per
 update (an optimizer step), not at every forward.
 """
@@ -112,10 +114,18 @@ class _MoEFunction(torch.autograd.Function):
             raise RuntimeError("switchyard: backward twice through one MoELayer forward "
                                "(retain_graph) is not supported")
         needs = ctx.needs_input_grad[3:]
-        ctx.module._bind_grads(ctx.names, needs)
+        created = ctx.module._bind_grads(ctx.names, needs)
         grad_x = torch.empty_like(grad_y)
-        ctx.module._layer.backward(saved, grad_y.contiguous(), grad_x)
-        saved.close()
+        try:
+            ctx.module._layer.backward(saved, grad_y.contiguous(), grad_x)
+        except BaseException:
+            # As autograd, which makes no .grad when the backward fails: the fresh ones this
+            # backward was to write hold nothing meaningful.
+            for param in created:
+                param.grad = None
+            raise
+        finally:
+            saved.close()
         return (None, None, grad_x) + (None,) * len(needs)
 
 
@@ -144,8 +154,8 @@ class MoELayer(nn.Module):
     in-place torch operation on them bumps (optimizer steps, `load_state_dict`, `p.mul_()` under
     no_grad); a write through `p.data` bumps none (as autograd, which does not see it either): call
     `parameters_changed()` after one, or bf16 compute goes on with the weights it converted
-    before. Backward adds into `.grad` as autograd would (creating it, zero, when None), but
-    does so itself, so tensor hooks on the parameters (`register_hook`) do not see these
+    before. Backward adds into `.grad` as autograd would (writing a new one when it is None),
+    but does so itself, so tensor hooks on the parameters (`register_hook`) do not see these
     gradients. A parameter with requires_grad False gets none. Parameters must stay float32 on
     the CPU; a non-contiguous one is made contiguous (`p.data = p.data.contiguous()`).
 
@@ -233,10 +243,13 @@ class MoELayer(nn.Module):
             self._bias_version = bias._version
 
     def _bind_grads(self, names, needs):
-        """Before a backward: the gradient of each parameter that needs one goes into its .grad
-        (created as zeros when None, as autograd does); the others' into the C layer's own
-        storage, so that a frozen parameter's .grad is left alone."""
+        """Before a backward: the gradient of each parameter that needs one goes into its .grad;
+        the others' into the C layer's own storage, so that a frozen parameter's .grad is left
+        alone. A .grad that is None is created uninitialised and bound fresh: the C backward
+        writes it (as autograd writes a new .grad) instead of adding onto zeros. Returns the
+        parameters whose .grad was created."""
         params = dict(self.named_parameters())
+        created = []
         for name, needed in zip(names, needs):
             param, bound = params[name], self._layer.bound("grad", name)
             if not needed:
@@ -244,11 +257,18 @@ class MoELayer(nn.Module):
                     self._layer.unbind_grad(name)
                 continue
             if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            elif not param.grad.is_contiguous():
+                # Binding the new tensor releases the old one this layer still held, so the
+                # allocator can reuse it for the next parameter's: the heap needs no room for
+                # two sets of gradients (it did when these were all made before any was rebound).
+                param.grad = torch.empty_like(param)
+                self._layer.bind_grad(name, param.grad, fresh=True)
+                created.append(param)
+                continue
+            if not param.grad.is_contiguous():
                 param.grad = param.grad.contiguous()
             if bound is None or bound.data_ptr() != param.grad.data_ptr():
                 self._layer.bind_grad(name, param.grad)
+        return created
 
     def load_hf_state_dict(self, state_dict, prefix=""):
         """Copies this rank's tensors from a dict of Hugging Face-named tensors.

@@ -2,8 +2,9 @@
  * and accumulates bound gradients in the caller's arrays, in place; wrong names and counts are
  * refused without changing anything; unbinding keeps the values; a placement change keeps the
  * parameter bindings of what stays and releases the gradient bindings; with bf16 compute, writes
- * are seen at every forward or, when the caller reports them, from the report on. Checked against
- * a second layer that gets the same values by copy. Runs under mpirun on 1 and 2 ranks. */
+ * are seen at every forward or, when the caller reports them, from the report on; fresh gradient
+ * memory is written, not added to. Checked against a second layer that gets the same values by
+ * copy. Runs under mpirun on 1 and 2 ranks. */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -279,6 +280,77 @@ static void test_reported_changes(sy_context_t ctx, caller_t* m) {
   sy_layer_destroy(bound);
 }
 
+static void bind_fresh_nan_grads(sy_layer_t layer, caller_t* m) {
+  for (int t = 0; t < kTensors; ++t) {
+    if (!present(layer, t)) continue;
+    char name[64];
+    tensor_name(t, name, sizeof name);
+    for (size_t i = 0; i < tensor_count(t); ++i) m->grad[t][i] = NAN;
+    CHECK(sy_layer_bind_fresh_grad(layer, name, m->grad[t], tensor_count(t)) == SY_OK, "%s: %s",
+          name, sy_layer_last_error(layer));
+  }
+}
+
+/* Each bound gradient against the same gradient of a layer accumulating in its own storage;
+ * NaN anywhere fails (rel_diff is NaN then). */
+static void check_grads_equal(sy_layer_t layer, sy_layer_t ref, caller_t* m, const char* when) {
+  for (int t = 0; t < kTensors; ++t) {
+    if (!present(layer, t)) continue;
+    char name[64];
+    float want[E * H > N ? E * H : N];
+    tensor_name(t, name, sizeof name);
+    CHECK(sy_layer_get_grad(ref, name, want, tensor_count(t)) == SY_OK, "get grad");
+    CHECK(rel_diff(m->grad[t], want, tensor_count(t)) < 1e-6, "%s: %s: gradient differs", when,
+          name);
+  }
+}
+
+/* Fresh gradient memory (sy_layer_bind_fresh_grad), filled with NaN as memory from an allocator
+ * may be: read as zeros before any backward; the first backward writes the gradients a layer
+ * accumulating onto zeros has, the next one adds to them; a backward of no tokens writes zeros. */
+static void test_fresh_grads(sy_context_t ctx, caller_t* m) {
+  sy_layer_t layer = make_layer(ctx), ref = make_layer(ctx);
+  float x[TOKENS * H], y[TOKENS * H], y_want[TOKENS * H];
+  for (int i = 0; i < TOKENS * H; ++i) x[i] = cosf(1.3f * (float)i + (float)rank);
+  give_params(layer, m, 0);
+  give_params(ref, m, 0);
+  CHECK(sy_layer_zero_grads(ref) == SY_OK, "zero grads");
+
+  CHECK(sy_layer_bind_fresh_grad(layer, "gate.weight", NULL, E * H) == SY_INVALID_ARGUMENT &&
+            strstr(sy_layer_last_error(layer), "NULL") != NULL,
+        "fresh NULL accepted: %s", sy_layer_last_error(layer));
+  bind_fresh_nan_grads(layer, m);
+  float gate[E * H];
+  CHECK(sy_layer_get_grad(layer, "gate.weight", gate, E * H) == SY_OK && gate[0] == 0.0f &&
+            gate[E * H - 1] == 0.0f,
+        "a fresh gradient did not read as zeros");
+
+  bind_fresh_nan_grads(layer, m);
+  for (int s = 0; s < 2; ++s) {
+    step(layer, x, y);
+    step(ref, x, y_want);
+    CHECK(rel_diff(y, y_want, TOKENS * H) < 1e-6, "outputs differ at step %d", s);
+    check_grads_equal(layer, ref, m, s == 0 ? "written by the first backward" : "then added to");
+  }
+
+  /* No tokens: every gradient is zero, and no NaN is left. */
+  bind_fresh_nan_grads(layer, m);
+  float grad_x[1];
+  sy_saved_t saved = NULL;
+  CHECK(sy_layer_forward(layer, x, 0, H, y, &saved, NULL) == SY_OK &&
+            sy_layer_backward(layer, saved, x, grad_x) == SY_OK,
+        "%s", sy_layer_last_error(layer));
+  sy_saved_destroy(saved);
+  for (int t = 0; t < kTensors; ++t) {
+    if (!present(layer, t)) continue;
+    int zero = 1;
+    for (size_t i = 0; i < tensor_count(t); ++i) zero = zero && m->grad[t][i] == 0.0f;
+    CHECK(zero, "tensor %d: a backward of no tokens left the fresh gradient unwritten", t);
+  }
+  sy_layer_destroy(ref);
+  sy_layer_destroy(layer);
+}
+
 /* Every expert on every rank: the experts a rank keeps keep their bindings, the others arrive in
  * the layer's own storage, and every gradient binding is released. */
 static void test_placement(sy_context_t ctx, sy_layer_t layer, caller_t* m) {
@@ -326,6 +398,7 @@ int main(int argc, char** argv) {
   sy_layer_destroy(copied);
   sy_layer_destroy(bound);
   test_reported_changes(ctx, &m);
+  test_fresh_grads(ctx, &m);
   sy_context_destroy(ctx);
 
   int counts[2] = {passed, failed};

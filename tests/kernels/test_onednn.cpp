@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "kernels/cpu/openblas_core.h"
 
@@ -109,27 +110,36 @@ TEST(OneDnnBackend, WeightGradientsThroughOpenBlasOnlyWithAvx512Kernels) {
   for (int64_t i = 0; i < m * n; ++i) {
     EXPECT_NEAR(c[i], want[i], 1e-5 * (1 + std::abs(want[i]))) << i / n << "," << i % n;
   }
+  // Written into fresh memory (beta 0, oneDNN's matmul): NaN there leaves no trace.
+  std::vector<float> fresh(m * n, std::numeric_limits<float>::quiet_NaN());
+  backend.gemm(true, false, m, n, k, 1.f, a.data(), m, b.data(), n, 0.f, fresh.data(), n,
+               ParamOperand::none, GemmPrecision::native);
+  EXPECT_LE(testing::rel_err(fresh, naive_at_b(m, n, k, a, b)), 1e-5);
 }
 
-// With bf16 compute, shallow weight gradients (depth < 48: one rank's few dozen tokens per expert)
-// are fp32 products through OpenBLAS where it runs AVX-512 kernels, so they match the fp64
-// product to fp32 precision; deeper ones are bf16 products, within the bf16 bound.
+// With bf16 compute, shallow weight gradients added to (depth < 48: one rank's few dozen tokens per
+// expert) are fp32 products through OpenBLAS where it runs AVX-512 kernels, so they match the fp64
+// product to fp32 precision; deeper ones, and every one written into fresh memory (beta 0), are
+// bf16 products, within the bf16 bound.
 TEST(OneDnnBackend, Bf16WeightGradientsOfShortDepthAreFp32WithAvx512Blas) {
   OneDnnBackend backend(ComputePrecision::bf16);
   const bool by_blas = check_openblas_core().core_level >= 3;
   const int64_t m = 37, n = 29;
-  for (const int64_t k : {24, 96}) {
-    const auto a = cast<float>(uniform(k * m, 51));
-    const auto b = cast<float>(uniform(k * n, 52));
-    std::vector<float> c(m * n, 0.f);
-    backend.gemm(true, false, m, n, k, 1.f, a.data(), m, b.data(), n, 0.f, c.data(), n,
-                 ParamOperand::none, GemmPrecision::compute);
-    const double worst = testing::rel_err(c, naive_at_b(m, n, k, a, b));
-    const bool fp32 = by_blas && k < 48;
-    EXPECT_LE(worst, fp32 ? 1e-5 : testing::kBf16Tol) << "depth " << k;
-    // The bf16 products do round: an error above fp32's shows which path ran.
-    if (!fp32) {
-      EXPECT_GT(worst, 1e-5) << "depth " << k;
+  for (const float beta : {1.f, 0.f}) {
+    for (const int64_t k : {24, 96}) {
+      const auto a = cast<float>(uniform(k * m, 51));
+      const auto b = cast<float>(uniform(k * n, 52));
+      // Added onto zeros, or written over NaN (fresh memory).
+      std::vector<float> c(m * n, beta == 0.f ? std::numeric_limits<float>::quiet_NaN() : 0.f);
+      backend.gemm(true, false, m, n, k, 1.f, a.data(), m, b.data(), n, beta, c.data(), n,
+                   ParamOperand::none, GemmPrecision::compute);
+      const double worst = testing::rel_err(c, naive_at_b(m, n, k, a, b));
+      const bool fp32 = by_blas && k < 48 && beta != 0.f;
+      EXPECT_LE(worst, fp32 ? 1e-5 : testing::kBf16Tol) << "depth " << k << ", beta " << beta;
+      // The bf16 products do round: an error above fp32's shows which path ran.
+      if (!fp32) {
+        EXPECT_GT(worst, 1e-5) << "depth " << k << ", beta " << beta;
+      }
     }
   }
   EXPECT_EQ(backend.describe().find("in fp32 below depth 48") != std::string::npos, by_blas)

@@ -2,6 +2,7 @@
 
 #include "kernels/backend.h"
 
+#include <algorithm>
 #include <limits>
 #include <utility>
 
@@ -165,6 +166,41 @@ TYPED_TEST(Swiglu, BackwardMatchesNaive) {
     EXPECT_LE(rel_err(gate, r.gate), bc.tol);
     EXPECT_LE(rel_err(up, r.up), bc.tol);
     EXPECT_LE(rel_err(down, r.down), bc.tol);
+  }
+}
+
+// Gradients marked overwrite start as NaN (memory fresh from an allocator): the backward writes
+// them (the analytic gradients, no NaN left), and with no tokens writes zeros.
+TYPED_TEST(Swiglu, OverwrittenGradientsIgnoreWhatTheMemoryHeld) {
+  using T = TypeParam;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  for (const auto& bc : testing::backend_cases<T>()) {
+    SCOPED_TRACE(testing::case_name(bc));
+    auto backend = make_backend<T>({bc.name, bc.compute});
+    const int64_t n = 7, h = 12, in = 20;
+    const Expert<T> e(random_expert(n, h, in, 84));
+    const auto grad_y = cast<T>(testing::uniform(n * h, 89));
+    std::vector<T> g(n * in), u(n * in), y(n * h), grad_x(n * h);
+    swiglu_forward<T>(*backend, e.weights(), e.x.data(), n, g.data(), u.data(), y.data());
+    std::vector<T> gate(in * h, nan), up(in * h, nan), down(in * h, nan);
+    SwigluGrads<T> grads{gate.data(), up.data(), down.data()};
+    grads.overwrite = true;
+    swiglu_backward<T>(*backend, e.weights(), e.x.data(), n, g.data(), u.data(), grad_y.data(),
+                       grad_x.data(), grads);
+    const NaiveGrads r = naive_backward(e.rounded, to_double(grad_y));
+    EXPECT_LE(rel_err(gate, r.gate), bc.tol);  // NaN would fail the comparison
+    EXPECT_LE(rel_err(up, r.up), bc.tol);
+    EXPECT_LE(rel_err(down, r.down), bc.tol);
+
+    std::fill(gate.begin(), gate.end(), nan);
+    std::fill(up.begin(), up.end(), nan);
+    std::fill(down.begin(), down.end(), nan);
+    swiglu_backward<T>(*backend, e.weights(), nullptr, 0, nullptr, nullptr, nullptr, nullptr,
+                       grads);
+    const std::vector<T> zeros(in * h, T(0));
+    EXPECT_EQ(gate, zeros);
+    EXPECT_EQ(up, zeros);
+    EXPECT_EQ(down, zeros);
   }
 }
 

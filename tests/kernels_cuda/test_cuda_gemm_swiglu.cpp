@@ -157,6 +157,47 @@ TEST_P(CudaCompute, SwigluForwardAndBackwardMatchTheFp64Reference) {
   }
 }
 
+// Gradients marked overwrite hold NaN (fresh memory): the backward writes them — the fp64
+// reference's gradients from zero — and with no tokens writes zeros.
+TEST_P(CudaCompute, OverwrittenSwigluGradientsIgnoreWhatTheMemoryHeld) {
+  auto gpu = cuda_backend(GetParam());
+  auto ref = make_backend<double>({"openblas"});
+  const int64_t h = 24, in = 20;
+  const auto gate = uniform(in * h, 31, -0.3, 0.3), up = uniform(in * h, 32, -0.3, 0.3),
+             down = uniform(h * in, 33, -0.3, 0.3);
+  DeviceArray<float> dgate(cast<float>(gate)), dup(cast<float>(up)), ddown(cast<float>(down));
+  const SwigluWeights<double> wr{gate.data(), up.data(), down.data(), h, in};
+  const SwigluWeights<float> wg{dgate.get(), dup.get(), ddown.get(), h, in};
+  const std::vector<float> nan(in * h, std::numeric_limits<float>::quiet_NaN());
+  for (const int64_t n : {int64_t{0}, int64_t{13}}) {
+    SCOPED_TRACE(::testing::Message() << "n " << n);
+    const auto x = uniform(n * h, 40 + n), gy = uniform(n * h, 50 + n);
+    std::vector<double> gp(n * in), upre(n * in), y(n * h), gx(n * h);
+    std::vector<double> ggate(in * h), gup(in * h), gdown(h * in);  // from zero
+    ref->swiglu_forward(wr, x.data(), n, gp.data(), upre.data(), y.data());
+    ref->swiglu_backward(wr, x.data(), n, gp.data(), upre.data(), gy.data(), gx.data(),
+                         {ggate.data(), gup.data(), gdown.data()});
+    DeviceArray<float> dx(cast<float>(x)), dgy(cast<float>(gy)), dgp(n * in), dupre(n * in),
+        dy(n * h), dgx(n * h), dggate(nan), dgup(nan), dgdown(nan);
+    gpu->swiglu_forward(wg, dx.get(), n, dgp.get(), dupre.get(), dy.get());
+    SwigluGrads<float> grads{dggate.get(), dgup.get(), dgdown.get()};
+    grads.overwrite = true;
+    gpu->swiglu_backward(wg, dx.get(), n, dgp.get(), dupre.get(), dgy.get(), dgx.get(), grads);
+    gpu->synchronize();
+    if (n == 0) {
+      const std::vector<float> zeros(in * h, 0.f);
+      EXPECT_EQ(dggate.host(), zeros);
+      EXPECT_EQ(dgup.host(), zeros);
+      EXPECT_EQ(dgdown.host(), zeros);
+    } else {
+      const double tol = cuda_tol(GetParam());  // NaN left anywhere fails these
+      EXPECT_LE(rel_err(dggate.host(), ggate), tol);
+      EXPECT_LE(rel_err(dgup.host(), gup), tol);
+      EXPECT_LE(rel_err(dgdown.host(), gdown), tol);
+    }
+  }
+}
+
 // bf16 is visible: the error is above fp32's, so the test cannot pass by computing in fp32.
 TEST_F(CudaGemm, Bf16RoundingIsVisibleAndNativeGemmsOfABf16BackendStayFp32) {
   auto gpu = cuda_backend(ComputePrecision::bf16);
