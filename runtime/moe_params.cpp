@@ -93,6 +93,11 @@ void MoeParams<T>::zero_fresh() {
 }
 
 template <typename T>
+void MoeParams<T>::mark_fresh() {
+  for (ParamTensor<T>* t : param_tensors()) t->mark_fresh();
+}
+
+template <typename T>
 bool MoeParams<T>::any_bound() const {
   auto bound = [](const SwigluParams<T>& p) {
     return p.gate_proj.bound() || p.up_proj.bound() || p.down_proj.bound();

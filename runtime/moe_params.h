@@ -55,6 +55,9 @@ struct MoeParams {
   // Fresh tensors (gradients bound by ParamTensor::bind_fresh, not yet written) become zeros:
   // before they are read or added to by anything but the backward that writes them.
   void zero_fresh();
+  // Every tensor fresh (ParamTensor::mark_fresh): as zero() for what reads them, but the next
+  // backward writes the gradients instead of adding them onto zeros, and nothing is written now.
+  void mark_fresh();
   // Whether any tensor views a caller's memory (ParamTensor::bind).
   bool any_bound() const;
 };

@@ -91,6 +91,9 @@ class ParamTensor {
     bind(external, count);
     fresh_ = true;
   }
+  // The same for the memory the tensor has now, bound or owned: a trainer's zeroing of its
+  // gradients before a backward, without the pass over them.
+  void mark_fresh() { fresh_ = true; }
   bool fresh() const { return fresh_; }
   // The layer wrote every element (a fresh tensor now holds a gradient).
   void mark_written() { fresh_ = false; }

@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -70,6 +71,9 @@ struct Transport {
   // Forward and backward calls on the same batch: the gradients accumulate over them (what the
   // layer keeps between calls must not leak from one backward into the next).
   int calls = 1;
+  // The gradients start as NaN marked fresh (MoeParams::mark_fresh) instead of zeros: the first
+  // backward must write every one of them.
+  bool fresh_grads = false;
 };
 
 // Runs forward and backward on this rank's slice and checks everything this rank can see; returns
@@ -107,6 +111,10 @@ double check_against_reference(const sy::MoeConfig& config, std::vector<double> 
   const auto grad_y = random_values<T>(batch.total * H, 13, 1.0);
 
   std::vector<T> y(local * H), grad_x(local * H);
+  if (transport.fresh_grads) {
+    for (auto t : layer.grads().tensors()) std::fill(t.begin(), t.end(), std::nan(""));
+    layer.grads().mark_fresh();
+  }
   sy::MoeForward<T> fwd;
   for (int call = 0; call < transport.calls; ++call) {
     fwd = layer.forward(x.data() + batch.offset * H, local, H, y.data());
@@ -242,6 +250,30 @@ TYPED_TEST(LayerParity, GradientsAccumulateOverCallsWithReplicatedExperts) {
   Transport three_calls;
   three_calls.calls = 3;
   check_against_reference<TypeParam>(c, {}, sy::testing::hot_experts_everywhere, three_calls);
+}
+
+// Fresh gradients (NaN in memory) with replicated experts, an expert that gets no tokens on some
+// ranks, and two calls: written by the first backward, added to by the second.
+TYPED_TEST(LayerParity, FreshGradientsAreWrittenThenAccumulated) {
+  auto c = small_config();
+  c.top_k = 2;
+  c.num_experts = 9;  // more experts than the batch's few tokens reach on every rank
+  Transport fresh;
+  fresh.calls = 2;
+  fresh.fresh_grads = true;
+  check_against_reference<TypeParam>(c, {}, sy::testing::hot_experts_everywhere, fresh);
+#ifdef SWITCHYARD_HAVE_ONEDNN
+  // onednn writes fresh weight gradients with its own matmul (fp32, or bf16 within 1e-2).
+  if constexpr (std::is_same_v<TypeParam, float>) {
+    for (const auto compute :
+         {sy::kernels::ComputePrecision::native, sy::kernels::ComputePrecision::bf16}) {
+      SCOPED_TRACE(sy::kernels::compute_precision_name(compute));
+      fresh.backend = {"onednn", compute};
+      fresh.tolerance = compute == sy::kernels::ComputePrecision::bf16 ? 1e-2 : 0;
+      check_against_reference<TypeParam>(c, {}, sy::testing::hot_experts_everywhere, fresh);
+    }
+  }
+#endif
 }
 
 TYPED_TEST(LayerParity, EveryTokenToOneExpert) {
