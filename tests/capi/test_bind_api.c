@@ -157,6 +157,20 @@ static void test_refusals(sy_layer_t layer, caller_t* m) {
   }
 }
 
+/* Each bound gradient against the same gradient of a layer accumulating in its own storage;
+ * NaN anywhere fails (rel_diff is NaN then). */
+static void check_grads_equal(sy_layer_t layer, sy_layer_t ref, caller_t* m, const char* when) {
+  for (int t = 0; t < kTensors; ++t) {
+    if (!present(layer, t)) continue;
+    char name[64];
+    float want[E * H > N ? E * H : N];
+    tensor_name(t, name, sizeof name);
+    CHECK(sy_layer_get_grad(ref, name, want, tensor_count(t)) == SY_OK, "get grad");
+    CHECK(rel_diff(m->grad[t], want, tensor_count(t)) < 1e-6, "%s: %s: gradient differs", when,
+          name);
+  }
+}
+
 /* Layer `bound` works on m's arrays, layer `copied` gets the same values by sy_layer_set_param:
  * the same outputs and gradients, and a change to m's arrays is seen with no call in between. */
 static void test_in_place(sy_layer_t bound, sy_layer_t copied, caller_t* m) {
@@ -184,14 +198,11 @@ static void test_in_place(sy_layer_t bound, sy_layer_t copied, caller_t* m) {
     step(copied, x, y_want);
     CHECK(rel_diff(y, y_want, TOKENS * H) < 1e-6, "outputs differ at step %d", s);
   }
+  check_grads_equal(bound, copied, m, "accumulated over two steps");
   for (int t = 0; t < kTensors; ++t) {
     if (!present(bound, t)) continue;
     char name[64];
-    float want[E * H > N ? E * H : N];
     tensor_name(t, name, sizeof name);
-    CHECK(sy_layer_get_grad(copied, name, want, tensor_count(t)) == SY_OK, "get grad");
-    CHECK(rel_diff(m->grad[t], want, tensor_count(t)) < 1e-6, "%s: bound gradient differs",
-          name);
     CHECK(sy_layer_grad_data(bound, name, &data, &count) == SY_OK && data == m->grad[t],
           "%s: gradient not accumulated in the caller's memory", name);
   }
@@ -288,20 +299,6 @@ static void bind_fresh_nan_grads(sy_layer_t layer, caller_t* m) {
     for (size_t i = 0; i < tensor_count(t); ++i) m->grad[t][i] = NAN;
     CHECK(sy_layer_bind_fresh_grad(layer, name, m->grad[t], tensor_count(t)) == SY_OK, "%s: %s",
           name, sy_layer_last_error(layer));
-  }
-}
-
-/* Each bound gradient against the same gradient of a layer accumulating in its own storage;
- * NaN anywhere fails (rel_diff is NaN then). */
-static void check_grads_equal(sy_layer_t layer, sy_layer_t ref, caller_t* m, const char* when) {
-  for (int t = 0; t < kTensors; ++t) {
-    if (!present(layer, t)) continue;
-    char name[64];
-    float want[E * H > N ? E * H : N];
-    tensor_name(t, name, sizeof name);
-    CHECK(sy_layer_get_grad(ref, name, want, tensor_count(t)) == SY_OK, "get grad");
-    CHECK(rel_diff(m->grad[t], want, tensor_count(t)) < 1e-6, "%s: %s: gradient differs", when,
-          name);
   }
 }
 
