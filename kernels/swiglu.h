@@ -37,8 +37,7 @@ void swiglu_forward(Backend<T>& backend, const SwigluWeights<T>& w, const T* x, 
                     T* gate_pre, T* up_pre, T* y);
 
 // grad_x: [n, hidden] (overwritten); weight gradients accumulated into grads (or written, with
-// grads.overwrite). The same as
-// swiglu_backward_data followed by swiglu_backward_weights.
+// grads.overwrite). The same as swiglu_backward_data followed by swiglu_backward_weights.
 template <typename T>
 void swiglu_backward(Backend<T>& backend, const SwigluWeights<T>& w, const T* x, int64_t n,
                      const T* gate_pre, const T* up_pre, const T* grad_y, T* grad_x,
