@@ -24,26 +24,16 @@ using namespace hierarchical_detail;
 namespace {
 
 // One combine call: what its phases share, and the phases in the order they run (see combine()).
-class CombineRun {
+class CombineRun : RelayRun {
  public:
   CombineRun(Communicator& comm, ScratchBuffers& scratch, int chunks, PhaseStats* stats,
              const RouteLayout& layout, const RelayPlan& plan, DataType dtype, const void* rows,
              int64_t elems, size_t row_bytes)
-      : layout_(layout),
-        plan_(plan),
-        nodes_(comm.topology()),
-        scratch_(scratch),
-        C_(chunks),
-        me_(comm.rank()),
-        my_node_(nodes_.node_of(me_)),
-        node_ranks_(nodes_.ranks(my_node_)),
-        local_size_(node_ranks_.size()),
+      : RelayRun(comm, scratch, chunks, stats, layout, plan, "hierarchical combine"),
         dtype_(dtype),
         elems_(elems),
         row_bytes_(row_bytes),
-        results_(static_cast<const std::byte*>(rows)),
-        sources_(plan.relayed.size()),
-        ex_(comm, stats, "hierarchical combine") {}
+        results_(static_cast<const std::byte*>(rows)) {}
 
   // Second hop's receives first: each other node's per-token sums from this rank's relay there,
   // chunk by chunk (the tokens each chunk finished, ascending), into a staging buffer.
@@ -67,21 +57,10 @@ class CombineRun {
   // One token's sum over its rows into dst, in the call's type.
   void sum_token(std::byte* dst, size_t k, size_t u, float* row_acc) const;
 
-  const RouteLayout& layout_;
-  const RelayPlan& plan_;
-  const NodeMap nodes_;
-  ScratchBuffers& scratch_;
-  const int C_;
-  const int me_;
-  const int my_node_;
-  const std::vector<int>& node_ranks_;
-  const size_t local_size_;
   const DataType dtype_;
   const int64_t elems_;
   const size_t row_bytes_;
   const std::byte* const results_;
-  const size_t sources_;  // relayed sources of this rank
-  Exchange ex_;
 
   std::vector<std::span<std::byte>> node_sums_in_;
   std::vector<std::vector<std::vector<int64_t>>> finished_in_;

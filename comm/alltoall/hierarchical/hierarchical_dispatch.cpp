@@ -24,31 +24,20 @@ using namespace hierarchical_detail;
 namespace {
 
 // One dispatch call: what its phases share, and the phases in the order they run (see dispatch()).
-class DispatchRun {
+class DispatchRun : RelayRun {
  public:
   DispatchRun(Communicator& comm, ScratchBuffers& scratch, int chunks, PhaseStats* stats,
               const RouteLayout& layout, const RelayPlan& plan, const void* tokens,
               size_t token_bytes, const void* side, size_t side_bytes, void* recv_tokens,
               void* recv_side)
-      : layout_(layout),
-        plan_(plan),
-        nodes_(comm.topology()),
-        scratch_(scratch),
-        C_(chunks),
-        me_(comm.rank()),
-        my_node_(nodes_.node_of(me_)),
-        node_ranks_(nodes_.ranks(my_node_)),
-        local_size_(node_ranks_.size()),
+      : RelayRun(comm, scratch, chunks, stats, layout, plan, "hierarchical dispatch"),
         token_bytes_(token_bytes),
         side_bytes_(side_bytes),
         row_bytes_(token_bytes + side_bytes),
         token_base_(static_cast<const std::byte*>(tokens)),
         side_base_(static_cast<const std::byte*>(side)),
         out_tokens_(static_cast<std::byte*>(recv_tokens)),
-        out_side_(static_cast<std::byte*>(recv_side)),
-        sources_(plan.relayed.size()),
-        // One exchange for both hops: waiting for one chunk keeps every other message moving.
-        ex_(comm, stats, "hierarchical dispatch") {}
+        out_side_(static_cast<std::byte*>(recv_side)) {}
 
   // Second hop's receives first: from every rank of this node, chunk by chunk, the rows it
   // relays for this rank (per chunk: each source ascending, its piece).
@@ -77,22 +66,11 @@ class DispatchRun {
   // The forwards of local destination j: sizes per chunk and buffers.
   void prepare_forwards();
 
-  const RouteLayout& layout_;
-  const RelayPlan& plan_;
-  const NodeMap nodes_;
-  ScratchBuffers& scratch_;
-  const int C_;
-  const int me_;
-  const int my_node_;
-  const std::vector<int>& node_ranks_;
-  const size_t local_size_;
   const size_t token_bytes_, side_bytes_, row_bytes_;
   const std::byte* const token_base_;
   const std::byte* const side_base_;
   std::byte* const out_tokens_;
   std::byte* const out_side_;
-  const size_t sources_;  // relayed sources of this rank
-  Exchange ex_;
 
   std::vector<std::vector<int>> sources_of_;
   std::vector<std::span<std::byte>> forwarded_in_;

@@ -1,6 +1,6 @@
 // Private to the hierarchical all-to-all (hierarchical_alltoall.cpp, hierarchical_dispatch.cpp,
-// hierarchical_combine.cpp): how relayed rows are laid out in chunks, and the per-token sums of
-// combine.
+// hierarchical_combine.cpp): how relayed rows are laid out in chunks, the per-token sums of
+// combine, and what a dispatch or combine call shares.
 #pragma once
 
 #include <algorithm>
@@ -9,7 +9,11 @@
 #include <vector>
 
 #include "comm/alltoall/alltoall.h"
+#include "comm/alltoall/exchange.h"
 #include "comm/alltoall/hierarchical/relay_plan.h"
+#include "comm/alltoall/node_map.h"
+#include "comm/alltoall/scratch.h"
+#include "comm/communicator.h"
 
 namespace switchyard::comm::hierarchical_detail {
 
@@ -54,6 +58,38 @@ void sum_rows_bf16(uint16_t* dst, const std::byte* const* rows, size_t count, in
 void sum_nodes_bf16(const RelayPlan& plan, int64_t num_tokens,
                     const std::vector<const std::byte*>& node_sums, int64_t elems, uint16_t* out,
                     float* acc);
+
+// What one dispatch or combine call knows of this rank's node and its relays, and the exchange
+// that carries both hops: the part DispatchRun and CombineRun share.
+class RelayRun {
+ protected:
+  RelayRun(Communicator& comm, ScratchBuffers& scratch, int chunks, PhaseStats* stats,
+           const RouteLayout& layout, const RelayPlan& plan, const char* what)
+      : layout_(layout),
+        plan_(plan),
+        nodes_(comm.topology()),
+        scratch_(scratch),
+        C_(chunks),
+        me_(comm.rank()),
+        my_node_(nodes_.node_of(me_)),
+        node_ranks_(nodes_.ranks(my_node_)),
+        local_size_(node_ranks_.size()),
+        sources_(plan.relayed.size()),
+        // One exchange for both hops: waiting for one chunk keeps every other message moving.
+        ex_(comm, stats, what) {}
+
+  const RouteLayout& layout_;
+  const RelayPlan& plan_;
+  const NodeMap nodes_;
+  ScratchBuffers& scratch_;
+  const int C_;
+  const int me_;
+  const int my_node_;
+  const std::vector<int>& node_ranks_;
+  const size_t local_size_;
+  const size_t sources_;  // relayed sources of this rank
+  Exchange ex_;
+};
 
 // This source's rows for one node in the relay's form: each row's distinct-token index (in
 // plan.unique_tokens[node]) and the rows per rank of the node (by local index).
